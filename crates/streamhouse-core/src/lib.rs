@@ -1,0 +1,15 @@
+//! StreamHouse formats: the Kafka RecordBatch v2 codec, compression, topic
+//! names and limits. Everything else in StreamHouse builds on these types.
+
+pub mod batch;
+pub mod compression;
+pub mod error;
+pub mod names;
+pub mod varint;
+
+pub use batch::{
+    Attributes, BatchHeader, DecodeLimits, Header, NewRecord, Record, RecordBatch, batches,
+    set_base_offset,
+};
+pub use compression::Compression;
+pub use error::{Error, Result};

@@ -1,0 +1,71 @@
+//! The one error type of `streamhouse-metadata`.
+
+use crate::types::TopicId;
+
+/// A metadata operation failed. Backends map their own failures (unique
+/// violations, lock timeouts, lost connections) onto these variants and keep
+/// the source.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("topic {0:?} already exists")]
+    TopicAlreadyExists(String),
+    #[error("topic {0:?} does not exist")]
+    TopicNotFound(String),
+    #[error("topic id {0} does not exist (the topic was deleted)")]
+    TopicIdNotFound(TopicId),
+    #[error("topic {topic:?} has no partition {partition} (it has {partition_count})")]
+    PartitionNotFound {
+        topic: String,
+        partition: u32,
+        partition_count: u32,
+    },
+    #[error("topic id {topic_id} has no partition {partition}")]
+    PartitionIdNotFound { topic_id: TopicId, partition: u32 },
+    #[error("agent {0:?} is not registered")]
+    AgentNotFound(String),
+    /// A name or count breaks the rules of `streamhouse-core`.
+    #[error(transparent)]
+    Invalid(#[from] streamhouse_core::Error),
+    #[error("invalid topic config {key:?}: {reason}")]
+    InvalidConfig { key: String, reason: String },
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+    #[error("invalid metadata URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("metadata store failed while {op}")]
+    Database {
+        op: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("applying the metadata schema migrations failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+impl Error {
+    /// Whether the same call may succeed if retried: lost connections, pool
+    /// timeouts, lock contention, serialization failures and deadlocks.
+    pub fn is_retryable(&self) -> bool {
+        let Error::Database { source, .. } = self else {
+            return false;
+        };
+        match source {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
+            sqlx::Error::Database(db) => matches!(
+                db.code().as_deref(),
+                // PostgreSQL: serialization failure, deadlock, admin shutdown,
+                // cannot connect now. SQLite: BUSY, LOCKED (and extended codes).
+                Some("40001" | "40P01" | "57P01" | "57P03" | "5" | "6" | "261" | "517" | "262")
+            ),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+        move |source| Error::Database { op, source }
+    }
+}
+
+/// Result with the metadata [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

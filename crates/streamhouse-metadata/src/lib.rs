@@ -1,0 +1,173 @@
+//! StreamHouse metadata: topics, the log commit that assigns offsets,
+//! segments, consumer group offsets and the agent registry, on SQLite
+//! (embedded default) or PostgreSQL (production).
+//!
+//! The store is split by concern ([`TopicStore`], [`LogStore`],
+//! [`OffsetStore`], [`AgentStore`]); [`MetadataStore`] combines them so that
+//! one `Arc<dyn MetadataStore>` serves every component:
+//!
+//! ```no_run
+//! use std::{collections::HashMap, sync::Arc};
+//! use streamhouse_metadata::{MetadataStore, SqliteMetadataStore, TopicConfig};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let metadata: Arc<dyn MetadataStore> = Arc::new(SqliteMetadataStore::new("metadata.db").await?);
+//! metadata
+//!     .create_topic(TopicConfig {
+//!         name: "orders".to_string(),
+//!         partition_count: 3,
+//!         retention_ms: Some(86_400_000),
+//!         config: HashMap::new(),
+//!     })
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Offsets are assigned only by [`LogStore::commit_object`]: in one
+//! transaction, every partition chunk of a flushed object takes
+//! `base = next_offset` and advances `next_offset`, so any number of writers
+//! may commit to the same partitions concurrently and offsets stay dense.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+#[macro_use]
+mod sql;
+mod error;
+mod postgres;
+mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod types;
+
+pub use error::{Error, Result};
+pub use postgres::PostgresMetadataStore;
+pub use sqlite::SqliteMetadataStore;
+pub use types::*;
+
+/// Topics: create, look up, list, delete.
+#[async_trait]
+pub trait TopicStore: Send + Sync {
+    /// Creates a topic with `partition_count` empty partitions.
+    /// Fails with [`Error::TopicAlreadyExists`] if the name is taken and with
+    /// a validation error for a bad name, count, retention or config key.
+    async fn create_topic(&self, config: TopicConfig) -> Result<Topic>;
+    /// The topic with this name, if it exists.
+    async fn get_topic(&self, name: &str) -> Result<Option<Topic>>;
+    /// Every topic, ordered by name.
+    async fn list_topics(&self) -> Result<Vec<Topic>>;
+    /// Deletes the topic, its partitions, segment rows and group offsets.
+    /// Its objects are left for the object GC.
+    async fn delete_topic(&self, name: &str) -> Result<()>;
+}
+
+/// The log: the commit that assigns offsets, partition offsets, segments.
+#[async_trait]
+pub trait LogStore: Send + Sync {
+    /// Commits one flushed object in ONE transaction: records the object,
+    /// and for every chunk takes `base = next_offset`, advances `next_offset`
+    /// by the chunk's offset span and inserts its segment row.
+    ///
+    /// The transaction is atomic: all of it is applied or none of it. A
+    /// chunk whose partition no longer exists (its topic was deleted) is
+    /// skipped and reported as rejected; the other chunks are applied.
+    async fn commit_object(&self, commit: &ObjectCommit) -> Result<CommitOutcome>;
+    /// Log start and next offset of one partition.
+    async fn partition_state(&self, topic_id: TopicId, partition: u32) -> Result<PartitionState>;
+    /// Up to `limit` segments of a partition in offset order, starting with
+    /// the one that holds `from_offset` (or the first one after it).
+    async fn segments(
+        &self,
+        topic_id: TopicId,
+        partition: u32,
+        from_offset: i64,
+        limit: u32,
+    ) -> Result<Vec<Segment>>;
+}
+
+/// Committed consumer group offsets.
+#[async_trait]
+pub trait OffsetStore: Send + Sync {
+    /// Stores the group's next offset to read in a partition.
+    async fn commit_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        metadata: Option<&str>,
+    ) -> Result<()>;
+    /// The group's committed offset in one partition, if any.
+    async fn fetch_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<CommittedOffset>>;
+    /// Every committed offset of a group, ordered by topic and partition.
+    async fn fetch_offsets(&self, group: &str) -> Result<Vec<CommittedOffset>>;
+}
+
+/// The agent registry: agents register, heartbeat and deregister; clients
+/// discover them.
+#[async_trait]
+pub trait AgentStore: Send + Sync {
+    /// Registers (or re-registers) an agent with a fresh heartbeat.
+    async fn register_agent(&self, agent: AgentRegistration) -> Result<()>;
+    /// Records a heartbeat; [`Error::AgentNotFound`] if not registered.
+    async fn heartbeat_agent(&self, agent_id: &str) -> Result<()>;
+    /// Removes an agent; removing an unknown agent is not an error.
+    async fn deregister_agent(&self, agent_id: &str) -> Result<()>;
+    /// Registered agents (of one group, or all), with their heartbeat age by
+    /// the store's clock. Use [`AgentInfo::is_live`] to drop stale ones.
+    async fn list_agents(&self, group: Option<&str>) -> Result<Vec<AgentInfo>>;
+}
+
+/// Every metadata concern in one object-safe trait.
+pub trait MetadataStore: TopicStore + LogStore + OffsetStore + AgentStore {}
+
+impl<T: TopicStore + LogStore + OffsetStore + AgentStore> MetadataStore for T {}
+
+/// Opens the store a URL names: `sqlite://PATH` (created if missing) or
+/// `postgres://…` / `postgresql://…`. Applies pending migrations.
+pub async fn open(url: &str) -> Result<Arc<dyn MetadataStore>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteMetadataStore::new(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresMetadataStore::new(url).await?))
+    } else {
+        Err(Error::InvalidUrl {
+            url: url.to_string(),
+            reason: "expected sqlite://PATH or postgres://…".into(),
+        })
+    }
+}
+
+pub(crate) fn validate_group_id(group: &str) -> Result<()> {
+    if group.is_empty() || group.len() > 255 {
+        return Err(Error::InvalidArgument {
+            field: "group id",
+            reason: format!("{group:?} must be 1 to 255 bytes"),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn migrator(files: &[(&'static str, &'static str)]) -> sqlx::migrate::Migrator {
+    use sqlx::SqlSafeStr;
+    let migrations = files
+        .iter()
+        .map(|(name, sql)| {
+            let (version, description) = name.split_once('_').expect("NNNN_name.sql");
+            sqlx::migrate::Migration::new(
+                version.parse().expect("numbered migration"),
+                description.trim_end_matches(".sql").to_string().into(),
+                sqlx::migrate::MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
+        })
+        .collect();
+    sqlx::migrate::Migrator::with_migrations(migrations)
+}

@@ -1,0 +1,60 @@
+//! The PostgreSQL backend for production: several agents share one
+//! database. Write transactions run at READ COMMITTED; the log commit's
+//! `UPDATE … RETURNING` on partition rows takes row locks in a fixed order,
+//! so concurrent commits serialize per partition without deadlocks.
+
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
+
+/// Metadata in a PostgreSQL database.
+#[derive(Clone, Debug)]
+pub struct PostgresMetadataStore {
+    write: PgPool,
+    read: PgPool,
+}
+
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_init.sql",
+    include_str!("../migrations/postgres/0001_init.sql"),
+)];
+
+impl PostgresMetadataStore {
+    /// Connects to `url` (`postgres://user:pass@host:port/db?sslmode=…`) and
+    /// applies pending migrations (under PostgreSQL's advisory lock, so
+    /// agents starting together apply them once).
+    pub async fn new(url: &str) -> crate::Result<Self> {
+        let options = PgConnectOptions::from_str(url).map_err(|e| crate::Error::InvalidUrl {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(crate::Error::db("connecting to PostgreSQL"))?;
+        crate::migrator(MIGRATIONS)
+            .run(&pool)
+            .await
+            .map_err(crate::Error::Migrate)?;
+        Ok(PostgresMetadataStore {
+            write: pool.clone(),
+            read: pool,
+        })
+    }
+
+    async fn begin_write(&self) -> crate::Result<sqlx::Transaction<'static, Postgres>> {
+        self.write
+            .begin()
+            .await
+            .map_err(crate::Error::db("beginning write transaction"))
+    }
+}
+
+sql_store!(
+    PostgresMetadataStore,
+    Postgres,
+    now = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+);

@@ -1,0 +1,232 @@
+//! Values stored in and returned by the metadata store.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Generated identity of a topic. A deleted and re-created topic gets a new
+/// id, so it never sees the old topic's data or offsets.
+pub type TopicId = i64;
+
+/// What `create_topic` needs.
+///
+/// Settings beyond the three typed fields are keys of `config`; the keys
+/// accepted are listed in [`TOPIC_CONFIG_KEYS`] and their values validated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TopicConfig {
+    pub name: String,
+    pub partition_count: u32,
+    /// Records older than this many milliseconds may be deleted; `None` keeps
+    /// them forever.
+    pub retention_ms: Option<i64>,
+    pub config: HashMap<String, String>,
+}
+
+/// `retention.bytes`: the most bytes a partition keeps (`-1`: no limit).
+pub const RETENTION_BYTES: &str = "retention.bytes";
+/// `cleanup.policy`: `delete` (default), `compact`, or `compact,delete`.
+pub const CLEANUP_POLICY: &str = "cleanup.policy";
+/// `delete.retention.ms`: how long tombstones of compacted topics are kept.
+pub const DELETE_RETENTION_MS: &str = "delete.retention.ms";
+
+/// Every key `TopicConfig::config` accepts.
+pub const TOPIC_CONFIG_KEYS: [&str; 3] = [RETENTION_BYTES, CLEANUP_POLICY, DELETE_RETENTION_MS];
+
+impl TopicConfig {
+    /// Checks the name, partition count, retention and every config key.
+    pub fn validate(&self) -> Result<()> {
+        streamhouse_core::names::validate_topic_name(&self.name)?;
+        streamhouse_core::names::validate_partition_count(self.partition_count)?;
+        if let Some(ms) = self.retention_ms
+            && ms <= 0
+        {
+            return Err(Error::InvalidArgument {
+                field: "retention_ms",
+                reason: format!("{ms} is not positive (use None to keep records forever)"),
+            });
+        }
+        for (key, value) in &self.config {
+            validate_config_entry(key, value)?;
+        }
+        Ok(())
+    }
+}
+
+fn validate_config_entry(key: &str, value: &str) -> Result<()> {
+    let invalid = |reason: &str| Error::InvalidConfig {
+        key: key.to_string(),
+        reason: format!("{value:?} {reason}"),
+    };
+    match key {
+        RETENTION_BYTES => match value.parse::<i64>() {
+            Ok(v) if v == -1 || v > 0 => Ok(()),
+            _ => Err(invalid("is not a positive byte count or -1")),
+        },
+        DELETE_RETENTION_MS => match value.parse::<i64>() {
+            Ok(v) if v >= 0 => Ok(()),
+            _ => Err(invalid("is not a non-negative number of milliseconds")),
+        },
+        CLEANUP_POLICY => match value {
+            "delete" | "compact" | "compact,delete" | "delete,compact" => Ok(()),
+            _ => Err(invalid("is not one of delete, compact, compact,delete")),
+        },
+        _ => Err(Error::InvalidConfig {
+            key: key.to_string(),
+            reason: format!(
+                "unknown key; known keys are {}",
+                TOPIC_CONFIG_KEYS.join(", ")
+            ),
+        }),
+    }
+}
+
+/// A topic as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Topic {
+    pub id: TopicId,
+    pub name: String,
+    pub partition_count: u32,
+    pub retention_ms: Option<i64>,
+    pub config: HashMap<String, String>,
+    pub created_at_ms: i64,
+}
+
+/// The offsets of one partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionState {
+    pub topic_id: TopicId,
+    pub partition: u32,
+    /// First offset still readable.
+    pub log_start_offset: i64,
+    /// Offset the next committed record gets (the high watermark).
+    pub next_offset: i64,
+}
+
+/// One flushed object and the partition chunks it holds, to be committed in
+/// one transaction by [`LogStore::commit_object`](crate::LogStore::commit_object).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectCommit {
+    pub object_key: String,
+    pub size_bytes: u64,
+    pub chunks: Vec<ChunkCommit>,
+}
+
+/// A run of record batches of one partition inside an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkCommit {
+    pub topic_id: TopicId,
+    pub partition: u32,
+    /// Byte offset of the chunk's first batch in the object.
+    pub byte_start: u64,
+    /// The chunk's batches, back to back from `byte_start`.
+    pub batches: Vec<BatchCommit>,
+}
+
+/// What the commit needs to know of one batch (all from its header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchCommit {
+    pub byte_length: u64,
+    /// Offsets the batch occupies: `last_offset_delta + 1`.
+    pub offset_span: i64,
+    pub record_count: i64,
+    pub min_timestamp: i64,
+    pub max_timestamp: i64,
+}
+
+/// Why one chunk of a commit was not applied (the rest of the commit was).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChunkRejected {
+    #[error("topic id {topic_id} has no partition {partition} (the topic was deleted)")]
+    PartitionGone { topic_id: TopicId, partition: u32 },
+}
+
+/// Per chunk, in the order of [`ObjectCommit::chunks`]: the base offset of
+/// every batch, or why the chunk was rejected.
+pub type CommitOutcome = Vec<Result<Vec<i64>, ChunkRejected>>;
+
+/// A committed range of offsets of one partition, stored in an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub topic_id: TopicId,
+    pub partition: u32,
+    pub base_offset: i64,
+    /// Last offset in the segment (inclusive).
+    pub last_offset: i64,
+    pub record_count: i64,
+    pub object_key: String,
+    pub object_size: u64,
+    pub byte_start: u64,
+    pub byte_length: u64,
+    pub min_timestamp: i64,
+    pub max_timestamp: i64,
+}
+
+/// A consumer group's committed position in one partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub topic: String,
+    pub partition: u32,
+    /// The next offset the group will read.
+    pub offset: i64,
+    pub metadata: Option<String>,
+    pub committed_at_ms: i64,
+}
+
+/// What an agent registers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentRegistration {
+    pub agent_id: String,
+    pub group: String,
+    /// Address clients connect to, `host:port`.
+    pub address: String,
+    pub zone: Option<String>,
+}
+
+/// A registered agent, with its heartbeat age measured by the store's clock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentInfo {
+    pub agent_id: String,
+    pub group: String,
+    pub address: String,
+    pub zone: Option<String>,
+    pub started_at_ms: i64,
+    pub last_heartbeat_ms: i64,
+    /// Time since the last heartbeat, by the metadata store's clock.
+    pub heartbeat_age: Duration,
+}
+
+impl AgentInfo {
+    /// Whether the agent heartbeated within `ttl`.
+    pub fn is_live(&self, ttl: Duration) -> bool {
+        self.heartbeat_age <= ttl
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_validation() {
+        let mut c = TopicConfig {
+            name: "t".into(),
+            partition_count: 1,
+            ..Default::default()
+        };
+        c.validate().unwrap();
+        c.config.insert(CLEANUP_POLICY.into(), "compact".into());
+        c.config.insert(RETENTION_BYTES.into(), "1000".into());
+        c.validate().unwrap();
+        c.config.insert(RETENTION_BYTES.into(), "0".into());
+        assert!(matches!(c.validate(), Err(Error::InvalidConfig { .. })));
+        c.config.remove(RETENTION_BYTES);
+        c.config.insert("segment.bytes".into(), "1".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("unknown key"), "{err}");
+        c.config.clear();
+        c.retention_ms = Some(0);
+        assert!(c.validate().is_err());
+    }
+}

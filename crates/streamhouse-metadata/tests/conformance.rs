@@ -1,0 +1,479 @@
+//! One conformance suite, run against every metadata backend: SQLite (a
+//! temporary file) and PostgreSQL (a fresh schema per test).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use streamhouse_metadata::*;
+
+/// A backend under test; `open_again` opens a second, independent store on
+/// the same database, as a second process would.
+struct Backend {
+    store: Arc<dyn MetadataStore>,
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Backend {
+    async fn open_again(&self) -> Arc<dyn MetadataStore> {
+        open(&self.url).await.unwrap()
+    }
+}
+
+async fn sqlite() -> Option<Backend> {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("metadata.db").display());
+    Some(Backend {
+        store: Arc::new(SqliteMetadataStore::new(&url).await.unwrap()),
+        url,
+        _dir: Some(dir),
+    })
+}
+
+async fn postgres() -> Option<Backend> {
+    let url = streamhouse_metadata::testing::postgres_url().await?;
+    Some(Backend {
+        store: Arc::new(PostgresMetadataStore::new(&url).await.unwrap()),
+        url,
+        _dir: None,
+    })
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let backend = super::sqlite().await.unwrap();
+                    super::$name(&backend).await;
+                }
+            )*
+        }
+        mod postgres_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let Some(backend) = super::postgres().await else { return };
+                    super::$name(&backend).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    topic_lifecycle,
+    invalid_input_is_rejected_with_typed_errors,
+    concurrent_commits_keep_offsets_dense,
+    commits_from_two_store_instances_keep_offsets_dense,
+    segments_are_found_by_offset,
+    deleted_topic_rejects_its_chunks_only,
+    recreated_topic_sees_no_old_data_or_offsets,
+    consumer_offsets,
+    agent_registry,
+);
+
+fn topic(name: &str, partitions: u32) -> TopicConfig {
+    TopicConfig {
+        name: name.to_string(),
+        partition_count: partitions,
+        retention_ms: Some(86_400_000),
+        config: HashMap::new(),
+    }
+}
+
+fn chunk(topic_id: TopicId, partition: u32, spans: &[i64]) -> ChunkCommit {
+    ChunkCommit {
+        topic_id,
+        partition,
+        byte_start: 0,
+        batches: spans
+            .iter()
+            .map(|&span| BatchCommit {
+                byte_length: 100 * span as u64,
+                offset_span: span,
+                record_count: span,
+                min_timestamp: 1_000,
+                max_timestamp: 2_000,
+            })
+            .collect(),
+    }
+}
+
+fn object(chunks: Vec<ChunkCommit>) -> ObjectCommit {
+    ObjectCommit {
+        object_key: format!("objects/{}.sho", unique()),
+        size_bytes: 1_000,
+        chunks,
+    }
+}
+
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}-{:?}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+    )
+    .replace([' ', ':', '{', '}', ','], "_")
+}
+
+async fn topic_lifecycle(b: &Backend) {
+    let s = &b.store;
+    let mut config = topic("orders", 3);
+    config
+        .config
+        .insert(CLEANUP_POLICY.into(), "compact".into());
+    let created = s.create_topic(config.clone()).await.unwrap();
+    assert_eq!(created.name, "orders");
+    assert_eq!(created.partition_count, 3);
+    assert_eq!(created.config, config.config);
+    assert!(created.created_at_ms > 1_600_000_000_000);
+
+    let got = s.get_topic("orders").await.unwrap().unwrap();
+    assert_eq!(got, created);
+    assert!(s.get_topic("missing").await.unwrap().is_none());
+
+    s.create_topic(topic("alpha", 1)).await.unwrap();
+    let names: Vec<_> = s
+        .list_topics()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["alpha", "orders"]);
+
+    for p in 0..3 {
+        let st = s.partition_state(created.id, p).await.unwrap();
+        assert_eq!((st.log_start_offset, st.next_offset), (0, 0));
+    }
+
+    s.delete_topic("orders").await.unwrap();
+    assert!(s.get_topic("orders").await.unwrap().is_none());
+    assert!(matches!(
+        s.delete_topic("orders").await,
+        Err(Error::TopicNotFound(n)) if n == "orders"
+    ));
+}
+
+async fn invalid_input_is_rejected_with_typed_errors(b: &Backend) {
+    let s = &b.store;
+    for name in ["", "has space", "a/b", ".", "..", &"x".repeat(250)] {
+        let err = s.create_topic(topic(name, 1)).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Invalid(streamhouse_core::Error::InvalidTopicName { .. })
+            ),
+            "{name:?}: {err}"
+        );
+    }
+    for count in [0, streamhouse_core::names::MAX_PARTITIONS + 1] {
+        let err = s.create_topic(topic("t", count)).await.unwrap_err();
+        assert!(err.to_string().contains("partition_count"), "{err}");
+    }
+    let mut bad = topic("t", 1);
+    bad.config.insert("retention.bytes".into(), "lots".into());
+    assert!(matches!(
+        s.create_topic(bad).await,
+        Err(Error::InvalidConfig { key, .. }) if key == "retention.bytes"
+    ));
+
+    let t = s.create_topic(topic("t", 2)).await.unwrap();
+    assert!(matches!(
+        s.create_topic(topic("t", 2)).await,
+        Err(Error::TopicAlreadyExists(n)) if n == "t"
+    ));
+    assert!(matches!(
+        s.partition_state(t.id, 2).await,
+        Err(Error::PartitionIdNotFound { partition: 2, .. })
+    ));
+    assert!(matches!(
+        s.commit_offset("g", "t", 2, 0, None).await,
+        Err(Error::PartitionNotFound {
+            partition: 2,
+            partition_count: 2,
+            ..
+        })
+    ));
+    assert!(matches!(
+        s.commit_offset("g", "nope", 0, 0, None).await,
+        Err(Error::TopicNotFound(_))
+    ));
+    assert!(matches!(
+        s.commit_offset("g", "t", 0, -5, None).await,
+        Err(Error::InvalidArgument {
+            field: "offset",
+            ..
+        })
+    ));
+    assert!(matches!(
+        s.commit_offset("", "t", 0, 1, None).await,
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        s.heartbeat_agent("ghost").await,
+        Err(Error::AgentNotFound(_))
+    ));
+    // Nothing above left partial state behind.
+    assert_eq!(s.list_topics().await.unwrap().len(), 1);
+}
+
+/// Checks that the committed ranges of every partition tile `0..next_offset`
+/// with no gap and no overlap.
+async fn assert_dense(s: &Arc<dyn MetadataStore>, topic_id: TopicId, ranges: Vec<(u32, i64, i64)>) {
+    let mut by_partition: BTreeMap<u32, Vec<(i64, i64)>> = BTreeMap::new();
+    for (p, base, span) in ranges {
+        by_partition.entry(p).or_default().push((base, span));
+    }
+    for (p, mut rs) in by_partition {
+        rs.sort();
+        let mut expect = 0;
+        for (base, span) in rs {
+            assert_eq!(base, expect, "partition {p}: gap or overlap at {base}");
+            expect += span;
+        }
+        let st = s.partition_state(topic_id, p).await.unwrap();
+        assert_eq!(st.next_offset, expect, "partition {p}: next_offset");
+        // The segment rows tile the same range.
+        let segs = s.segments(topic_id, p, 0, 1_000_000).await.unwrap();
+        let mut at = 0;
+        for seg in segs {
+            assert_eq!(seg.base_offset, at);
+            at = seg.last_offset + 1;
+        }
+        assert_eq!(at, expect);
+    }
+}
+
+async fn commit_many(
+    stores: Vec<Arc<dyn MetadataStore>>,
+    topic_id: TopicId,
+    tasks: usize,
+    commits: usize,
+) -> Vec<(u32, i64, i64)> {
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let s = stores[t % stores.len()].clone();
+        handles.push(tokio::spawn(async move {
+            let mut ranges = Vec::new();
+            for c in 0..commits {
+                // Each commit touches a varying subset of partitions, in a
+                // varying order, with several batches per chunk.
+                let mut chunks = Vec::new();
+                for p in 0..4u32 {
+                    if (t + c + p as usize) % 3 != 0 {
+                        let spans = [1 + (t % 3) as i64, 1 + (c % 5) as i64];
+                        chunks.push(chunk(topic_id, p, &spans));
+                    }
+                }
+                if c % 2 == 1 {
+                    chunks.reverse();
+                }
+                let outcome = s.commit_object(&object(chunks.clone())).await.unwrap();
+                for (chunk, result) in chunks.iter().zip(outcome) {
+                    let bases = result.unwrap();
+                    for (batch, base) in chunk.batches.iter().zip(bases) {
+                        ranges.push((chunk.partition, base, batch.offset_span));
+                    }
+                }
+            }
+            ranges
+        }));
+    }
+    let mut all = Vec::new();
+    for h in futures::future::join_all(handles).await {
+        all.extend(h.unwrap());
+    }
+    all
+}
+
+async fn concurrent_commits_keep_offsets_dense(b: &Backend) {
+    let t = b.store.create_topic(topic("dense", 4)).await.unwrap();
+    let ranges = commit_many(vec![b.store.clone()], t.id, 8, 25).await;
+    assert_dense(&b.store, t.id, ranges).await;
+}
+
+async fn commits_from_two_store_instances_keep_offsets_dense(b: &Backend) {
+    let t = b.store.create_topic(topic("shared", 4)).await.unwrap();
+    let other = b.open_again().await;
+    let ranges = commit_many(vec![b.store.clone(), other], t.id, 6, 20).await;
+    assert_dense(&b.store, t.id, ranges).await;
+}
+
+async fn segments_are_found_by_offset(b: &Backend) {
+    let s = &b.store;
+    let t = s.create_topic(topic("segs", 1)).await.unwrap();
+    // Ten segments of 10 offsets each: [0..9], [10..19], ...
+    for _ in 0..10 {
+        s.commit_object(&object(vec![chunk(t.id, 0, &[4, 6])]))
+            .await
+            .unwrap();
+    }
+    let segs = s.segments(t.id, 0, 0, 3).await.unwrap();
+    assert_eq!(
+        segs.iter().map(|s| s.base_offset).collect::<Vec<_>>(),
+        [0, 10, 20]
+    );
+    assert_eq!(segs[0].last_offset, 9);
+    assert_eq!(segs[0].record_count, 10);
+    assert_eq!(segs[0].byte_length, 1000);
+    assert_eq!(segs[0].object_size, 1000);
+    let segs = s.segments(t.id, 0, 57, 2).await.unwrap();
+    assert_eq!(
+        segs.iter().map(|s| s.base_offset).collect::<Vec<_>>(),
+        [50, 60]
+    );
+    assert!(s.segments(t.id, 0, 100, 10).await.unwrap().is_empty());
+    assert_eq!(s.segments(t.id, 0, 99, 10).await.unwrap().len(), 1);
+}
+
+async fn deleted_topic_rejects_its_chunks_only(b: &Backend) {
+    let s = &b.store;
+    let gone = s.create_topic(topic("gone", 1)).await.unwrap();
+    let kept = s.create_topic(topic("kept", 1)).await.unwrap();
+    s.delete_topic("gone").await.unwrap();
+    let outcome = s
+        .commit_object(&object(vec![
+            chunk(gone.id, 0, &[5]),
+            chunk(kept.id, 0, &[3]),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome[0],
+        Err(ChunkRejected::PartitionGone {
+            topic_id: gone.id,
+            partition: 0
+        })
+    );
+    assert_eq!(outcome[1], Ok(vec![0]));
+    assert_eq!(s.partition_state(kept.id, 0).await.unwrap().next_offset, 3);
+}
+
+async fn recreated_topic_sees_no_old_data_or_offsets(b: &Backend) {
+    let s = &b.store;
+    let old = s.create_topic(topic("again", 2)).await.unwrap();
+    s.commit_object(&object(vec![chunk(old.id, 0, &[10])]))
+        .await
+        .unwrap();
+    s.commit_offset("g", "again", 0, 7, None).await.unwrap();
+    s.delete_topic("again").await.unwrap();
+    assert!(matches!(
+        s.partition_state(old.id, 0).await,
+        Err(Error::PartitionIdNotFound { .. })
+    ));
+
+    let new = s.create_topic(topic("again", 2)).await.unwrap();
+    assert_ne!(new.id, old.id);
+    assert_eq!(s.partition_state(new.id, 0).await.unwrap().next_offset, 0);
+    assert!(s.segments(new.id, 0, 0, 10).await.unwrap().is_empty());
+    assert!(s.segments(old.id, 0, 0, 10).await.unwrap().is_empty());
+    assert!(s.fetch_offset("g", "again", 0).await.unwrap().is_none());
+    let outcome = s
+        .commit_object(&object(vec![chunk(new.id, 0, &[2])]))
+        .await
+        .unwrap();
+    assert_eq!(outcome[0], Ok(vec![0]));
+}
+
+async fn consumer_offsets(b: &Backend) {
+    let s = &b.store;
+    s.create_topic(topic("events", 3)).await.unwrap();
+    s.create_topic(topic("audit", 1)).await.unwrap();
+    assert!(s.fetch_offset("g1", "events", 0).await.unwrap().is_none());
+    s.commit_offset("g1", "events", 0, 10, Some("meta"))
+        .await
+        .unwrap();
+    s.commit_offset("g1", "events", 2, 5, None).await.unwrap();
+    s.commit_offset("g1", "audit", 0, 1, None).await.unwrap();
+    s.commit_offset("g2", "events", 0, 99, None).await.unwrap();
+    s.commit_offset("g1", "events", 0, 12, None).await.unwrap();
+
+    let got = s.fetch_offset("g1", "events", 0).await.unwrap().unwrap();
+    assert_eq!((got.offset, got.metadata.as_deref()), (12, None));
+    let all: Vec<_> = s
+        .fetch_offsets("g1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| (o.topic, o.partition, o.offset))
+        .collect();
+    assert_eq!(
+        all,
+        [
+            ("audit".to_string(), 0, 1),
+            ("events".to_string(), 0, 12),
+            ("events".to_string(), 2, 5)
+        ]
+    );
+    assert_eq!(
+        s.fetch_offset("g2", "events", 0)
+            .await
+            .unwrap()
+            .unwrap()
+            .offset,
+        99
+    );
+}
+
+async fn agent_registry(b: &Backend) {
+    let s = &b.store;
+    let reg = |id: &str, group: &str, zone: Option<&str>| AgentRegistration {
+        agent_id: id.into(),
+        group: group.into(),
+        address: format!("127.0.0.1:{}", 50000 + id.len()),
+        zone: zone.map(str::to_string),
+    };
+    s.register_agent(reg("a1", "prod", Some("az1")))
+        .await
+        .unwrap();
+    s.register_agent(reg("a2", "prod", None)).await.unwrap();
+    s.register_agent(reg("b1", "staging", Some("az2")))
+        .await
+        .unwrap();
+
+    let prod = s.list_agents(Some("prod")).await.unwrap();
+    assert_eq!(
+        prod.iter().map(|a| a.agent_id.as_str()).collect::<Vec<_>>(),
+        ["a1", "a2"]
+    );
+    assert_eq!(prod[0].zone.as_deref(), Some("az1"));
+    assert!(prod.iter().all(|a| a.is_live(Duration::from_secs(5))));
+    assert_eq!(s.list_agents(None).await.unwrap().len(), 3);
+
+    // Heartbeat ages grow by the store's clock, and a heartbeat resets them.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.heartbeat_agent("a1").await.unwrap();
+    let prod = s.list_agents(Some("prod")).await.unwrap();
+    let age = |id: &str| {
+        prod.iter()
+            .find(|a| a.agent_id == id)
+            .unwrap()
+            .heartbeat_age
+    };
+    assert!(age("a2") >= Duration::from_millis(250), "{:?}", age("a2"));
+    assert!(age("a1") < age("a2"));
+    assert!(!prod[1].is_live(Duration::from_millis(100)));
+    assert!(prod[0].is_live(Duration::from_secs(5)));
+
+    // Re-registering moves an agent; deregistering removes it.
+    s.register_agent(reg("a2", "staging", None)).await.unwrap();
+    assert_eq!(s.list_agents(Some("prod")).await.unwrap().len(), 1);
+    s.deregister_agent("a1").await.unwrap();
+    s.deregister_agent("a1").await.unwrap();
+    assert!(s.list_agents(Some("prod")).await.unwrap().is_empty());
+    assert!(matches!(
+        s.heartbeat_agent("a1").await,
+        Err(Error::AgentNotFound(_))
+    ));
+    assert!(
+        s.register_agent(reg("", "prod", None)).await.is_err(),
+        "empty agent id"
+    );
+}
