@@ -136,7 +136,6 @@ pub struct BatchCommit {
 
 /// Why one chunk of a commit was not applied (the rest of the commit was).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum ChunkRejected {
     #[error("topic id {topic_id} has no partition {partition} (the topic was deleted)")]
     PartitionGone { topic_id: TopicId, partition: u32 },

@@ -1,0 +1,81 @@
+//! The one error type of `streamhouse-storage`.
+
+/// A storage operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("invalid storage URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("topic {0:?} does not exist")]
+    TopicNotFound(String),
+    #[error("topic {topic:?} has no partition {partition} (it has {partition_count})")]
+    PartitionNotFound {
+        topic: String,
+        partition: u32,
+        partition_count: u32,
+    },
+    /// The topic was deleted (and possibly re-created) while the batch was
+    /// buffered; a retry resolves the name again.
+    #[error("topic {topic:?} was deleted before partition {partition} could be committed")]
+    TopicDeleted { topic: String, partition: u32 },
+    #[error(
+        "offset {offset} is out of range for topic {topic:?} partition {partition} \
+         (log start {log_start_offset}, next offset {next_offset})"
+    )]
+    OffsetOutOfRange {
+        topic: String,
+        partition: u32,
+        offset: i64,
+        log_start_offset: i64,
+        next_offset: i64,
+    },
+    /// The record batch was malformed or over a limit.
+    #[error("invalid record batch for topic {topic:?} partition {partition}")]
+    InvalidBatch {
+        topic: String,
+        partition: u32,
+        #[source]
+        source: streamhouse_core::Error,
+    },
+    #[error("object store {op} of {key:?} failed")]
+    ObjectStore {
+        op: &'static str,
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
+    /// A stored object does not match its own index: bad footer, CRC or range.
+    #[error("object {key:?} is corrupt: {reason}")]
+    CorruptObject { key: String, reason: String },
+    #[error(transparent)]
+    Metadata(#[from] streamhouse_metadata::Error),
+    /// The upload or commit of a flush failed; no record of it is visible
+    /// and the append may be retried.
+    #[error("flush failed, nothing of it was committed: {0}")]
+    FlushFailed(std::sync::Arc<Error>),
+    #[error("the write pipeline is shut down")]
+    Closed,
+}
+
+impl Error {
+    /// Whether retrying the same call may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::ObjectStore { source, .. } => !matches!(
+                source,
+                object_store::Error::NotFound { .. }
+                    | object_store::Error::InvalidPath { .. }
+                    | object_store::Error::NotSupported { .. }
+                    | object_store::Error::NotImplemented { .. }
+                    | object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. }
+            ),
+            Error::Metadata(e) => e.is_retryable(),
+            Error::FlushFailed(_) | Error::TopicDeleted { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Result with the storage [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

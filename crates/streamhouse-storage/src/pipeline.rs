@@ -1,0 +1,521 @@
+//! The write pipeline: appends to any partitions are buffered and flushed
+//! together as ONE object per flush, then committed in ONE metadata
+//! transaction that assigns their offsets.
+//!
+//! ```text
+//! submit(topic, partition, batch) ──▶ pending (bounded by max_buffered_bytes)
+//!        every flush_interval or flush_bytes:
+//! flusher:   take pending ─▶ encode one object ─▶ spawn PUT (create-only, unique key)
+//! committer: in flush order: await PUT ─▶ commit_object ─▶ reply base offsets
+//! ```
+//!
+//! Uploads of several flushes run at once (up to `max_inflight_flushes`);
+//! commits apply strictly in flush order, so batches appended one after the
+//! other to a partition get increasing offsets. A failed upload or commit
+//! fails exactly the appends of that flush with a retryable error; its
+//! object, if written, is referenced by no segment and is left for the GC.
+//!
+//! ```no_run
+//! # async fn demo(store: std::sync::Arc<dyn object_store::ObjectStore>,
+//! #               metadata: std::sync::Arc<dyn streamhouse_metadata::MetadataStore>,
+//! #               batch: bytes::Bytes) -> Result<(), streamhouse_storage::Error> {
+//! use streamhouse_storage::{PipelineConfig, WritePipeline};
+//! let pipeline = WritePipeline::new(store, metadata, PipelineConfig::default())?;
+//! let appended = pipeline.append("orders", 0, batch).await?;
+//! println!("base offset {}", appended.base_offset);
+//! pipeline.close().await;
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::{ObjectStore, PutMode, PutOptions, path::Path};
+use streamhouse_core::BatchHeader;
+use streamhouse_metadata::{BatchCommit, ChunkCommit, MetadataStore, ObjectCommit, TopicId};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::cache::RecentObjects;
+use crate::error::{Error, Result};
+use crate::object::ObjectBuilder;
+use crate::topics::TopicCache;
+
+/// Settings of a [`WritePipeline`].
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    /// Longest a batch waits before its flush starts. Default 10 ms.
+    pub flush_interval: Duration,
+    /// Buffered bytes that start a flush at once. Default 8 MiB.
+    pub flush_bytes: usize,
+    /// Most bytes buffered or in flight; appends wait beyond it
+    /// (backpressure). Default 64 MiB.
+    pub max_buffered_bytes: usize,
+    /// Largest batch accepted. Default 8 MiB; at most `max_buffered_bytes`.
+    pub max_batch_bytes: usize,
+    /// Flushes uploading or committing at once. Default 4.
+    pub max_inflight_flushes: usize,
+    /// Bytes of recently written objects kept in memory for reads.
+    /// Default 64 MiB.
+    pub recent_objects_bytes: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            flush_interval: Duration::from_millis(10),
+            flush_bytes: 8 << 20,
+            max_buffered_bytes: 64 << 20,
+            max_batch_bytes: 8 << 20,
+            max_inflight_flushes: 4,
+            recent_objects_bytes: 64 << 20,
+        }
+    }
+}
+
+impl PipelineConfig {
+    fn validate(&self) -> Result<()> {
+        let bad = |reason: String| {
+            Err(Error::Metadata(
+                streamhouse_metadata::Error::InvalidArgument {
+                    field: "pipeline config",
+                    reason,
+                },
+            ))
+        };
+        if self.flush_bytes == 0 || self.max_inflight_flushes == 0 {
+            return bad("flush_bytes and max_inflight_flushes must be positive".into());
+        }
+        if self.max_batch_bytes == 0 || self.max_batch_bytes > self.max_buffered_bytes {
+            return bad(format!(
+                "max_batch_bytes ({}) must be positive and at most max_buffered_bytes ({})",
+                self.max_batch_bytes, self.max_buffered_bytes
+            ));
+        }
+        if self.max_buffered_bytes > u32::MAX as usize {
+            return bad("max_buffered_bytes must be below 4 GiB".into());
+        }
+        Ok(())
+    }
+}
+
+/// Where an appended batch landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// Offset of the batch's first record.
+    pub base_offset: i64,
+    /// Offsets the batch occupies (`last_offset_delta + 1`).
+    pub offset_span: i64,
+}
+
+/// Counters of a pipeline since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PipelineStats {
+    /// Flushes attempted (each writes one object).
+    pub flushes: u64,
+    /// Objects PUT successfully.
+    pub objects_written: u64,
+    /// Bytes of objects PUT successfully.
+    pub bytes_written: u64,
+    /// Flushes committed.
+    pub commits: u64,
+    /// Flushes whose upload or commit failed.
+    pub failed_flushes: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    flushes: AtomicU64,
+    objects_written: AtomicU64,
+    bytes_written: AtomicU64,
+    commits: AtomicU64,
+    failed_flushes: AtomicU64,
+}
+
+/// Batches one flush is gathering, per partition in (topic id, partition)
+/// order, which is the chunk order of the object.
+#[derive(Default)]
+struct Pending {
+    partitions: BTreeMap<(TopicId, u32), PartitionBuf>,
+    bytes: usize,
+    since: Option<Instant>,
+    closed: bool,
+}
+
+struct PartitionBuf {
+    topic: Arc<str>,
+    batches: Vec<Waiting>,
+}
+
+struct Waiting {
+    batch: Bytes,
+    header: BatchHeader,
+    reply: oneshot::Sender<Result<Appended>>,
+    _budget: OwnedSemaphorePermit,
+}
+
+/// One flush on its way: its upload and who waits for its commit.
+struct Flush {
+    key: String,
+    object: Bytes,
+    commit: ObjectCommit,
+    upload: JoinHandle<Result<()>>,
+    waiters: Vec<(Arc<str>, Vec<Waiting>)>,
+}
+
+struct Shared {
+    store: Arc<dyn ObjectStore>,
+    metadata: Arc<dyn MetadataStore>,
+    config: PipelineConfig,
+    topics: TopicCache,
+    recent: Arc<RecentObjects>,
+    pending: Mutex<Pending>,
+    wake: Notify,
+    budget: Arc<Semaphore>,
+    counters: Counters,
+}
+
+/// Appends record batches to partitions; see the [module docs](self).
+pub struct WritePipeline {
+    shared: Arc<Shared>,
+    tasks: tokio::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// An accepted append waiting for its commit; resolves to where it landed.
+#[must_use = "an append is only durable once this resolves to Ok"]
+pub struct Appending {
+    reply: oneshot::Receiver<Result<Appended>>,
+}
+
+impl Future for Appending {
+    type Output = Result<Appended>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.reply)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(Error::Closed)))
+    }
+}
+
+impl WritePipeline {
+    /// Starts a pipeline writing objects to `store` and committing to
+    /// `metadata`. Must be called within a Tokio runtime.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        metadata: Arc<dyn MetadataStore>,
+        config: PipelineConfig,
+    ) -> Result<Self> {
+        config.validate()?;
+        let (tx, rx) = mpsc::channel(config.max_inflight_flushes);
+        let shared = Arc::new(Shared {
+            store,
+            topics: TopicCache::new(metadata.clone()),
+            metadata,
+            recent: Arc::new(RecentObjects::new(config.recent_objects_bytes)),
+            budget: Arc::new(Semaphore::new(config.max_buffered_bytes)),
+            config,
+            pending: Mutex::default(),
+            wake: Notify::new(),
+            counters: Counters::default(),
+        });
+        let tasks = vec![
+            tokio::spawn(run_flusher(shared.clone(), tx)),
+            tokio::spawn(run_committer(shared.clone(), rx)),
+        ];
+        Ok(WritePipeline {
+            shared,
+            tasks: tokio::sync::Mutex::new(tasks),
+        })
+    }
+
+    /// The objects this pipeline wrote recently, for a
+    /// [`Reader`](crate::Reader) in the same process to serve from memory.
+    pub fn recent_objects(&self) -> Arc<RecentObjects> {
+        self.shared.recent.clone()
+    }
+
+    /// Counters since the pipeline started.
+    pub fn stats(&self) -> PipelineStats {
+        let c = &self.shared.counters;
+        PipelineStats {
+            flushes: c.flushes.load(Ordering::Relaxed),
+            objects_written: c.objects_written.load(Ordering::Relaxed),
+            bytes_written: c.bytes_written.load(Ordering::Relaxed),
+            commits: c.commits.load(Ordering::Relaxed),
+            failed_flushes: c.failed_flushes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Appends one record batch and waits until it is committed.
+    pub async fn append(&self, topic: &str, partition: u32, batch: Bytes) -> Result<Appended> {
+        self.submit(topic, partition, batch).await?.await
+    }
+
+    /// Validates and buffers one record batch (waiting while the buffer is
+    /// full) and returns a future of its commit, so one task can keep many
+    /// appends in flight. The batch must be one complete RecordBatch v2;
+    /// its base offset is ignored (objects store 0).
+    pub async fn submit(&self, topic: &str, partition: u32, batch: Bytes) -> Result<Appending> {
+        let shared = &self.shared;
+        let header =
+            BatchHeader::validate(&batch, shared.config.max_batch_bytes).map_err(|source| {
+                Error::InvalidBatch {
+                    topic: topic.to_string(),
+                    partition,
+                    source,
+                }
+            })?;
+        let t = shared.topics.resolve(topic, partition).await?;
+        let budget = shared
+            .budget
+            .clone()
+            .acquire_many_owned(batch.len() as u32)
+            .await
+            .map_err(|_| Error::Closed)?;
+        let (reply, rx) = oneshot::channel();
+        let mut batch = batch;
+        if batch[..8] != [0; 8] {
+            let mut owned = batch.to_vec();
+            streamhouse_core::set_base_offset(&mut owned, 0);
+            batch = owned.into();
+        }
+        let mut p = shared.pending.lock().expect("pending lock");
+        if p.closed {
+            return Err(Error::Closed);
+        }
+        p.bytes += batch.len();
+        p.partitions
+            .entry((t.id, partition))
+            .or_insert_with(|| PartitionBuf {
+                topic: t.name.as_str().into(),
+                batches: Vec::new(),
+            })
+            .batches
+            .push(Waiting {
+                batch,
+                header,
+                reply,
+                _budget: budget,
+            });
+        if p.since.is_none() {
+            p.since = Some(Instant::now());
+            shared.wake.notify_one();
+        } else if p.bytes >= shared.config.flush_bytes {
+            shared.wake.notify_one();
+        }
+        Ok(Appending { reply: rx })
+    }
+
+    /// Flushes and commits everything buffered, then stops the pipeline.
+    /// Appends submitted afterwards fail with [`Error::Closed`].
+    pub async fn close(&self) {
+        self.shared.close();
+        for task in self.tasks.lock().await.drain(..) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for WritePipeline {
+    /// Dropping the pipeline closes it: what is buffered is still flushed
+    /// and committed by its tasks, which then stop.
+    fn drop(&mut self) {
+        self.shared.close();
+    }
+}
+
+impl Shared {
+    fn close(&self) {
+        self.pending.lock().expect("pending lock").closed = true;
+        self.wake.notify_one();
+    }
+}
+
+async fn run_flusher(shared: Arc<Shared>, flushes: mpsc::Sender<Flush>) {
+    loop {
+        let (since, closed, full) = {
+            let p = shared.pending.lock().expect("pending lock");
+            (p.since, p.closed, p.bytes >= shared.config.flush_bytes)
+        };
+        if !full && !closed {
+            match since {
+                None => {
+                    shared.wake.notified().await;
+                    continue;
+                }
+                Some(since) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(since + shared.config.flush_interval) => {}
+                        _ = shared.wake.notified() => continue,
+                    }
+                }
+            }
+        }
+        let taken = {
+            let mut p = shared.pending.lock().expect("pending lock");
+            p.since = None;
+            p.bytes = 0;
+            std::mem::take(&mut p.partitions)
+        };
+        if taken.is_empty() {
+            if closed {
+                return;
+            }
+            continue;
+        }
+        let flush = start_flush(&shared, taken);
+        if flushes.send(flush).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Encodes the pending batches into one object and starts its upload.
+fn start_flush(shared: &Arc<Shared>, taken: BTreeMap<(TopicId, u32), PartitionBuf>) -> Flush {
+    let size: usize = taken
+        .values()
+        .flat_map(|p| p.batches.iter())
+        .map(|w| w.batch.len())
+        .sum();
+    let mut builder = ObjectBuilder::with_capacity(size + 64 * taken.len());
+    let mut chunks = Vec::with_capacity(taken.len());
+    let mut waiters = Vec::with_capacity(taken.len());
+    for ((topic_id, partition), buf) in taken {
+        let mut chunk = ChunkCommit {
+            topic_id,
+            partition,
+            byte_start: builder.len() as u64,
+            batches: Vec::with_capacity(buf.batches.len()),
+        };
+        for w in &buf.batches {
+            let h = &w.header;
+            builder.push_batch(
+                topic_id,
+                partition,
+                &w.batch,
+                h.record_count as u64,
+                h.base_timestamp,
+                h.max_timestamp,
+            );
+            chunk.batches.push(BatchCommit {
+                byte_length: w.batch.len() as u64,
+                offset_span: h.offset_span(),
+                record_count: i64::from(h.record_count),
+                min_timestamp: h.base_timestamp,
+                max_timestamp: h.max_timestamp,
+            });
+        }
+        chunks.push(chunk);
+        waiters.push((buf.topic, buf.batches));
+    }
+    let (object, _) = builder.finish();
+    let key = format!("objects/{}.sho", ulid::Ulid::new());
+    shared.counters.flushes.fetch_add(1, Ordering::Relaxed);
+    let upload = tokio::spawn(upload(shared.store.clone(), key.clone(), object.clone()));
+    Flush {
+        commit: ObjectCommit {
+            object_key: key.clone(),
+            size_bytes: object.len() as u64,
+            chunks,
+        },
+        key,
+        object,
+        upload,
+        waiters,
+    }
+}
+
+async fn upload(store: Arc<dyn ObjectStore>, key: String, object: Bytes) -> Result<()> {
+    let opts = PutOptions {
+        mode: PutMode::Create,
+        ..PutOptions::default()
+    };
+    match store
+        .put_opts(&Path::from(key.as_str()), object.into(), opts)
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Keys are unique to this flush: "already exists" means an earlier
+        // attempt of this very PUT (retried by the client) landed.
+        Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+        Err(source) => Err(Error::ObjectStore {
+            op: "PUT",
+            key,
+            source,
+        }),
+    }
+}
+
+async fn run_committer(shared: Arc<Shared>, mut flushes: mpsc::Receiver<Flush>) {
+    while let Some(flush) = flushes.recv().await {
+        let uploaded = match flush.upload.await {
+            Ok(r) => r,
+            Err(e) => Err(Error::ObjectStore {
+                op: "PUT",
+                key: flush.key.clone(),
+                source: object_store::Error::Generic {
+                    store: "upload task",
+                    source: Box::new(e),
+                },
+            }),
+        };
+        let c = &shared.counters;
+        let committed = match uploaded {
+            Ok(()) => {
+                c.objects_written.fetch_add(1, Ordering::Relaxed);
+                c.bytes_written
+                    .fetch_add(flush.object.len() as u64, Ordering::Relaxed);
+                shared.recent.insert(&flush.key, flush.object.clone());
+                shared
+                    .metadata
+                    .commit_object(&flush.commit)
+                    .await
+                    .map_err(Error::from)
+            }
+            Err(e) => Err(e),
+        };
+        match committed {
+            Ok(outcome) => {
+                c.commits.fetch_add(1, Ordering::Relaxed);
+                for ((topic, waiting), result) in flush.waiters.into_iter().zip(outcome) {
+                    match result {
+                        Ok(bases) => {
+                            for (w, base_offset) in waiting.into_iter().zip(bases) {
+                                let _ = w.reply.send(Ok(Appended {
+                                    base_offset,
+                                    offset_span: w.header.offset_span(),
+                                }));
+                            }
+                        }
+                        Err(streamhouse_metadata::ChunkRejected::PartitionGone {
+                            partition,
+                            ..
+                        }) => {
+                            shared.topics.invalidate(&topic);
+                            for w in waiting {
+                                let _ = w.reply.send(Err(Error::TopicDeleted {
+                                    topic: topic.to_string(),
+                                    partition,
+                                }));
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                c.failed_flushes.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(object = %flush.key, error = %e, "flush failed");
+                let e = Arc::new(e);
+                for w in flush.waiters.into_iter().flat_map(|(_, w)| w) {
+                    let _ = w.reply.send(Err(Error::FlushFailed(e.clone())));
+                }
+            }
+        }
+    }
+}

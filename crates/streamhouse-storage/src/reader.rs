@@ -1,0 +1,230 @@
+//! The read path: whole record batches of a partition from an offset, with
+//! their base offsets patched to the offsets assigned at commit.
+//!
+//! Segment rows come from the metadata store (cached per partition: a
+//! committed segment never changes); bytes come from the objects this
+//! process wrote recently, else from an LRU of aligned blocks shared by all
+//! readers, else from a range GET of the block.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use object_store::{ObjectStore, ObjectStoreExt, path::Path};
+use streamhouse_core::batches;
+use streamhouse_metadata::{MetadataStore, Segment, TopicId};
+
+use crate::cache::{BlockCache, CacheStats, RecentObjects};
+use crate::error::{Error, Result};
+use crate::topics::TopicCache;
+
+/// Settings of a [`Reader`].
+#[derive(Clone, Debug)]
+pub struct ReaderConfig {
+    /// Size (and alignment) of the blocks fetched and cached. Default 4 MiB.
+    pub block_size: u64,
+    /// Bytes of blocks kept in the LRU cache. Default 256 MiB.
+    pub cache_bytes: usize,
+    /// Segment rows fetched from the metadata store per lookup. Default 64.
+    pub segments_per_lookup: u32,
+}
+
+impl Default for ReaderConfig {
+    fn default() -> Self {
+        ReaderConfig {
+            block_size: 4 << 20,
+            cache_bytes: 256 << 20,
+            segments_per_lookup: 64,
+        }
+    }
+}
+
+/// What a read returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadResult {
+    /// Whole batches in offset order, base offsets patched. The first one
+    /// holds the requested offset (and may start before it).
+    pub batches: Vec<Bytes>,
+    /// First offset still readable.
+    pub log_start_offset: i64,
+    /// Offset the next committed record gets (the high watermark).
+    pub next_offset: i64,
+}
+
+/// Reads committed batches; see the [module docs](self).
+pub struct Reader {
+    store: Arc<dyn ObjectStore>,
+    metadata: Arc<dyn MetadataStore>,
+    config: ReaderConfig,
+    topics: TopicCache,
+    recent: Option<Arc<RecentObjects>>,
+    blocks: BlockCache,
+    segments: Mutex<HashMap<(TopicId, u32), BTreeMap<i64, Arc<Segment>>>>,
+}
+
+impl Reader {
+    /// A reader of `store` and `metadata`. Pass the
+    /// [`recent_objects`](crate::WritePipeline::recent_objects) of a pipeline
+    /// in the same process to serve what it just wrote from memory.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        metadata: Arc<dyn MetadataStore>,
+        recent: Option<Arc<RecentObjects>>,
+        config: ReaderConfig,
+    ) -> Self {
+        Reader {
+            store,
+            topics: TopicCache::new(metadata.clone()),
+            metadata,
+            recent,
+            blocks: BlockCache::new(config.block_size, config.cache_bytes),
+            config,
+            segments: Mutex::default(),
+        }
+    }
+
+    /// Block cache counters.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.blocks.stats()
+    }
+
+    /// Reads whole batches of `topic`/`partition` starting with the one that
+    /// holds `offset`, adding batches while the total stays within
+    /// `max_bytes` (the first batch is returned whatever its size, so a
+    /// reader always progresses). Reading at the next offset returns no
+    /// batches; an offset below the log start or beyond the next offset is
+    /// [`Error::OffsetOutOfRange`].
+    pub async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<ReadResult> {
+        let t = self.topics.resolve(topic, partition).await?;
+        let state = match self.metadata.partition_state(t.id, partition).await {
+            Err(streamhouse_metadata::Error::PartitionIdNotFound { .. }) => {
+                self.topics.invalidate(topic);
+                return Err(Error::TopicNotFound(topic.to_string()));
+            }
+            r => r?,
+        };
+        let mut result = ReadResult {
+            batches: Vec::new(),
+            log_start_offset: state.log_start_offset,
+            next_offset: state.next_offset,
+        };
+        if offset < state.log_start_offset || offset > state.next_offset {
+            return Err(Error::OffsetOutOfRange {
+                topic: topic.to_string(),
+                partition,
+                offset,
+                log_start_offset: state.log_start_offset,
+                next_offset: state.next_offset,
+            });
+        }
+        let mut bytes = 0usize;
+        let mut at = offset;
+        while at < state.next_offset && (result.batches.is_empty() || bytes < max_bytes) {
+            let segment = self.segment(t.id, partition, at).await?;
+            let data = self.segment_bytes(&segment).await?;
+            let mut base = segment.base_offset;
+            for item in batches(&data) {
+                let (header, raw) = item.map_err(|e| Error::CorruptObject {
+                    key: segment.object_key.clone(),
+                    reason: format!("segment at offset {}: {e}", segment.base_offset),
+                })?;
+                let last = base + header.offset_span() - 1;
+                if last >= at {
+                    if !result.batches.is_empty() && bytes + raw.len() > max_bytes {
+                        return Ok(result);
+                    }
+                    let mut patched = BytesMut::from(raw);
+                    streamhouse_core::set_base_offset(&mut patched, base);
+                    bytes += raw.len();
+                    result.batches.push(patched.freeze());
+                }
+                base = last + 1;
+            }
+            if base != segment.last_offset + 1 {
+                return Err(Error::CorruptObject {
+                    key: segment.object_key.clone(),
+                    reason: format!(
+                        "segment {}..={} holds batches up to offset {}",
+                        segment.base_offset,
+                        segment.last_offset,
+                        base - 1
+                    ),
+                });
+            }
+            at = base;
+        }
+        Ok(result)
+    }
+
+    /// The segment holding `offset`, from the cache or the metadata store.
+    async fn segment(
+        &self,
+        topic_id: TopicId,
+        partition: u32,
+        offset: i64,
+    ) -> Result<Arc<Segment>> {
+        let find = |segments: &BTreeMap<i64, Arc<Segment>>| {
+            segments
+                .range(..=offset)
+                .next_back()
+                .filter(|(_, s)| s.last_offset >= offset)
+                .map(|(_, s)| s.clone())
+        };
+        let key = (topic_id, partition);
+        if let Some(s) = self
+            .segments
+            .lock()
+            .expect("segment cache lock")
+            .get(&key)
+            .and_then(find)
+        {
+            return Ok(s);
+        }
+        let rows = self
+            .metadata
+            .segments(topic_id, partition, offset, self.config.segments_per_lookup)
+            .await?;
+        let mut cache = self.segments.lock().expect("segment cache lock");
+        let entry = cache.entry(key).or_default();
+        for s in rows {
+            entry.insert(s.base_offset, Arc::new(s));
+        }
+        find(entry).ok_or_else(|| Error::CorruptObject {
+            key: format!("topic id {topic_id} partition {partition}"),
+            reason: format!("no segment holds committed offset {offset}"),
+        })
+    }
+
+    async fn segment_bytes(&self, s: &Segment) -> Result<Bytes> {
+        let (start, end) = (s.byte_start, s.byte_start + s.byte_length);
+        if let Some(bytes) = self
+            .recent
+            .as_ref()
+            .and_then(|r| r.get_range(&s.object_key, start, end))
+        {
+            return Ok(bytes);
+        }
+        let path = Path::from(s.object_key.as_str());
+        self.blocks
+            .get_range(&s.object_key, s.object_size, start, end, |from, to| {
+                let path = path.clone();
+                async move {
+                    self.store
+                        .get_range(&path, from..to)
+                        .await
+                        .map_err(|source| Error::ObjectStore {
+                            op: "GET",
+                            key: s.object_key.clone(),
+                            source,
+                        })
+                }
+            })
+            .await
+    }
+}
