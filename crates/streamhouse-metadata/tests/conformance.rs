@@ -267,7 +267,7 @@ async fn commit_many(
                 // varying order, with several batches per chunk.
                 let mut chunks = Vec::new();
                 for p in 0..4u32 {
-                    if (t + c + p as usize) % 3 != 0 {
+                    if !(t + c + p as usize).is_multiple_of(3) {
                         let spans = [1 + (t % 3) as i64, 1 + (c % 5) as i64];
                         chunks.push(chunk(topic_id, p, &spans));
                     }

@@ -59,8 +59,11 @@ pub struct Reader {
     topics: TopicCache,
     recent: Option<Arc<RecentObjects>>,
     blocks: BlockCache,
-    segments: Mutex<HashMap<(TopicId, u32), BTreeMap<i64, Arc<Segment>>>>,
+    segments: Mutex<HashMap<(TopicId, u32), SegmentIndex>>,
 }
+
+/// Cached segments of one partition by base offset.
+type SegmentIndex = BTreeMap<i64, Arc<Segment>>;
 
 impl Reader {
     /// A reader of `store` and `metadata`. Pass the
@@ -169,7 +172,7 @@ impl Reader {
         partition: u32,
         offset: i64,
     ) -> Result<Arc<Segment>> {
-        let find = |segments: &BTreeMap<i64, Arc<Segment>>| {
+        let find = |segments: &SegmentIndex| {
             segments
                 .range(..=offset)
                 .next_back()

@@ -1,0 +1,77 @@
+//! `streamhouse bench`: benchmarks whose last line is a JSON summary.
+
+use clap::Subcommand;
+
+mod codec;
+mod pipeline;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Subcommand)]
+pub enum Bench {
+    /// Record batch encode and decode throughput (100-byte and 1 KiB
+    /// values; uncompressed and LZ4).
+    Codec(codec::Args),
+    /// The write pipeline end to end (append → committed offset) at full
+    /// speed, with 1, 16 and 256 partitions by default.
+    Pipeline(pipeline::Args),
+}
+
+pub fn run(bench: Bench) -> Result<(), BoxError> {
+    match bench {
+        Bench::Codec(args) => codec::run(args),
+        Bench::Pipeline(args) => tokio::runtime::Runtime::new()?.block_on(pipeline::run(args)),
+    }
+}
+
+/// The value at quantile `q` of sorted samples.
+pub fn quantile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// A value of `size` bytes shaped like a small JSON event: field names
+/// repeat from record to record, field values are pseudo-random, so it
+/// compresses about as well as real payloads do.
+pub fn value(i: usize, size: usize) -> bytes::Bytes {
+    let mut state = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rand = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut v = format!(
+        r#"{{"id":{i},"user":"user-{}","amount":{},"note":""#,
+        rand() % 10_000,
+        rand() % 1_000_000
+    )
+    .into_bytes();
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789 ";
+    while v.len() < size {
+        v.push(ALPHABET[(rand() % ALPHABET.len() as u64) as usize]);
+    }
+    v.truncate(size);
+    v.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles() {
+        let s: Vec<u64> = (1..=100).collect();
+        assert_eq!(quantile(&s, 0.5), 51);
+        assert_eq!(quantile(&s, 0.99), 99);
+        assert_eq!(quantile(&[], 0.5), 0);
+    }
+
+    #[test]
+    fn values_have_the_asked_size() {
+        assert_eq!(value(3, 100).len(), 100);
+        assert_eq!(value(3, 5).len(), 5);
+    }
+}
