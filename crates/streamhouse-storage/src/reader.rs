@@ -218,14 +218,26 @@ impl Reader {
             .get_range(&s.object_key, s.object_size, start, end, |from, to| {
                 let path = path.clone();
                 async move {
-                    self.store
+                    let bytes = self
+                        .store
                         .get_range(&path, from..to)
                         .await
                         .map_err(|source| Error::ObjectStore {
                             op: "GET",
                             key: s.object_key.clone(),
                             source,
-                        })
+                        })?;
+                    if bytes.len() as u64 != to - from {
+                        return Err(Error::CorruptObject {
+                            key: s.object_key.clone(),
+                            reason: format!(
+                                "range {from}..{to} returned {} bytes (object shorter than its \
+                                 segment rows say)",
+                                bytes.len()
+                            ),
+                        });
+                    }
+                    Ok(bytes)
                 }
             })
             .await
