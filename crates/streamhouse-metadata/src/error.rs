@@ -22,6 +22,14 @@ pub enum Error {
     },
     #[error("topic id {topic_id} has no partition {partition}")]
     PartitionIdNotFound { topic_id: TopicId, partition: u32 },
+    #[error("producer id {0} was never issued")]
+    UnknownProducer(i64),
+    #[error("producer {producer_id} epoch {epoch} is fenced by epoch {current_epoch}")]
+    ProducerFenced {
+        producer_id: i64,
+        epoch: i16,
+        current_epoch: i16,
+    },
     #[error("agent {0:?} is not registered")]
     AgentNotFound(String),
     /// A name or count breaks the rules of `streamhouse-core`.

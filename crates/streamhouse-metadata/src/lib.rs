@@ -67,7 +67,12 @@ pub trait TopicStore: Send + Sync {
 pub trait LogStore: Send + Sync {
     /// Commits one flushed object in ONE transaction: records the object,
     /// and for every chunk takes `base = next_offset`, advances `next_offset`
-    /// by the chunk's offset span and inserts its segment row.
+    /// by the offset span of its accepted batches and inserts segment rows.
+    ///
+    /// Batches of idempotent producers are checked in the same transaction:
+    /// a batch already committed (same producer, epoch and sequences) is
+    /// answered with its original offset and not committed again; a
+    /// sequence gap, an old epoch or an unknown producer rejects the batch.
     ///
     /// The transaction is atomic: all of it is applied or none of it. A
     /// chunk whose partition no longer exists (its topic was deleted) is
@@ -84,6 +89,18 @@ pub trait LogStore: Send + Sync {
         from_offset: i64,
         limit: u32,
     ) -> Result<Vec<Segment>>;
+}
+
+/// Producer ids and epochs for idempotent producers.
+#[async_trait]
+pub trait ProducerStore: Send + Sync {
+    /// With `None`, issues a new producer id at epoch 0. With the producer's
+    /// current identity, bumps its epoch (fencing any other instance using
+    /// the old one) and lets it restart its sequences at 0; an identity
+    /// whose epoch is no longer current fails with
+    /// [`Error::ProducerFenced`].
+    async fn init_producer_id(&self, current: Option<ProducerIdentity>)
+    -> Result<ProducerIdentity>;
 }
 
 /// Committed consumer group offsets.
@@ -125,9 +142,9 @@ pub trait AgentStore: Send + Sync {
 }
 
 /// Every metadata concern in one object-safe trait.
-pub trait MetadataStore: TopicStore + LogStore + OffsetStore + AgentStore {}
+pub trait MetadataStore: TopicStore + LogStore + ProducerStore + OffsetStore + AgentStore {}
 
-impl<T: TopicStore + LogStore + OffsetStore + AgentStore> MetadataStore for T {}
+impl<T: TopicStore + LogStore + ProducerStore + OffsetStore + AgentStore> MetadataStore for T {}
 
 /// Opens the store a URL names: `sqlite://PATH` (created if missing) or
 /// `postgres://…` / `postgresql://…`. Applies pending migrations.

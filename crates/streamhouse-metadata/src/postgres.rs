@@ -15,10 +15,16 @@ pub struct PostgresMetadataStore {
     read: PgPool,
 }
 
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_init.sql",
-    include_str!("../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_init.sql",
+        include_str!("../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        "0002_idempotent_producers.sql",
+        include_str!("../migrations/postgres/0002_idempotent_producers.sql"),
+    ),
+];
 
 impl PostgresMetadataStore {
     /// Connects to `url` (`postgres://user:pass@host:port/db?sslmode=…`) and

@@ -81,6 +81,250 @@ macro_rules! sql_store {
                 }
                 Ok(row.get(0))
             }
+
+            /// Commits a chunk without producer ids: one statement takes the
+            /// offsets and locks the partition row.
+            async fn commit_plain_chunk(
+                tx: &mut sqlx::Transaction<'static, $Db>,
+                chunk: &ChunkCommit,
+                segments: &mut Vec<crate::sql::SegmentRow>,
+            ) -> Result<Result<Vec<BatchOutcome>, ChunkRejected>> {
+                let span: i64 = chunk.batches.iter().map(|b| b.offset_span).sum();
+                let next: Option<i64> = sqlx::query_scalar(
+                    "UPDATE partitions SET next_offset = next_offset + $1 \
+                     WHERE topic_id = $2 AND partition_id = $3 RETURNING next_offset",
+                )
+                .bind(span)
+                .bind(chunk.topic_id)
+                .bind(i64::from(chunk.partition))
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(Error::db("advancing partition offset"))?;
+                let Some(next) = next else {
+                    return Ok(Err(ChunkRejected::PartitionGone {
+                        topic_id: chunk.topic_id,
+                        partition: chunk.partition,
+                    }));
+                };
+                let accepted = vec![true; chunk.batches.len()];
+                let placed = crate::sql::place_batches(chunk, next - span, &accepted, segments);
+                Ok(Ok(placed
+                    .into_iter()
+                    .map(|base| BatchOutcome::Appended {
+                        base_offset: base.expect("every batch accepted"),
+                    })
+                    .collect()))
+            }
+
+            /// Commits a chunk holding batches of idempotent producers: locks
+            /// the partition row, checks every batch against the producer's
+            /// epoch and last sequences, commits the accepted ones and
+            /// records their sequences.
+            async fn commit_idempotent_chunk(
+                tx: &mut sqlx::Transaction<'static, $Db>,
+                chunk: &ChunkCommit,
+                epochs: &mut crate::sql::ProducerEpochs,
+                segments: &mut Vec<crate::sql::SegmentRow>,
+            ) -> Result<Result<Vec<BatchOutcome>, ChunkRejected>> {
+                let (topic_id, partition) = (chunk.topic_id, i64::from(chunk.partition));
+                let next: Option<i64> = sqlx::query_scalar(
+                    "UPDATE partitions SET next_offset = next_offset \
+                     WHERE topic_id = $1 AND partition_id = $2 RETURNING next_offset",
+                )
+                .bind(topic_id)
+                .bind(partition)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(Error::db("locking partition"))?;
+                let Some(next) = next else {
+                    return Ok(Err(ChunkRejected::PartitionGone {
+                        topic_id,
+                        partition: chunk.partition,
+                    }));
+                };
+                // Per producer in this chunk: its last batches, newest first.
+                let mut history: HashMap<i64, Vec<crate::sql::SequenceRow>> = HashMap::new();
+                let mut verdicts = Vec::with_capacity(chunk.batches.len());
+                let mut offset = next;
+                for batch in &chunk.batches {
+                    let Some(p) = batch.producer else {
+                        verdicts.push(crate::sql::Verdict::Accept);
+                        offset += batch.offset_span;
+                        continue;
+                    };
+                    if !epochs.0.contains_key(&p.producer_id) {
+                        let epoch: Option<i64> =
+                            sqlx::query_scalar("SELECT epoch FROM producers WHERE producer_id = $1")
+                                .bind(p.producer_id)
+                                .fetch_optional(&mut **tx)
+                                .await
+                                .map_err(Error::db("reading producer epoch"))?;
+                        epochs.0.insert(p.producer_id, epoch.map(|e| e as i16));
+                    }
+                    if !history.contains_key(&p.producer_id) {
+                        let rows = sqlx::query(
+                            "SELECT producer_epoch, first_sequence, last_sequence, base_offset \
+                             FROM producer_batches WHERE producer_id = $1 AND topic_id = $2 \
+                             AND partition_id = $3 ORDER BY base_offset DESC LIMIT $4",
+                        )
+                        .bind(p.producer_id)
+                        .bind(topic_id)
+                        .bind(partition)
+                        .bind(crate::sql::SEQUENCES_KEPT as i64)
+                        .fetch_all(&mut **tx)
+                        .await
+                        .map_err(Error::db("reading producer sequences"))?;
+                        let rows = rows
+                            .iter()
+                            .map(|r| crate::sql::SequenceRow {
+                                epoch: r.get::<i64, _>(0) as i16,
+                                first_sequence: r.get::<i64, _>(1) as i32,
+                                last_sequence: r.get::<i64, _>(2) as i32,
+                                base_offset: r.get(3),
+                                new: false,
+                            })
+                            .collect();
+                        history.insert(p.producer_id, rows);
+                    }
+                    let verdict = crate::sql::check_sequence(
+                        &p,
+                        epochs.0[&p.producer_id],
+                        &history[&p.producer_id],
+                    );
+                    if let crate::sql::Verdict::Accept = verdict {
+                        history.get_mut(&p.producer_id).expect("loaded").insert(
+                            0,
+                            crate::sql::SequenceRow {
+                                epoch: p.epoch,
+                                first_sequence: p.base_sequence,
+                                last_sequence: p.last_sequence(),
+                                base_offset: offset,
+                                new: true,
+                            },
+                        );
+                        offset += batch.offset_span;
+                    }
+                    verdicts.push(verdict);
+                }
+                sqlx::query(
+                    "UPDATE partitions SET next_offset = $1 \
+                     WHERE topic_id = $2 AND partition_id = $3",
+                )
+                .bind(offset)
+                .bind(topic_id)
+                .bind(partition)
+                .execute(&mut **tx)
+                .await
+                .map_err(Error::db("advancing partition offset"))?;
+                let accepted: Vec<bool> = verdicts
+                    .iter()
+                    .map(|v| matches!(v, crate::sql::Verdict::Accept))
+                    .collect();
+                let placed = crate::sql::place_batches(chunk, next, &accepted, segments);
+                let outcomes = placed
+                    .into_iter()
+                    .zip(verdicts)
+                    .map(|(base, v)| match (base, v) {
+                        (Some(base_offset), _) => BatchOutcome::Appended { base_offset },
+                        (None, crate::sql::Verdict::Duplicate(base_offset)) => {
+                            BatchOutcome::Duplicate { base_offset }
+                        }
+                        (None, crate::sql::Verdict::Reject(r)) => BatchOutcome::Rejected(r),
+                        (None, crate::sql::Verdict::Accept) => unreachable!("accepted batches are placed"),
+                    })
+                    .collect();
+                for (producer_id, rows) in history {
+                    let new: Vec<_> = rows.iter().filter(|r| r.new).collect();
+                    if new.is_empty() {
+                        continue;
+                    }
+                    sqlx::QueryBuilder::<$Db>::new(
+                        "INSERT INTO producer_batches (producer_id, topic_id, partition_id, \
+                         producer_epoch, first_sequence, last_sequence, base_offset) ",
+                    )
+                    .push_values(new, |mut b, r| {
+                        b.push_bind(producer_id)
+                            .push_bind(topic_id)
+                            .push_bind(partition)
+                            .push_bind(i64::from(r.epoch))
+                            .push_bind(i64::from(r.first_sequence))
+                            .push_bind(i64::from(r.last_sequence))
+                            .push_bind(r.base_offset);
+                    })
+                    .build()
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(Error::db("recording producer sequences"))?;
+                    if let Some(oldest_kept) = rows.get(crate::sql::SEQUENCES_KEPT - 1) {
+                        sqlx::query(
+                            "DELETE FROM producer_batches WHERE producer_id = $1 \
+                             AND topic_id = $2 AND partition_id = $3 AND base_offset < $4",
+                        )
+                        .bind(producer_id)
+                        .bind(topic_id)
+                        .bind(partition)
+                        .bind(oldest_kept.base_offset)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(Error::db("trimming producer sequences"))?;
+                    }
+                }
+                Ok(Ok(outcomes))
+            }
+        }
+
+        #[async_trait]
+        impl crate::ProducerStore for $Store {
+            async fn init_producer_id(
+                &self,
+                current: Option<ProducerIdentity>,
+            ) -> Result<ProducerIdentity> {
+                let mut tx = self.begin_write().await?;
+                if let Some(cur) = current {
+                    let epoch: Option<i64> = sqlx::query_scalar(
+                        "SELECT epoch FROM producers WHERE producer_id = $1",
+                    )
+                    .bind(cur.producer_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(Error::db("reading producer epoch"))?;
+                    let epoch = epoch.ok_or(Error::UnknownProducer(cur.producer_id))? as i16;
+                    if epoch != cur.epoch {
+                        return Err(Error::ProducerFenced {
+                            producer_id: cur.producer_id,
+                            epoch: cur.epoch,
+                            current_epoch: epoch,
+                        });
+                    }
+                    // An exhausted epoch range gets a fresh producer id.
+                    if epoch < i16::MAX {
+                        sqlx::query("UPDATE producers SET epoch = $1 WHERE producer_id = $2")
+                            .bind(i64::from(epoch) + 1)
+                            .bind(cur.producer_id)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(Error::db("bumping producer epoch"))?;
+                        tx.commit().await.map_err(Error::db("bumping producer epoch"))?;
+                        return Ok(ProducerIdentity {
+                            producer_id: cur.producer_id,
+                            epoch: epoch + 1,
+                        });
+                    }
+                }
+                let id: i64 = sqlx::query_scalar(concat!(
+                    "INSERT INTO producers (epoch, created_at_ms) VALUES (0, ",
+                    $now,
+                    ") RETURNING producer_id"
+                ))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(Error::db("issuing producer id"))?;
+                tx.commit().await.map_err(Error::db("issuing producer id"))?;
+                Ok(ProducerIdentity {
+                    producer_id: id,
+                    epoch: 0,
+                })
+            }
         }
 
         #[async_trait]
@@ -204,41 +448,16 @@ macro_rules! sql_store {
                 order.sort_by_key(|&i| (commit.chunks[i].topic_id, commit.chunks[i].partition));
                 let mut outcome: CommitOutcome = vec![Ok(Vec::new()); commit.chunks.len()];
                 let mut segments = Vec::with_capacity(commit.chunks.len());
+                let mut producers = crate::sql::ProducerEpochs::default();
                 for i in order {
                     let chunk = &commit.chunks[i];
-                    let span: i64 = chunk.batches.iter().map(|b| b.offset_span).sum();
-                    let next: Option<i64> = sqlx::query_scalar(
-                        "UPDATE partitions SET next_offset = next_offset + $1 \
-                         WHERE topic_id = $2 AND partition_id = $3 RETURNING next_offset",
-                    )
-                    .bind(span)
-                    .bind(chunk.topic_id)
-                    .bind(i64::from(chunk.partition))
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(Error::db("advancing partition offset"))?;
-                    let Some(next) = next else {
-                        outcome[i] = Err(ChunkRejected::PartitionGone {
-                            topic_id: chunk.topic_id,
-                            partition: chunk.partition,
-                        });
-                        continue;
+                    let result = if chunk.batches.iter().any(|b| b.producer.is_some()) {
+                        Self::commit_idempotent_chunk(&mut tx, chunk, &mut producers, &mut segments)
+                            .await?
+                    } else {
+                        Self::commit_plain_chunk(&mut tx, chunk, &mut segments).await?
                     };
-                    let base = next - span;
-                    let mut offset = base;
-                    let bases = chunk
-                        .batches
-                        .iter()
-                        .map(|b| {
-                            let this = offset;
-                            offset += b.offset_span;
-                            this
-                        })
-                        .collect();
-                    outcome[i] = Ok(bases);
-                    if span > 0 {
-                        segments.push((chunk, base, next - 1));
-                    }
+                    outcome[i] = result;
                 }
                 for rows in segments.chunks(INSERT_CHUNK) {
                     sqlx::QueryBuilder::<$Db>::new(
@@ -246,21 +465,17 @@ macro_rules! sql_store {
                          record_count, object_key, byte_start, byte_length, min_timestamp, \
                          max_timestamp) ",
                     )
-                    .push_values(rows, |mut b, (chunk, base, last)| {
-                        let bytes: u64 = chunk.batches.iter().map(|b| b.byte_length).sum();
-                        let records: i64 = chunk.batches.iter().map(|b| b.record_count).sum();
-                        let min_ts = chunk.batches.iter().map(|b| b.min_timestamp).min();
-                        let max_ts = chunk.batches.iter().map(|b| b.max_timestamp).max();
-                        b.push_bind(chunk.topic_id)
-                            .push_bind(i64::from(chunk.partition))
-                            .push_bind(*base)
-                            .push_bind(*last)
-                            .push_bind(records)
+                    .push_values(rows, |mut b, s: &crate::sql::SegmentRow| {
+                        b.push_bind(s.topic_id)
+                            .push_bind(i64::from(s.partition))
+                            .push_bind(s.base_offset)
+                            .push_bind(s.last_offset)
+                            .push_bind(s.record_count)
                             .push_bind(commit.object_key.as_str())
-                            .push_bind(chunk.byte_start as i64)
-                            .push_bind(bytes as i64)
-                            .push_bind(min_ts.unwrap_or(-1))
-                            .push_bind(max_ts.unwrap_or(-1));
+                            .push_bind(s.byte_start as i64)
+                            .push_bind(s.byte_length as i64)
+                            .push_bind(s.min_timestamp)
+                            .push_bind(s.max_timestamp);
                     })
                     .build()
                     .execute(&mut *tx)
@@ -511,4 +726,132 @@ macro_rules! sql_store {
             }
         }
     };
+}
+
+/// Batches of one producer and partition remembered to answer retries.
+pub(crate) const SEQUENCES_KEPT: usize = 5;
+
+/// A segment row to insert.
+pub(crate) struct SegmentRow {
+    pub topic_id: crate::TopicId,
+    pub partition: u32,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub record_count: i64,
+    pub byte_start: u64,
+    pub byte_length: u64,
+    pub min_timestamp: i64,
+    pub max_timestamp: i64,
+}
+
+/// A remembered batch of a producer in a partition.
+pub(crate) struct SequenceRow {
+    pub epoch: i16,
+    pub first_sequence: i32,
+    pub last_sequence: i32,
+    pub base_offset: i64,
+    /// Added by this commit (to be inserted).
+    pub new: bool,
+}
+
+/// Current epochs of the producers seen in one commit (`None`: unknown id).
+#[derive(Default)]
+pub(crate) struct ProducerEpochs(pub std::collections::HashMap<i64, Option<i16>>);
+
+pub(crate) enum Verdict {
+    Accept,
+    Duplicate(i64),
+    Reject(crate::BatchRejected),
+}
+
+/// Checks one idempotent batch against the producer's current epoch and
+/// its last batches in the partition (newest first).
+pub(crate) fn check_sequence(
+    p: &crate::ProducerBatch,
+    current_epoch: Option<i16>,
+    history: &[SequenceRow],
+) -> Verdict {
+    use crate::BatchRejected;
+    let Some(current) = current_epoch.filter(|&e| p.epoch <= e) else {
+        return Verdict::Reject(BatchRejected::UnknownProducer {
+            producer_id: p.producer_id,
+            epoch: p.epoch,
+        });
+    };
+    if p.epoch < current {
+        return Verdict::Reject(BatchRejected::ProducerFenced {
+            producer_id: p.producer_id,
+            epoch: p.epoch,
+            current_epoch: current,
+        });
+    }
+    if let Some(dup) = history.iter().find(|r| {
+        r.epoch == p.epoch
+            && r.first_sequence == p.base_sequence
+            && r.last_sequence == p.last_sequence()
+    }) {
+        return Verdict::Duplicate(dup.base_offset);
+    }
+    let expected = match history.first() {
+        Some(last) if last.epoch == p.epoch => crate::add_sequence(last.last_sequence, 1),
+        _ => 0,
+    };
+    if p.base_sequence != expected {
+        return Verdict::Reject(BatchRejected::OutOfOrderSequence {
+            producer_id: p.producer_id,
+            expected,
+            received: p.base_sequence,
+        });
+    }
+    Verdict::Accept
+}
+
+/// Gives offsets from `base` to the accepted batches of a chunk in order and
+/// adds one segment row per run of adjacent accepted batches. Returns each
+/// batch's base offset (`None` where not accepted).
+pub(crate) fn place_batches(
+    chunk: &crate::ChunkCommit,
+    base: i64,
+    accepted: &[bool],
+    segments: &mut Vec<SegmentRow>,
+) -> Vec<Option<i64>> {
+    let mut outcomes = Vec::with_capacity(chunk.batches.len());
+    let mut offset = base;
+    let mut byte = chunk.byte_start;
+    let mut run: Option<SegmentRow> = None;
+    for (batch, &ok) in chunk.batches.iter().zip(accepted) {
+        if ok {
+            outcomes.push(Some(offset));
+            let last = offset + batch.offset_span - 1;
+            match &mut run {
+                Some(r) => {
+                    r.last_offset = last;
+                    r.record_count += batch.record_count;
+                    r.byte_length += batch.byte_length;
+                    r.min_timestamp = r.min_timestamp.min(batch.min_timestamp);
+                    r.max_timestamp = r.max_timestamp.max(batch.max_timestamp);
+                }
+                None => {
+                    run = Some(SegmentRow {
+                        topic_id: chunk.topic_id,
+                        partition: chunk.partition,
+                        base_offset: offset,
+                        last_offset: last,
+                        record_count: batch.record_count,
+                        byte_start: byte,
+                        byte_length: batch.byte_length,
+                        min_timestamp: batch.min_timestamp,
+                        max_timestamp: batch.max_timestamp,
+                    })
+                }
+            }
+            offset = last + 1;
+        } else {
+            outcomes.push(None);
+            segments.extend(run.take());
+        }
+        byte += batch.byte_length;
+    }
+    segments.extend(run.take());
+    outcomes
 }

@@ -18,10 +18,16 @@ pub struct SqliteMetadataStore {
     read: SqlitePool,
 }
 
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_init.sql",
-    include_str!("../migrations/sqlite/0001_init.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_init.sql",
+        include_str!("../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        "0002_idempotent_producers.sql",
+        include_str!("../migrations/sqlite/0002_idempotent_producers.sql"),
+    ),
+];
 
 impl SqliteMetadataStore {
     /// Opens (creating if missing) the database at `path`, a file path or a

@@ -132,6 +132,32 @@ pub struct BatchCommit {
     pub record_count: i64,
     pub min_timestamp: i64,
     pub max_timestamp: i64,
+    /// Set for batches of idempotent producers: checked and recorded in the
+    /// commit transaction.
+    pub producer: Option<ProducerBatch>,
+}
+
+/// The idempotence fields of a batch header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerBatch {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub base_sequence: i32,
+    /// Records in the batch: its last sequence is `base_sequence + count - 1`
+    /// (wrapping past `i32::MAX` to 0, as Kafka does).
+    pub record_count: i32,
+}
+
+impl ProducerBatch {
+    /// Sequence of the batch's last record.
+    pub fn last_sequence(&self) -> i32 {
+        add_sequence(self.base_sequence, self.record_count - 1)
+    }
+}
+
+/// `sequence + n`, wrapping past `i32::MAX` to 0 as Kafka sequences do.
+pub fn add_sequence(sequence: i32, n: i32) -> i32 {
+    ((i64::from(sequence) + i64::from(n)) % (i64::from(i32::MAX) + 1)) as i32
 }
 
 /// Why one chunk of a commit was not applied (the rest of the commit was).
@@ -141,9 +167,47 @@ pub enum ChunkRejected {
     PartitionGone { topic_id: TopicId, partition: u32 },
 }
 
-/// Per chunk, in the order of [`ObjectCommit::chunks`]: the base offset of
-/// every batch, or why the chunk was rejected.
-pub type CommitOutcome = Vec<Result<Vec<i64>, ChunkRejected>>;
+/// What the commit did with one batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// Committed at this base offset.
+    Appended { base_offset: i64 },
+    /// Already committed earlier (a retry of an idempotent producer); this
+    /// is where. Its bytes in this object are referenced by no segment.
+    Duplicate { base_offset: i64 },
+    /// Not committed.
+    Rejected(BatchRejected),
+}
+
+/// Why a batch of an idempotent producer was not committed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BatchRejected {
+    #[error("producer {producer_id}: expected sequence {expected}, got {received}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        received: i32,
+    },
+    #[error("producer {producer_id} epoch {epoch} is fenced by epoch {current_epoch}")]
+    ProducerFenced {
+        producer_id: i64,
+        epoch: i16,
+        current_epoch: i16,
+    },
+    #[error("producer id {producer_id} epoch {epoch} was never issued")]
+    UnknownProducer { producer_id: i64, epoch: i16 },
+}
+
+/// Per chunk, in the order of [`ObjectCommit::chunks`]: what happened to
+/// every batch, or why the whole chunk was rejected.
+pub type CommitOutcome = Vec<Result<Vec<BatchOutcome>, ChunkRejected>>;
+
+/// A producer id with its current epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerIdentity {
+    pub producer_id: i64,
+    pub epoch: i16,
+}
 
 /// A committed range of offsets of one partition, stored in an object.
 #[derive(Clone, Debug, PartialEq, Eq)]

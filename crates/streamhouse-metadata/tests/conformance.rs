@@ -73,6 +73,9 @@ conformance!(
     recreated_topic_sees_no_old_data_or_offsets,
     consumer_offsets,
     agent_registry,
+    idempotent_retries_get_their_original_offsets,
+    sequence_gaps_and_old_epochs_are_rejected,
+    a_retry_racing_on_another_store_commits_once,
 );
 
 fn topic(name: &str, partitions: u32) -> TopicConfig {
@@ -97,8 +100,34 @@ fn chunk(topic_id: TopicId, partition: u32, spans: &[i64]) -> ChunkCommit {
                 record_count: span,
                 min_timestamp: 1_000,
                 max_timestamp: 2_000,
+                producer: None,
             })
             .collect(),
+    }
+}
+
+/// A chunk of idempotent batches: (epoch, base sequence, records) each.
+fn producer_chunk(topic_id: TopicId, id: i64, batches: &[(i16, i32, i32)]) -> ChunkCommit {
+    let mut c = chunk(
+        topic_id,
+        0,
+        &batches.iter().map(|b| b.2 as i64).collect::<Vec<_>>(),
+    );
+    for (b, &(epoch, base_sequence, record_count)) in c.batches.iter_mut().zip(batches) {
+        b.producer = Some(ProducerBatch {
+            producer_id: id,
+            epoch,
+            base_sequence,
+            record_count,
+        });
+    }
+    c
+}
+
+fn base(o: &BatchOutcome) -> i64 {
+    match o {
+        BatchOutcome::Appended { base_offset } => *base_offset,
+        other => panic!("expected Appended, got {other:?}"),
     }
 }
 
@@ -277,9 +306,9 @@ async fn commit_many(
                 }
                 let outcome = s.commit_object(&object(chunks.clone())).await.unwrap();
                 for (chunk, result) in chunks.iter().zip(outcome) {
-                    let bases = result.unwrap();
-                    for (batch, base) in chunk.batches.iter().zip(bases) {
-                        ranges.push((chunk.partition, base, batch.offset_span));
+                    let outcomes = result.unwrap();
+                    for (batch, o) in chunk.batches.iter().zip(outcomes) {
+                        ranges.push((chunk.partition, base(&o), batch.offset_span));
                     }
                 }
             }
@@ -352,7 +381,10 @@ async fn deleted_topic_rejects_its_chunks_only(b: &Backend) {
             partition: 0
         })
     );
-    assert_eq!(outcome[1], Ok(vec![0]));
+    assert_eq!(
+        outcome[1],
+        Ok(vec![BatchOutcome::Appended { base_offset: 0 }])
+    );
     assert_eq!(s.partition_state(kept.id, 0).await.unwrap().next_offset, 3);
 }
 
@@ -379,7 +411,10 @@ async fn recreated_topic_sees_no_old_data_or_offsets(b: &Backend) {
         .commit_object(&object(vec![chunk(new.id, 0, &[2])]))
         .await
         .unwrap();
-    assert_eq!(outcome[0], Ok(vec![0]));
+    assert_eq!(
+        outcome[0],
+        Ok(vec![BatchOutcome::Appended { base_offset: 0 }])
+    );
 }
 
 async fn consumer_offsets(b: &Backend) {
@@ -475,5 +510,170 @@ async fn agent_registry(b: &Backend) {
     assert!(
         s.register_agent(reg("", "prod", None)).await.is_err(),
         "empty agent id"
+    );
+}
+
+async fn idempotent_retries_get_their_original_offsets(b: &Backend) {
+    let s = &b.store;
+    let t = s.create_topic(topic("idem", 1)).await.unwrap();
+    let p = s.init_producer_id(None).await.unwrap();
+    assert_eq!(p.epoch, 0);
+    let id = p.producer_id;
+    let commit = |batches: &[(i16, i32, i32)]| object(vec![producer_chunk(t.id, id, batches)]);
+    let out = s
+        .commit_object(&commit(&[(0, 0, 3), (0, 3, 2)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        out[0]
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(base)
+            .collect::<Vec<_>>(),
+        [0, 3]
+    );
+    // A retry of both, then one new batch, in one chunk: the retries are
+    // answered with their offsets and only the new batch is committed.
+    let out = s
+        .commit_object(&commit(&[(0, 0, 3), (0, 3, 2), (0, 5, 4)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        out[0].as_ref().unwrap(),
+        &vec![
+            BatchOutcome::Duplicate { base_offset: 0 },
+            BatchOutcome::Duplicate { base_offset: 3 },
+            BatchOutcome::Appended { base_offset: 5 },
+        ]
+    );
+    assert_eq!(s.partition_state(t.id, 0).await.unwrap().next_offset, 9);
+    // The new batch's segment covers only its own bytes (after the two
+    // duplicates in the chunk).
+    let segs = s.segments(t.id, 0, 5, 10).await.unwrap();
+    assert_eq!((segs[0].base_offset, segs[0].last_offset), (5, 8));
+    assert_eq!((segs[0].byte_start, segs[0].byte_length), (500, 400));
+    // Batches without a producer id mix freely with idempotent ones.
+    let mut c = producer_chunk(t.id, id, &[(0, 9, 1)]);
+    c.batches.insert(0, chunk(t.id, 0, &[2]).batches[0]);
+    let out = s.commit_object(&object(vec![c])).await.unwrap();
+    assert_eq!(
+        out[0]
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(base)
+            .collect::<Vec<_>>(),
+        [9, 11]
+    );
+}
+
+async fn sequence_gaps_and_old_epochs_are_rejected(b: &Backend) {
+    let s = &b.store;
+    let t = s.create_topic(topic("fence", 1)).await.unwrap();
+    let p0 = s.init_producer_id(None).await.unwrap();
+    let id = p0.producer_id;
+    let commit = |batches: &[(i16, i32, i32)]| object(vec![producer_chunk(t.id, id, batches)]);
+    let one = |out: CommitOutcome| out[0].as_ref().unwrap()[0].clone();
+    // The first batch of an epoch starts at sequence 0.
+    assert_eq!(
+        one(s.commit_object(&commit(&[(0, 4, 1)])).await.unwrap()),
+        BatchOutcome::Rejected(BatchRejected::OutOfOrderSequence {
+            producer_id: id,
+            expected: 0,
+            received: 4
+        })
+    );
+    assert_eq!(
+        base(&one(s.commit_object(&commit(&[(0, 0, 2)])).await.unwrap())),
+        0
+    );
+    // A gap is out of order and commits nothing.
+    assert_eq!(
+        one(s.commit_object(&commit(&[(0, 3, 1)])).await.unwrap()),
+        BatchOutcome::Rejected(BatchRejected::OutOfOrderSequence {
+            producer_id: id,
+            expected: 2,
+            received: 3
+        })
+    );
+    assert_eq!(s.partition_state(t.id, 0).await.unwrap().next_offset, 2);
+
+    // A new epoch fences the old one, whose batches and re-inits now fail.
+    let p1 = s.init_producer_id(Some(p0)).await.unwrap();
+    assert_eq!((p1.producer_id, p1.epoch), (id, 1));
+    assert_eq!(
+        one(s.commit_object(&commit(&[(0, 2, 1)])).await.unwrap()),
+        BatchOutcome::Rejected(BatchRejected::ProducerFenced {
+            producer_id: id,
+            epoch: 0,
+            current_epoch: 1
+        })
+    );
+    assert!(matches!(
+        s.init_producer_id(Some(p0)).await,
+        Err(Error::ProducerFenced {
+            epoch: 0,
+            current_epoch: 1,
+            ..
+        })
+    ));
+    // The new epoch restarts its sequences at 0.
+    assert_eq!(
+        base(&one(s.commit_object(&commit(&[(1, 0, 1)])).await.unwrap())),
+        2
+    );
+    // Epochs never issued and unknown ids are rejected.
+    assert!(matches!(
+        one(s.commit_object(&commit(&[(5, 0, 1)])).await.unwrap()),
+        BatchOutcome::Rejected(BatchRejected::UnknownProducer { epoch: 5, .. })
+    ));
+    let unknown = object(vec![producer_chunk(t.id, id + 1000, &[(0, 0, 1)])]);
+    assert!(matches!(
+        one(s.commit_object(&unknown).await.unwrap()),
+        BatchOutcome::Rejected(BatchRejected::UnknownProducer { .. })
+    ));
+    assert!(matches!(
+        s.init_producer_id(Some(ProducerIdentity {
+            producer_id: id + 1000,
+            epoch: 0
+        }))
+        .await,
+        Err(Error::UnknownProducer(_))
+    ));
+    assert_eq!(s.partition_state(t.id, 0).await.unwrap().next_offset, 3);
+}
+
+async fn a_retry_racing_on_another_store_commits_once(b: &Backend) {
+    let t = b.store.create_topic(topic("race", 1)).await.unwrap();
+    let other = b.open_again().await;
+    let id = b.store.init_producer_id(None).await.unwrap().producer_id;
+    for seq in 0..20 {
+        // The same batch committed through two stores at once, as a retry
+        // reaching a second agent would be.
+        let c = object(vec![producer_chunk(t.id, id, &[(0, seq * 2, 2)])]);
+        let mut c2 = c.clone();
+        c2.object_key.push_str(".retry");
+        let (x, y) = tokio::join!(b.store.commit_object(&c), other.commit_object(&c2));
+        let (x, y) = (
+            x.unwrap()[0].clone().unwrap()[0].clone(),
+            y.unwrap()[0].clone().unwrap()[0].clone(),
+        );
+        let offsets = match (&x, &y) {
+            (
+                BatchOutcome::Appended { base_offset: a },
+                BatchOutcome::Duplicate { base_offset: d },
+            )
+            | (
+                BatchOutcome::Duplicate { base_offset: d },
+                BatchOutcome::Appended { base_offset: a },
+            ) => (*a, *d),
+            other => panic!("expected one append and one duplicate, got {other:?}"),
+        };
+        assert_eq!(offsets, (seq as i64 * 2, seq as i64 * 2));
+    }
+    assert_eq!(
+        b.store.partition_state(t.id, 0).await.unwrap().next_offset,
+        40
     );
 }

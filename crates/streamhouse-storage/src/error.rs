@@ -18,6 +18,13 @@ pub enum Error {
     /// buffered; a retry resolves the name again.
     #[error("topic {topic:?} was deleted before partition {partition} could be committed")]
     TopicDeleted { topic: String, partition: u32 },
+    /// The commit refused a batch of an idempotent producer.
+    #[error("batch for topic {topic:?} partition {partition} rejected: {reason}")]
+    Rejected {
+        topic: String,
+        partition: u32,
+        reason: streamhouse_metadata::BatchRejected,
+    },
     #[error(
         "offset {offset} is out of range for topic {topic:?} partition {partition} \
          (log start {log_start_offset}, next offset {next_offset})"

@@ -37,7 +37,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use object_store::{ObjectStore, PutMode, PutOptions, path::Path};
 use streamhouse_core::BatchHeader;
-use streamhouse_metadata::{BatchCommit, ChunkCommit, MetadataStore, ObjectCommit, TopicId};
+use streamhouse_metadata::{
+    BatchCommit, BatchOutcome, ChunkCommit, ChunkRejected, MetadataStore, ObjectCommit,
+    ProducerBatch, TopicId,
+};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -112,6 +115,9 @@ pub struct Appended {
     pub base_offset: i64,
     /// Offsets the batch occupies (`last_offset_delta + 1`).
     pub offset_span: i64,
+    /// The batch (of an idempotent producer) had been committed before;
+    /// `base_offset` is where, and it was not committed again.
+    pub duplicate: bool,
 }
 
 /// Counters of a pipeline since it started.
@@ -154,6 +160,7 @@ struct PartitionBuf {
 }
 
 struct Waiting {
+    partition: u32,
     batch: Bytes,
     header: BatchHeader,
     reply: oneshot::Sender<Result<Appended>>,
@@ -298,6 +305,7 @@ impl WritePipeline {
             })
             .batches
             .push(Waiting {
+                partition,
                 batch,
                 header,
                 reply,
@@ -409,6 +417,12 @@ fn start_flush(shared: &Arc<Shared>, taken: BTreeMap<(TopicId, u32), PartitionBu
                 record_count: i64::from(h.record_count),
                 min_timestamp: h.base_timestamp,
                 max_timestamp: h.max_timestamp,
+                producer: (h.producer_id >= 0 && h.base_sequence >= 0).then_some(ProducerBatch {
+                    producer_id: h.producer_id,
+                    epoch: h.producer_epoch,
+                    base_sequence: h.base_sequence,
+                    record_count: h.record_count,
+                }),
             });
         }
         chunks.push(chunk);
@@ -485,18 +499,29 @@ async fn run_committer(shared: Arc<Shared>, mut flushes: mpsc::Receiver<Flush>) 
                 c.commits.fetch_add(1, Ordering::Relaxed);
                 for ((topic, waiting), result) in flush.waiters.into_iter().zip(outcome) {
                     match result {
-                        Ok(bases) => {
-                            for (w, base_offset) in waiting.into_iter().zip(bases) {
-                                let _ = w.reply.send(Ok(Appended {
-                                    base_offset,
-                                    offset_span: w.header.offset_span(),
-                                }));
+                        Ok(outcomes) => {
+                            for (w, o) in waiting.into_iter().zip(outcomes) {
+                                let offset_span = w.header.offset_span();
+                                let _ = w.reply.send(match o {
+                                    BatchOutcome::Appended { base_offset } => Ok(Appended {
+                                        base_offset,
+                                        offset_span,
+                                        duplicate: false,
+                                    }),
+                                    BatchOutcome::Duplicate { base_offset } => Ok(Appended {
+                                        base_offset,
+                                        offset_span,
+                                        duplicate: true,
+                                    }),
+                                    BatchOutcome::Rejected(reason) => Err(Error::Rejected {
+                                        topic: topic.to_string(),
+                                        partition: w.partition,
+                                        reason,
+                                    }),
+                                });
                             }
                         }
-                        Err(streamhouse_metadata::ChunkRejected::PartitionGone {
-                            partition,
-                            ..
-                        }) => {
+                        Err(ChunkRejected::PartitionGone { partition, .. }) => {
                             shared.topics.invalidate(&topic);
                             for w in waiting {
                                 let _ = w.reply.send(Err(Error::TopicDeleted {

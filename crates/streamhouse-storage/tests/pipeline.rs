@@ -109,6 +109,7 @@ storage_tests!(
     backpressure_bounds_buffered_bytes,
     deleted_topic_fails_its_appends_only,
     close_commits_everything_submitted,
+    idempotent_retries_are_committed_once,
 );
 
 async fn create(env: &Env, name: &str, partitions: u32) {
@@ -652,6 +653,16 @@ impl streamhouse_metadata::TopicStore for FailingCommits {
 }
 
 #[async_trait]
+impl streamhouse_metadata::ProducerStore for FailingCommits {
+    async fn init_producer_id(
+        &self,
+        current: Option<streamhouse_metadata::ProducerIdentity>,
+    ) -> streamhouse_metadata::Result<streamhouse_metadata::ProducerIdentity> {
+        self.0.init_producer_id(current).await
+    }
+}
+
+#[async_trait]
 impl streamhouse_metadata::OffsetStore for FailingCommits {
     async fn commit_offset(
         &self,
@@ -859,4 +870,64 @@ async fn close_commits_everything_submitted(env: Env) {
             .await,
         Err(Error::Closed)
     ));
+}
+
+async fn idempotent_retries_are_committed_once(env: Env) {
+    create(&env, "idem", 1).await;
+    let id = env.metadata.init_producer_id(None).await.unwrap();
+    let pipeline = WritePipeline::new(env.store.clone(), env.metadata.clone(), config(1)).unwrap();
+    let idempotent = |seq: i32, tag: &str| {
+        RecordBatch::from_records((0..4).map(|i| NewRecord::new(1, None, format!("{tag}/{i}"))))
+            .with_producer(id.producer_id, id.epoch, seq)
+            .encode()
+            .unwrap()
+    };
+    let first = pipeline
+        .append("idem", 0, idempotent(0, "a"))
+        .await
+        .unwrap();
+    // The same batch again (a retry after a lost acknowledgement), in the
+    // same flush as the next one.
+    let retry = pipeline
+        .submit("idem", 0, idempotent(0, "a"))
+        .await
+        .unwrap();
+    let next = pipeline
+        .submit("idem", 0, idempotent(4, "b"))
+        .await
+        .unwrap();
+    let (retry, next) = (retry.await.unwrap(), next.await.unwrap());
+    assert!(!first.duplicate);
+    assert_eq!((retry.base_offset, retry.duplicate), (0, true));
+    assert_eq!((next.base_offset, next.duplicate), (4, false));
+    let err = pipeline
+        .append("idem", 0, idempotent(20, "gap"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Rejected {
+                reason: streamhouse_metadata::BatchRejected::OutOfOrderSequence { expected: 8, .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let reader = Reader::new(
+        env.store.clone(),
+        env.metadata.clone(),
+        None,
+        ReaderConfig::default(),
+    );
+    let values: Vec<_> = read_all(&reader, "idem", 0)
+        .await
+        .into_iter()
+        .map(|r| r.1)
+        .collect();
+    assert_eq!(
+        values,
+        ["a/0", "a/1", "a/2", "a/3", "b/0", "b/1", "b/2", "b/3"]
+    );
+    pipeline.close().await;
 }
