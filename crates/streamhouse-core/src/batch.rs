@@ -274,48 +274,91 @@ pub struct Record {
     pub headers: Vec<Header>,
 }
 
-impl Record {
-    fn encoded_body_len(&self) -> usize {
-        fn field(v: &Option<Bytes>) -> usize {
-            match v {
-                Some(b) => varint_len(b.len() as i32) + b.len(),
-                None => 1,
-            }
+/// Length of a record's body (everything after its length varint).
+fn record_body_len(
+    timestamp_delta: i64,
+    offset_delta: i32,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[Header],
+) -> usize {
+    fn field(v: Option<&[u8]>) -> usize {
+        match v {
+            Some(b) => varint_len(b.len() as i32) + b.len(),
+            None => 1,
         }
-        1 + varlong_len(self.timestamp_delta)
-            + varint_len(self.offset_delta)
-            + field(&self.key)
-            + field(&self.value)
-            + varint_len(self.headers.len() as i32)
-            + self
-                .headers
-                .iter()
-                .map(|h| varint_len(h.key.len() as i32) + h.key.len() + field(&h.value))
-                .sum::<usize>()
+    }
+    1 + varlong_len(timestamp_delta)
+        + varint_len(offset_delta)
+        + field(key)
+        + field(value)
+        + varint_len(headers.len() as i32)
+        + headers
+            .iter()
+            .map(|h| varint_len(h.key.len() as i32) + h.key.len() + field(h.value.as_deref()))
+            .sum::<usize>()
+}
+
+/// Appends one record (length varint, then body) to `out`; returns the
+/// bytes written.
+fn encode_record(
+    out: &mut Vec<u8>,
+    attributes: i8,
+    timestamp_delta: i64,
+    offset_delta: i32,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[Header],
+) -> usize {
+    fn bytes_field(out: &mut Vec<u8>, v: Option<&[u8]>) {
+        match v {
+            Some(b) => {
+                put_varint(out, b.len() as i32);
+                out.extend_from_slice(b);
+            }
+            None => put_varint(out, -1),
+        }
+    }
+    let start = out.len();
+    let body = record_body_len(timestamp_delta, offset_delta, key, value, headers);
+    out.reserve(body + 5);
+    put_varint(out, body as i32);
+    out.push(attributes as u8);
+    put_varlong(out, timestamp_delta);
+    put_varint(out, offset_delta);
+    bytes_field(out, key);
+    bytes_field(out, value);
+    put_varint(out, headers.len() as i32);
+    for h in headers {
+        put_varint(out, h.key.len() as i32);
+        out.extend_from_slice(h.key.as_bytes());
+        bytes_field(out, h.value.as_deref());
+    }
+    out.len() - start
+}
+
+impl Record {
+    fn encoded_len(&self) -> usize {
+        let body = record_body_len(
+            self.timestamp_delta,
+            self.offset_delta,
+            self.key.as_deref(),
+            self.value.as_deref(),
+            &self.headers,
+        );
+        varint_len(body as i32) + body
     }
 
     fn encode_into(&self, out: &mut Vec<u8>) {
-        fn bytes_field(out: &mut Vec<u8>, v: &Option<Bytes>) {
-            match v {
-                Some(b) => {
-                    put_varint(out, b.len() as i32);
-                    out.extend_from_slice(b);
-                }
-                None => put_varint(out, -1),
-            }
-        }
-        put_varint(out, self.encoded_body_len() as i32);
-        out.push(self.attributes as u8);
-        put_varlong(out, self.timestamp_delta);
-        put_varint(out, self.offset_delta);
-        bytes_field(out, &self.key);
-        bytes_field(out, &self.value);
-        put_varint(out, self.headers.len() as i32);
-        for h in &self.headers {
-            put_varint(out, h.key.len() as i32);
-            out.extend_from_slice(h.key.as_bytes());
-            bytes_field(out, &h.value);
-        }
+        encode_record(
+            out,
+            self.attributes,
+            self.timestamp_delta,
+            self.offset_delta,
+            self.key.as_deref(),
+            self.value.as_deref(),
+            &self.headers,
+        );
     }
 
     /// Reads one record from the front of `buf`. `data` is the buffer that
@@ -494,14 +537,7 @@ impl RecordBatch {
     /// attributes and computing the CRC.
     pub fn encode(&self) -> Result<Bytes> {
         let codec = self.compression()?;
-        let plain_len: usize = self
-            .records
-            .iter()
-            .map(|r| {
-                let body = r.encoded_body_len();
-                varint_len(body as i32) + body
-            })
-            .sum();
+        let plain_len: usize = self.records.iter().map(Record::encoded_len).sum();
         let mut out = Vec::with_capacity(BATCH_HEADER_LEN + plain_len);
         out.resize(BATCH_HEADER_LEN, 0);
         if codec == Compression::None {
@@ -590,6 +626,171 @@ impl RecordBatch {
     }
 }
 
+/// The header fields a writer chooses (length and CRC are computed).
+struct HeaderFields {
+    base_offset: i64,
+    partition_leader_epoch: i32,
+    attributes: Attributes,
+    last_offset_delta: i32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    record_count: i32,
+}
+
+/// Writes the header into the first [`BATCH_HEADER_LEN`] bytes of `out`
+/// (the records follow) and computes length and CRC.
+fn seal(mut out: Vec<u8>, h: &HeaderFields) -> Result<Bytes> {
+    let batch_length = i32::try_from(out.len() - LOG_OVERHEAD).map_err(|_| Error::TooLarge {
+        what: "record batch",
+        size: out.len(),
+        max: i32::MAX as usize,
+    })?;
+    let mut header = &mut out[..BATCH_HEADER_LEN];
+    header.put_i64(h.base_offset);
+    header.put_i32(batch_length);
+    header.put_i32(h.partition_leader_epoch);
+    header.put_i8(MAGIC_V2);
+    header.put_u32(0); // CRC, filled below
+    header.put_i16(h.attributes.0);
+    header.put_i32(h.last_offset_delta);
+    header.put_i64(h.base_timestamp);
+    header.put_i64(h.max_timestamp);
+    header.put_i64(h.producer_id);
+    header.put_i16(h.producer_epoch);
+    header.put_i32(h.base_sequence);
+    header.put_i32(h.record_count);
+    let crc = crc32c::crc32c(&out[ATTRIBUTES_OFFSET..]);
+    out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(Bytes::from(out))
+}
+
+/// Rewrites the producer id, epoch and base sequence of the batch that
+/// fills `buf` and re-seals its CRC (used to re-sequence a batch that was
+/// never committed).
+pub fn set_producer(
+    buf: &mut [u8],
+    producer_id: i64,
+    epoch: i16,
+    base_sequence: i32,
+) -> Result<()> {
+    BatchHeader::parse(buf)?;
+    buf[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    buf[51..53].copy_from_slice(&epoch.to_be_bytes());
+    buf[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&buf[ATTRIBUTES_OFFSET..]);
+    buf[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
+}
+
+/// Builds a batch record by record, encoding each as it is added, so a
+/// producer keeps one growing buffer per partition instead of records.
+#[derive(Debug)]
+pub struct BatchBuilder {
+    buf: Vec<u8>,
+    count: i32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+}
+
+impl BatchBuilder {
+    /// An empty batch whose timestamps are relative to `base_timestamp`
+    /// (usually the first record's).
+    pub fn new(base_timestamp: i64) -> Self {
+        let mut buf = Vec::with_capacity(1024);
+        buf.resize(BATCH_HEADER_LEN, 0);
+        BatchBuilder {
+            buf,
+            count: 0,
+            base_timestamp,
+            max_timestamp: base_timestamp,
+        }
+    }
+
+    /// Records added so far.
+    pub fn record_count(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Size of the batch uncompressed, header included.
+    pub fn size_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Size a record would add to a batch (an upper bound: offset and
+    /// timestamp deltas are counted at their widest).
+    pub fn record_size_bound(
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header],
+    ) -> usize {
+        record_body_len(i64::MAX, i32::MAX, key, value, headers) + 5
+    }
+
+    /// Appends a record; returns its offset delta.
+    pub fn push(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header],
+    ) -> i32 {
+        let delta = self.count;
+        encode_record(
+            &mut self.buf,
+            0,
+            timestamp.wrapping_sub(self.base_timestamp),
+            delta,
+            key,
+            value,
+            headers,
+        );
+        self.max_timestamp = self.max_timestamp.max(timestamp);
+        self.count += 1;
+        delta
+    }
+
+    /// Compresses and seals the batch with the given producer fields
+    /// (`-1, -1, -1` for a producer without idempotence).
+    pub fn finish(
+        self,
+        compression: Compression,
+        producer_id: i64,
+        producer_epoch: i16,
+        base_sequence: i32,
+        transactional: bool,
+    ) -> Result<Bytes> {
+        let out = if compression == Compression::None {
+            self.buf
+        } else {
+            let packed = compression.compress(&self.buf[BATCH_HEADER_LEN..])?;
+            let mut out = Vec::with_capacity(BATCH_HEADER_LEN + packed.len());
+            out.resize(BATCH_HEADER_LEN, 0);
+            out.extend_from_slice(&packed);
+            out
+        };
+        seal(
+            out,
+            &HeaderFields {
+                base_offset: 0,
+                partition_leader_epoch: -1,
+                attributes: Attributes::default()
+                    .with_compression(compression)
+                    .with_transactional(transactional),
+                last_offset_delta: self.count - 1,
+                base_timestamp: self.base_timestamp,
+                max_timestamp: self.max_timestamp,
+                producer_id,
+                producer_epoch,
+                base_sequence,
+                record_count: self.count,
+            },
+        )
+    }
+}
+
 /// A record to be written: absolute timestamp, key, value and headers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NewRecord {
@@ -671,6 +872,34 @@ mod tests {
             BatchHeader::validate(&bytes, 100),
             Err(Error::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn builder_matches_from_records() {
+        for codec in Compression::ALL {
+            let expected = sample(codec);
+            let mut b = BatchBuilder::new(expected.base_timestamp);
+            for (_, ts, r) in expected.iter() {
+                b.push(ts, r.key.as_deref(), r.value.as_deref(), &r.headers);
+            }
+            assert_eq!(b.record_count(), 10);
+            let bytes = b.finish(codec, 7, 1, 42, false).unwrap();
+            let mut decoded = RecordBatch::decode(&bytes).unwrap();
+            decoded.partition_leader_epoch = expected.partition_leader_epoch;
+            assert_eq!(decoded, expected, "{codec}");
+        }
+    }
+
+    #[test]
+    fn set_producer_reseals() {
+        let mut bytes = sample(Compression::Lz4).encode().unwrap().to_vec();
+        set_producer(&mut bytes, 99, 4, 1000).unwrap();
+        let h = BatchHeader::validate(&bytes, 1 << 20).unwrap();
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (99, 4, 1000)
+        );
+        assert!(set_producer(&mut bytes[..10], 1, 1, 1).is_err());
     }
 
     #[test]

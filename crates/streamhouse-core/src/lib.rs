@@ -8,8 +8,8 @@ pub mod names;
 pub mod varint;
 
 pub use batch::{
-    Attributes, BatchHeader, DecodeLimits, Header, NewRecord, Record, RecordBatch, batches,
-    set_base_offset,
+    Attributes, BatchBuilder, BatchHeader, DecodeLimits, Header, NewRecord, Record, RecordBatch,
+    batches, set_base_offset, set_producer,
 };
 pub use compression::Compression;
 pub use error::{Error, Result};

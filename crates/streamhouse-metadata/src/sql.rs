@@ -772,6 +772,16 @@ pub(crate) fn check_sequence(
     history: &[SequenceRow],
 ) -> Verdict {
     use crate::BatchRejected;
+    // A retry of a batch already committed is answered with its offset even
+    // when its epoch has since been fenced: nothing is written, and the
+    // producer learns the batch's fate.
+    if let Some(dup) = history.iter().find(|r| {
+        r.epoch == p.epoch
+            && r.first_sequence == p.base_sequence
+            && r.last_sequence == p.last_sequence()
+    }) {
+        return Verdict::Duplicate(dup.base_offset);
+    }
     let Some(current) = current_epoch.filter(|&e| p.epoch <= e) else {
         return Verdict::Reject(BatchRejected::UnknownProducer {
             producer_id: p.producer_id,
@@ -784,13 +794,6 @@ pub(crate) fn check_sequence(
             epoch: p.epoch,
             current_epoch: current,
         });
-    }
-    if let Some(dup) = history.iter().find(|r| {
-        r.epoch == p.epoch
-            && r.first_sequence == p.base_sequence
-            && r.last_sequence == p.last_sequence()
-    }) {
-        return Verdict::Duplicate(dup.base_offset);
     }
     let expected = match history.first() {
         Some(last) if last.epoch == p.epoch => crate::add_sequence(last.last_sequence, 1),

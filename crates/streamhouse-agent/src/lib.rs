@@ -1,0 +1,264 @@
+//! The StreamHouse agent: a stateless gRPC server. Any agent accepts writes
+//! for any partition, batches them into one object per flush, and commits
+//! offsets in the metadata store; any agent serves reads of any partition.
+//!
+//! ```text
+//! clients ──gRPC──▶ Service ──▶ WritePipeline ──PUT──▶ object store
+//!                      │              └──commit──▶ metadata store
+//!                      └──────▶ Reader ◀──range GET── object store
+//! ```
+//!
+//! [`Agent::start`] binds (port 0 picks a free port), registers the agent
+//! and heartbeats; [`RunningAgent::shutdown`] stops accepting requests,
+//! finishes those in flight, flushes and commits everything buffered, and
+//! deregisters. A producer is acknowledged only after its batch is committed,
+//! so neither a shutdown nor a crash loses an acknowledged record.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use object_store::ObjectStore;
+use streamhouse_metadata::{AgentRegistration, MetadataStore};
+use streamhouse_proto::stream_house_server::StreamHouseServer;
+use streamhouse_storage::{PipelineConfig, Reader, ReaderConfig, S3Options, WritePipeline};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+mod error;
+mod service;
+
+pub use error::{Error, Result};
+pub use service::RequestLimits;
+
+/// Everything an agent needs to run. [`Default`] is the embedded setup.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// Address to listen on. Default `127.0.0.1:50051`; port 0 picks one.
+    pub listen: SocketAddr,
+    /// Address clients should use, registered in the metadata store.
+    /// Default: the bound address.
+    pub advertised_address: Option<String>,
+    /// Metadata store URL. Default `sqlite://streamhouse-data/metadata.db`.
+    pub metadata_url: String,
+    /// Object store URL. Default `file://streamhouse-data/objects`.
+    pub storage_url: String,
+    /// S3 settings for `s3://` storage URLs.
+    pub s3: S3Options,
+    /// Agent id. Default: a new ULID per start.
+    pub agent_id: Option<String>,
+    /// Agent group clients select agents by. Default `default`.
+    pub group: String,
+    /// Availability zone, for clients that prefer their own zone.
+    pub zone: Option<String>,
+    /// How often the agent heartbeats. Default 1 s.
+    pub heartbeat_interval: Duration,
+    /// Agents whose heartbeat is older than this are not listed to clients.
+    /// Default 10 s.
+    pub agent_ttl: Duration,
+    pub pipeline: PipelineConfig,
+    pub reader: ReaderConfig,
+    pub limits: RequestLimits,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            advertised_address: None,
+            metadata_url: "sqlite://streamhouse-data/metadata.db".into(),
+            storage_url: "file://streamhouse-data/objects".into(),
+            s3: S3Options::default(),
+            agent_id: None,
+            group: "default".into(),
+            zone: None,
+            heartbeat_interval: Duration::from_secs(1),
+            agent_ttl: Duration::from_secs(10),
+            pipeline: PipelineConfig::default(),
+            reader: ReaderConfig::default(),
+            limits: RequestLimits::default(),
+        }
+    }
+}
+
+/// Builds and starts agents.
+pub struct Agent;
+
+/// A started agent.
+pub struct RunningAgent {
+    addr: SocketAddr,
+    agent_id: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<()>>,
+}
+
+impl Agent {
+    /// Opens the stores named by `config` and starts the agent.
+    pub async fn start(config: AgentConfig) -> Result<RunningAgent> {
+        let metadata = streamhouse_metadata::open(&config.metadata_url).await?;
+        let store = streamhouse_storage::open_object_store(&config.storage_url, &config.s3)?;
+        Self::start_with(config, metadata, store).await
+    }
+
+    /// Starts an agent on stores already opened (the URLs in `config` are
+    /// not used).
+    pub async fn start_with(
+        config: AgentConfig,
+        metadata: Arc<dyn MetadataStore>,
+        store: Arc<dyn ObjectStore>,
+    ) -> Result<RunningAgent> {
+        if config.group.is_empty() {
+            return Err(Error::Config("agent group must not be empty".into()));
+        }
+        let mut pipeline_config = config.pipeline.clone();
+        pipeline_config.max_batch_bytes = config.limits.max_batch_bytes;
+        if pipeline_config.max_buffered_bytes < pipeline_config.max_batch_bytes {
+            pipeline_config.max_buffered_bytes = pipeline_config.max_batch_bytes;
+        }
+        let pipeline = Arc::new(WritePipeline::new(
+            store.clone(),
+            metadata.clone(),
+            pipeline_config,
+        )?);
+        let reader = Arc::new(Reader::new(
+            store,
+            metadata.clone(),
+            Some(pipeline.recent_objects()),
+            config.reader.clone(),
+        ));
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| Error::Bind {
+                address: config.listen.to_string(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind {
+            address: config.listen.to_string(),
+            source,
+        })?;
+        let agent_id = config
+            .agent_id
+            .clone()
+            .unwrap_or_else(|| ulid::Ulid::new().to_string());
+        metadata
+            .register_agent(AgentRegistration {
+                agent_id: agent_id.clone(),
+                group: config.group.clone(),
+                address: config
+                    .advertised_address
+                    .clone()
+                    .unwrap_or_else(|| addr.to_string()),
+                zone: config.zone.clone(),
+            })
+            .await?;
+        let shutting_down = Arc::new(AtomicBool::new(false));
+        let service = service::Service {
+            metadata: metadata.clone(),
+            pipeline: pipeline.clone(),
+            reader,
+            limits: config.limits.clone(),
+            agent_ttl: config.agent_ttl,
+            shutting_down: shutting_down.clone(),
+        };
+        let server = StreamHouseServer::new(service)
+            .max_decoding_message_size(config.limits.max_request_bytes)
+            .max_encoding_message_size(config.limits.max_fetch_bytes + (1 << 20));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let heartbeat = tokio::spawn(heartbeat(
+            metadata.clone(),
+            agent_id.clone(),
+            config.heartbeat_interval,
+        ));
+        tracing::info!(%agent_id, %addr, group = %config.group, "agent started");
+        let id = agent_id.clone();
+        let task = tokio::spawn(async move {
+            let incoming = tokio_stream_listener(listener);
+            let served = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .initial_stream_window_size(4 << 20)
+                .initial_connection_window_size(16 << 20)
+                .add_service(server)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                    shutting_down.store(true, Ordering::Relaxed);
+                })
+                .await;
+            // In-flight requests are done; flush and commit what remains.
+            pipeline.close().await;
+            heartbeat.abort();
+            if let Err(e) = metadata.deregister_agent(&id).await {
+                tracing::warn!(agent_id = %id, error = %e, "deregistering failed");
+            }
+            tracing::info!(agent_id = %id, "agent stopped");
+            served.map_err(Error::Server)
+        });
+        Ok(RunningAgent {
+            addr,
+            agent_id,
+            stop: Some(stop),
+            task,
+        })
+    }
+}
+
+fn tokio_stream_listener(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures::stream::unfold(listener, |listener| async move {
+        let conn = listener.accept().await.map(|(stream, _)| {
+            let _ = stream.set_nodelay(true);
+            stream
+        });
+        Some((conn, listener))
+    })
+}
+
+async fn heartbeat(metadata: Arc<dyn MetadataStore>, agent_id: String, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = metadata.heartbeat_agent(&agent_id).await {
+            tracing::warn!(%agent_id, error = %e, "heartbeat failed");
+        }
+    }
+}
+
+impl RunningAgent {
+    /// The address the agent listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The agent's id in the metadata store.
+    pub fn agent_id(&self) -> &str {
+        &self.agent_id
+    }
+
+    /// Stops accepting requests, finishes those in flight, flushes and
+    /// commits everything buffered, deregisters, and returns. Dropping a
+    /// `RunningAgent` starts the same shutdown without waiting for it.
+    pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task)
+            .await
+            .unwrap_or_else(|e| Err(Error::Config(format!("agent task failed: {e}"))))
+    }
+}
+
+/// Starts an agent and runs it until `shutdown` resolves, then shuts it
+/// down gracefully. This is what `streamhouse agent` runs.
+pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let agent = Agent::start(config).await?;
+    println!(
+        "streamhouse agent {} listening on {}",
+        agent.agent_id(),
+        agent.local_addr()
+    );
+    shutdown.await;
+    tracing::info!("shutting down: finishing requests and flushing");
+    agent.shutdown().await
+}

@@ -1,0 +1,403 @@
+//! The gRPC service: every RPC of `streamhouse.proto`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use streamhouse_core::{BatchHeader, batches};
+use streamhouse_metadata::{MetadataStore, Topic, TopicConfig};
+use streamhouse_proto as pb;
+use streamhouse_proto::ErrorCode;
+use streamhouse_proto::stream_house_server::StreamHouse;
+use streamhouse_storage::{Reader, WritePipeline};
+use tonic::{Request, Response, Status};
+
+use crate::error::{describe, error_code, status};
+
+/// Limits on what one request may ask for.
+#[derive(Clone, Debug)]
+pub struct RequestLimits {
+    /// Largest encoded request accepted (bigger ones get
+    /// RESOURCE_EXHAUSTED). Default 64 MiB.
+    pub max_request_bytes: usize,
+    /// Largest record batch accepted (RECORD_TOO_LARGE). Default 8 MiB.
+    pub max_batch_bytes: usize,
+    /// Most partitions one produce or fetch request may name. Default 10,000.
+    pub max_partitions_per_request: usize,
+    /// Longest a fetch may wait for new records. Default 30 s.
+    pub max_fetch_wait: Duration,
+    /// Largest fetch response. Default 64 MiB.
+    pub max_fetch_bytes: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_request_bytes: 64 << 20,
+            max_batch_bytes: 8 << 20,
+            max_partitions_per_request: 10_000,
+            max_fetch_wait: Duration::from_secs(30),
+            max_fetch_bytes: 64 << 20,
+        }
+    }
+}
+
+pub(crate) struct Service {
+    pub metadata: Arc<dyn MetadataStore>,
+    pub pipeline: Arc<WritePipeline>,
+    pub reader: Arc<Reader>,
+    pub limits: RequestLimits,
+    pub agent_ttl: Duration,
+    pub shutting_down: Arc<AtomicBool>,
+}
+
+fn topic_info(t: &Topic) -> pb::TopicInfo {
+    pb::TopicInfo {
+        name: t.name.clone(),
+        topic_id: t.id,
+        partition_count: t.partition_count,
+        retention_ms: t.retention_ms,
+        config: t.config.clone(),
+        created_at_ms: t.created_at_ms,
+    }
+}
+
+fn batch_error(code: ErrorCode, message: String) -> pb::BatchResult {
+    pb::BatchResult {
+        error: code as i32,
+        message,
+        ..Default::default()
+    }
+}
+
+impl Service {
+    fn check_running(&self) -> Result<(), Status> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err(Status::unavailable(
+                "agent is shutting down; use another agent",
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_partition_count(&self, n: usize, what: &str) -> Result<(), Status> {
+        if n > self.limits.max_partitions_per_request {
+            return Err(Status::invalid_argument(format!(
+                "{what} names {n} partitions, over the limit of {}",
+                self.limits.max_partitions_per_request
+            )));
+        }
+        Ok(())
+    }
+
+    async fn fetch_once(
+        &self,
+        partitions: &[pb::FetchPartition],
+        max_bytes: usize,
+    ) -> (Vec<pb::FetchedPartition>, bool) {
+        let mut out = Vec::with_capacity(partitions.len());
+        let mut budget = max_bytes;
+        let mut any_data = false;
+        for p in partitions {
+            let mut fetched = pb::FetchedPartition {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                ..Default::default()
+            };
+            // Once the budget is spent, later partitions report offsets only.
+            let limit = (p.max_bytes as usize).min(budget);
+            let read_bytes = if limit == 0 && any_data {
+                0
+            } else {
+                limit.max(1)
+            };
+            match self
+                .reader
+                .read(&p.topic, p.partition, p.offset, read_bytes)
+                .await
+            {
+                Ok(r) => {
+                    fetched.log_start_offset = r.log_start_offset;
+                    fetched.high_watermark = r.next_offset;
+                    if read_bytes > 0 && !r.batches.is_empty() {
+                        let total: usize = r.batches.iter().map(Bytes::len).sum();
+                        let mut buf = BytesMut::with_capacity(total);
+                        for b in &r.batches {
+                            buf.extend_from_slice(b);
+                        }
+                        budget = budget.saturating_sub(total);
+                        any_data = true;
+                        fetched.records = buf.freeze();
+                    }
+                }
+                Err(e) => {
+                    fetched.error = error_code(&e) as i32;
+                    fetched.message = describe(&e);
+                }
+            }
+            out.push(fetched);
+        }
+        (out, any_data)
+    }
+}
+
+#[tonic::async_trait]
+impl StreamHouse for Service {
+    async fn produce(
+        &self,
+        request: Request<pb::ProduceRequest>,
+    ) -> Result<Response<pb::ProduceResponse>, Status> {
+        self.check_running()?;
+        let request = request.into_inner();
+        self.check_partition_count(request.partitions.len(), "produce request")?;
+        // Submit every batch first, so they all join the same flush, then
+        // wait for their commits.
+        let mut pending = Vec::with_capacity(request.partitions.len());
+        for p in &request.partitions {
+            let mut split = Vec::new();
+            let mut invalid = None;
+            for item in batches(&p.records) {
+                match item.and_then(|(_, raw)| {
+                    BatchHeader::validate(raw, self.limits.max_batch_bytes).map(|_| raw)
+                }) {
+                    Ok(raw) => split.push(p.records.slice_ref(raw)),
+                    Err(e) => {
+                        invalid = Some(e);
+                        break;
+                    }
+                }
+            }
+            if split.is_empty() && invalid.is_none() {
+                invalid = Some(streamhouse_core::Error::InvalidField {
+                    field: "records",
+                    reason: "no record batch".into(),
+                });
+            }
+            if let Some(e) = invalid {
+                let code = match e {
+                    streamhouse_core::Error::TooLarge { .. } => ErrorCode::RecordTooLarge,
+                    _ => ErrorCode::InvalidRecord,
+                };
+                let message = format!(
+                    "topic {:?} partition {}: {}",
+                    p.topic,
+                    p.partition,
+                    describe(&e)
+                );
+                tracing::debug!(topic = %p.topic, partition = p.partition, %message, "rejected produce");
+                pending.push(Err((code, message)));
+                continue;
+            }
+            let mut appends = Vec::with_capacity(split.len());
+            for batch in split {
+                appends.push(self.pipeline.submit(&p.topic, p.partition, batch).await);
+            }
+            pending.push(Ok(appends));
+        }
+        let mut results = Vec::with_capacity(pending.len());
+        for (p, entry) in request.partitions.iter().zip(pending) {
+            let mut result = pb::PartitionResult {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                ..Default::default()
+            };
+            match entry {
+                Err((code, message)) => {
+                    result.error = code as i32;
+                    result.message = message;
+                }
+                Ok(appends) => {
+                    for submitted in appends {
+                        let outcome = match submitted {
+                            Ok(appending) => appending.await,
+                            Err(e) => Err(e),
+                        };
+                        result.batches.push(match outcome {
+                            Ok(a) => pb::BatchResult {
+                                base_offset: a.base_offset,
+                                duplicate: a.duplicate,
+                                ..Default::default()
+                            },
+                            Err(e) => {
+                                let code = error_code(&e);
+                                if code == ErrorCode::StorageUnavailable {
+                                    tracing::warn!(topic = %p.topic, partition = p.partition, error = %describe(&e), "produce failed");
+                                }
+                                batch_error(code, describe(&e))
+                            }
+                        });
+                    }
+                }
+            }
+            results.push(result);
+        }
+        Ok(Response::new(pb::ProduceResponse { results }))
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<pb::FetchRequest>,
+    ) -> Result<Response<pb::FetchResponse>, Status> {
+        self.check_running()?;
+        let request = request.into_inner();
+        self.check_partition_count(request.partitions.len(), "fetch request")?;
+        let max_bytes = (request.max_bytes as usize).min(self.limits.max_fetch_bytes);
+        let wait =
+            Duration::from_millis(request.max_wait_ms.into()).min(self.limits.max_fetch_wait);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let (partitions, any_data) = self.fetch_once(&request.partitions, max_bytes).await;
+            let any_error = partitions.iter().any(|p| p.error != ErrorCode::None as i32);
+            if any_data || any_error || tokio::time::Instant::now() >= deadline {
+                return Ok(Response::new(pb::FetchResponse { partitions }));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn get_metadata(
+        &self,
+        request: Request<pb::MetadataRequest>,
+    ) -> Result<Response<pb::MetadataResponse>, Status> {
+        let request = request.into_inner();
+        let mut response = pb::MetadataResponse::default();
+        if request.topics.is_empty() {
+            let topics = self.metadata.list_topics().await.map_err(|e| status(&e))?;
+            response.topics = topics.iter().map(topic_info).collect();
+        } else {
+            for name in &request.topics {
+                match self
+                    .metadata
+                    .get_topic(name)
+                    .await
+                    .map_err(|e| status(&e))?
+                {
+                    Some(t) => response.topics.push(topic_info(&t)),
+                    None => response.unknown_topics.push(name.clone()),
+                }
+            }
+        }
+        let group = (!request.agent_group.is_empty()).then_some(request.agent_group.as_str());
+        let agents = self
+            .metadata
+            .list_agents(group)
+            .await
+            .map_err(|e| status(&e))?;
+        response.agents = agents
+            .into_iter()
+            .filter(|a| a.is_live(self.agent_ttl))
+            .map(|a| pb::AgentInfo {
+                agent_id: a.agent_id,
+                group: a.group,
+                address: a.address,
+                zone: a.zone.unwrap_or_default(),
+                heartbeat_age_ms: a.heartbeat_age.as_millis() as u64,
+            })
+            .collect();
+        Ok(Response::new(response))
+    }
+
+    async fn create_topic(
+        &self,
+        request: Request<pb::CreateTopicRequest>,
+    ) -> Result<Response<pb::TopicInfo>, Status> {
+        let r = request.into_inner();
+        let topic = self
+            .metadata
+            .create_topic(TopicConfig {
+                name: r.name,
+                partition_count: r.partition_count,
+                retention_ms: r.retention_ms,
+                config: r.config.into_iter().collect::<HashMap<_, _>>(),
+            })
+            .await
+            .map_err(|e| status(&e))?;
+        tracing::info!(topic = %topic.name, partitions = topic.partition_count, "created topic");
+        Ok(Response::new(topic_info(&topic)))
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<pb::DeleteTopicRequest>,
+    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        let name = request.into_inner().name;
+        self.metadata
+            .delete_topic(&name)
+            .await
+            .map_err(|e| status(&e))?;
+        tracing::info!(topic = %name, "deleted topic");
+        Ok(Response::new(pb::DeleteTopicResponse {}))
+    }
+
+    async fn list_topics(
+        &self,
+        _: Request<pb::ListTopicsRequest>,
+    ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        let topics = self.metadata.list_topics().await.map_err(|e| status(&e))?;
+        Ok(Response::new(pb::ListTopicsResponse {
+            topics: topics.iter().map(topic_info).collect(),
+        }))
+    }
+
+    async fn describe_topic(
+        &self,
+        request: Request<pb::DescribeTopicRequest>,
+    ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
+        let name = request.into_inner().name;
+        let topic = self
+            .metadata
+            .get_topic(&name)
+            .await
+            .map_err(|e| status(&e))?
+            .ok_or_else(|| Status::not_found(format!("topic {name:?} does not exist")))?;
+        let mut partitions = Vec::with_capacity(topic.partition_count as usize);
+        for p in 0..topic.partition_count {
+            let s = self
+                .metadata
+                .partition_state(topic.id, p)
+                .await
+                .map_err(|e| status(&e))?;
+            partitions.push(pb::PartitionInfo {
+                partition: p,
+                log_start_offset: s.log_start_offset,
+                high_watermark: s.next_offset,
+            });
+        }
+        Ok(Response::new(pb::DescribeTopicResponse {
+            topic: Some(topic_info(&topic)),
+            partitions,
+        }))
+    }
+
+    async fn init_producer_id(
+        &self,
+        request: Request<pb::InitProducerIdRequest>,
+    ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
+        let r = request.into_inner();
+        let current = match (r.producer_id, r.producer_epoch) {
+            (Some(producer_id), Some(epoch)) => {
+                let epoch = i16::try_from(epoch).map_err(|_| {
+                    Status::invalid_argument(format!("producer epoch {epoch} is out of range"))
+                })?;
+                Some(streamhouse_metadata::ProducerIdentity { producer_id, epoch })
+            }
+            (None, None) => None,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "producer_id and producer_epoch go together",
+                ));
+            }
+        };
+        let id = self
+            .metadata
+            .init_producer_id(current)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(pb::InitProducerIdResponse {
+            producer_id: id.producer_id,
+            producer_epoch: id.epoch.into(),
+        }))
+    }
+}
