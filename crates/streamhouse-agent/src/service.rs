@@ -263,7 +263,7 @@ impl StreamHouse for Service {
     ) -> Result<Response<pb::MetadataResponse>, Status> {
         let request = request.into_inner();
         let mut response = pb::MetadataResponse::default();
-        if request.topics.is_empty() {
+        if request.all_topics {
             let topics = self.metadata.list_topics().await.map_err(|e| status(&e))?;
             response.topics = topics.iter().map(topic_info).collect();
         } else {

@@ -2,7 +2,11 @@
 
 use clap::{Parser, Subcommand};
 
+mod agent;
 mod bench;
+mod topic;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// StreamHouse: event streaming on object storage.
 #[derive(Parser)]
@@ -12,8 +16,38 @@ struct Cli {
     command: Command,
 }
 
+/// Where client commands send their requests.
+#[derive(clap::Args)]
+struct AgentAddress {
+    /// Address (host:port) of any agent.
+    #[arg(
+        long,
+        short = 'a',
+        env = "STREAMHOUSE_AGENT",
+        default_value = "127.0.0.1:50051",
+        global = true
+    )]
+    agent: String,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Run an agent (the StreamHouse server).
+    Agent(agent::Args),
+    /// Create, list, describe and delete topics.
+    Topic {
+        #[command(flatten)]
+        address: AgentAddress,
+        #[command(subcommand)]
+        command: topic::TopicCommand,
+    },
+    /// Produce records from arguments or standard input.
+    Produce {
+        #[command(flatten)]
+        address: AgentAddress,
+        #[command(flatten)]
+        args: topic::ProduceArgs,
+    },
     /// Measure StreamHouse on this machine.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -23,14 +57,27 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("STREAMHOUSE_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Bench(b) => bench::run(b),
-    };
+    let result = tokio::runtime::Runtime::new()
+        .map_err(BoxError::from)
+        .and_then(|rt| {
+            rt.block_on(async {
+                match cli.command {
+                    Command::Agent(args) => agent::run(args).await,
+                    Command::Topic { address, command } => {
+                        topic::topic(&address.agent, command).await
+                    }
+                    Command::Produce { address, args } => {
+                        topic::produce(&address.agent, args).await
+                    }
+                    Command::Bench(b) => bench::run(b).await,
+                }
+            })
+        });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

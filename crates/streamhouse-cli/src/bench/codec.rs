@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use streamhouse_core::{Compression, NewRecord, RecordBatch};
 
-use super::{BoxError, value};
+use super::value;
+use crate::BoxError;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -4,8 +4,9 @@ use clap::Subcommand;
 
 mod codec;
 mod pipeline;
+mod produce;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::BoxError;
 
 #[derive(Subcommand)]
 pub enum Bench {
@@ -15,12 +16,16 @@ pub enum Bench {
     /// The write pipeline end to end (append → committed offset) at full
     /// speed, with 1, 16 and 256 partitions by default.
     Pipeline(pipeline::Args),
+    /// The Producer against an agent (a running one, or one started in
+    /// this process): throughput and acknowledgement latency.
+    Produce(produce::Args),
 }
 
-pub fn run(bench: Bench) -> Result<(), BoxError> {
+pub async fn run(bench: Bench) -> Result<(), BoxError> {
     match bench {
         Bench::Codec(args) => codec::run(args),
-        Bench::Pipeline(args) => tokio::runtime::Runtime::new()?.block_on(pipeline::run(args)),
+        Bench::Pipeline(args) => pipeline::run(args).await,
+        Bench::Produce(args) => produce::run(args).await,
     }
 }
 

@@ -8,7 +8,8 @@ use streamhouse_core::{Compression, NewRecord, RecordBatch};
 use streamhouse_metadata::TopicConfig;
 use streamhouse_storage::{PipelineConfig, S3Options, WritePipeline, open_object_store};
 
-use super::{BoxError, quantile, value};
+use super::{quantile, value};
+use crate::BoxError;
 
 #[derive(clap::Args)]
 pub struct Args {

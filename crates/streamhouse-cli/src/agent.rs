@@ -1,0 +1,133 @@
+//! `streamhouse agent`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use streamhouse_agent::{AgentConfig, RequestLimits};
+use streamhouse_storage::{PipelineConfig, ReaderConfig, S3Options};
+
+use crate::BoxError;
+
+/// Run an agent: a stateless gRPC server that writes to object storage and
+/// commits offsets in the metadata store. With no flags it uses the
+/// embedded defaults under ./streamhouse-data. SIGINT or SIGTERM shuts it
+/// down gracefully (in-flight requests finish, buffered records are
+/// committed).
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "STREAMHOUSE_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// Address clients should connect to, as registered in the metadata
+    /// store [default: the listen address].
+    #[arg(long, env = "STREAMHOUSE_ADVERTISE")]
+    advertise: Option<String>,
+    /// Metadata store: sqlite://PATH or postgres://USER@HOST:PORT/DB.
+    #[arg(
+        long,
+        env = "STREAMHOUSE_METADATA",
+        default_value = "sqlite://streamhouse-data/metadata.db"
+    )]
+    metadata: String,
+    /// Object store: file://DIR, s3://BUCKET[/PREFIX] or memory://.
+    #[arg(
+        long,
+        env = "STREAMHOUSE_STORAGE",
+        default_value = "file://streamhouse-data/objects"
+    )]
+    storage: String,
+    /// S3 endpoint for S3-compatible servers [default: AWS_ENDPOINT_URL, else AWS].
+    #[arg(long, env = "STREAMHOUSE_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// S3 region [default: AWS_REGION].
+    #[arg(long, env = "STREAMHOUSE_S3_REGION")]
+    s3_region: Option<String>,
+    /// Allow plain-HTTP S3 endpoints [default: AWS_ALLOW_HTTP, or true for http:// endpoints].
+    #[arg(long, env = "STREAMHOUSE_S3_ALLOW_HTTP")]
+    s3_allow_http: Option<bool>,
+    /// Agent id [default: a new ULID].
+    #[arg(long, env = "STREAMHOUSE_AGENT_ID")]
+    agent_id: Option<String>,
+    /// Agent group; clients pick agents by group.
+    #[arg(long, env = "STREAMHOUSE_GROUP", default_value = "default")]
+    group: String,
+    /// Availability zone, for clients that prefer their own zone.
+    #[arg(long, env = "STREAMHOUSE_ZONE")]
+    zone: Option<String>,
+    /// Longest a batch waits before its flush, in milliseconds.
+    #[arg(long, env = "STREAMHOUSE_FLUSH_INTERVAL_MS", default_value_t = 10)]
+    flush_interval_ms: u64,
+    /// Buffered bytes that start a flush at once.
+    #[arg(long, env = "STREAMHOUSE_FLUSH_BYTES", default_value_t = 8 << 20)]
+    flush_bytes: usize,
+    /// Most bytes buffered or being written before producers wait.
+    #[arg(long, env = "STREAMHOUSE_MAX_BUFFERED_BYTES", default_value_t = 64 << 20)]
+    max_buffered_bytes: usize,
+    /// Largest record batch accepted.
+    #[arg(long, env = "STREAMHOUSE_MAX_BATCH_BYTES", default_value_t = 8 << 20)]
+    max_batch_bytes: usize,
+    /// Largest request accepted.
+    #[arg(long, env = "STREAMHOUSE_MAX_REQUEST_BYTES", default_value_t = 64 << 20)]
+    max_request_bytes: usize,
+    /// Bytes of object blocks cached for reads.
+    #[arg(long, env = "STREAMHOUSE_READ_CACHE_BYTES", default_value_t = 256 << 20)]
+    read_cache_bytes: usize,
+    /// Heartbeat interval, in milliseconds.
+    #[arg(long, env = "STREAMHOUSE_HEARTBEAT_MS", default_value_t = 1000)]
+    heartbeat_ms: u64,
+}
+
+impl Args {
+    pub fn config(&self) -> AgentConfig {
+        AgentConfig {
+            listen: self.listen,
+            advertised_address: self.advertise.clone(),
+            metadata_url: self.metadata.clone(),
+            storage_url: self.storage.clone(),
+            s3: S3Options {
+                endpoint: self.s3_endpoint.clone(),
+                region: self.s3_region.clone(),
+                allow_http: self
+                    .s3_allow_http
+                    .or_else(|| self.s3_endpoint.as_ref().map(|e| e.starts_with("http://"))),
+                ..S3Options::default()
+            },
+            agent_id: self.agent_id.clone(),
+            group: self.group.clone(),
+            zone: self.zone.clone(),
+            heartbeat_interval: Duration::from_millis(self.heartbeat_ms.max(1)),
+            agent_ttl: Duration::from_millis(self.heartbeat_ms.max(1) * 10),
+            pipeline: PipelineConfig {
+                flush_interval: Duration::from_millis(self.flush_interval_ms),
+                flush_bytes: self.flush_bytes,
+                max_buffered_bytes: self.max_buffered_bytes,
+                max_batch_bytes: self.max_batch_bytes,
+                ..PipelineConfig::default()
+            },
+            reader: ReaderConfig {
+                cache_bytes: self.read_cache_bytes,
+                ..ReaderConfig::default()
+            },
+            limits: RequestLimits {
+                max_request_bytes: self.max_request_bytes,
+                max_batch_bytes: self.max_batch_bytes,
+                ..RequestLimits::default()
+            },
+        }
+    }
+}
+
+pub async fn run(args: Args) -> Result<(), BoxError> {
+    streamhouse_agent::run(args.config(), shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,194 @@
+//! `streamhouse topic` and `streamhouse produce`.
+
+use std::collections::HashMap;
+use std::io::BufRead;
+
+use clap::Subcommand;
+use streamhouse_client::{Admin, Producer, ProducerRecord};
+
+use crate::BoxError;
+
+#[derive(Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create {
+        name: String,
+        /// Number of partitions.
+        #[arg(long, short, default_value_t = 1)]
+        partitions: u32,
+        /// Delete records older than this many milliseconds [default: keep forever].
+        #[arg(long)]
+        retention_ms: Option<i64>,
+        /// Topic setting KEY=VALUE (retention.bytes, cleanup.policy,
+        /// delete.retention.ms); repeatable.
+        #[arg(long = "config", value_parser = parse_key_value)]
+        config: Vec<(String, String)>,
+    },
+    /// List topics.
+    List,
+    /// Show a topic and the offsets of its partitions.
+    Describe { name: String },
+    /// Delete a topic and its data.
+    Delete { name: String },
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
+}
+
+pub async fn topic(agent: &str, command: TopicCommand) -> Result<(), BoxError> {
+    let admin = Admin::connect(agent).await?;
+    match command {
+        TopicCommand::Create {
+            name,
+            partitions,
+            retention_ms,
+            config,
+        } => {
+            let t = admin
+                .create_topic(
+                    &name,
+                    partitions,
+                    retention_ms,
+                    config.into_iter().collect(),
+                )
+                .await?;
+            println!(
+                "created topic {} with {} partitions",
+                t.name, t.partition_count
+            );
+        }
+        TopicCommand::List => {
+            let topics = admin.list_topics().await?;
+            println!(
+                "{:<40} {:>10} {:>14}",
+                "TOPIC", "PARTITIONS", "RETENTION_MS"
+            );
+            for t in topics {
+                let retention = t.retention_ms.map_or("-".to_string(), |r| r.to_string());
+                println!("{:<40} {:>10} {:>14}", t.name, t.partition_count, retention);
+            }
+        }
+        TopicCommand::Describe { name } => {
+            let t = admin.describe_topic(&name).await?;
+            println!("topic:      {}", t.name);
+            println!("id:         {}", t.topic_id);
+            println!("partitions: {}", t.partition_count);
+            println!(
+                "retention:  {}",
+                t.retention_ms
+                    .map_or("forever".to_string(), |r| format!("{r} ms"))
+            );
+            let mut config: Vec<_> = t.config.iter().collect();
+            config.sort();
+            for (k, v) in config {
+                println!("config:     {k}={v}");
+            }
+            println!(
+                "{:>9} {:>16} {:>16}",
+                "PARTITION", "LOG_START", "HIGH_WATERMARK"
+            );
+            for (p, (start, end)) in t.partitions.iter().enumerate() {
+                println!("{p:>9} {start:>16} {end:>16}");
+            }
+        }
+        TopicCommand::Delete { name } => {
+            admin.delete_topic(&name).await?;
+            println!("deleted topic {name}");
+        }
+    }
+    Ok(())
+}
+
+/// Produce records: each VALUE argument, or else each line of standard input.
+#[derive(clap::Args)]
+pub struct ProduceArgs {
+    topic: String,
+    /// Record values [default: one record per line of standard input].
+    values: Vec<String>,
+    /// Key of every record.
+    #[arg(long, short)]
+    key: Option<String>,
+    /// Split each value at the first SEPARATOR into key and value
+    /// (e.g. --key-separator : for lines like user1:hello).
+    #[arg(long)]
+    key_separator: Option<String>,
+    /// Partition for every record [default: by key, or sticky when keyless].
+    #[arg(long, short)]
+    partition: Option<u32>,
+    /// Header KEY=VALUE on every record; repeatable.
+    #[arg(long = "header", value_parser = parse_key_value)]
+    headers: Vec<(String, String)>,
+    /// Print partition and offset of every record.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+pub async fn produce(agent: &str, args: ProduceArgs) -> Result<(), BoxError> {
+    let producer = Producer::builder()
+        .bootstrap(agent)
+        .batch_timeout(std::time::Duration::from_millis(5))
+        .batch_size(1000)
+        .build()
+        .await?;
+    let lines: Box<dyn Iterator<Item = std::io::Result<String>>> = if args.values.is_empty() {
+        Box::new(std::io::stdin().lock().lines())
+    } else {
+        Box::new(args.values.clone().into_iter().map(Ok))
+    };
+    let mut pending = Vec::new();
+    let mut counts: HashMap<u32, u64> = HashMap::new();
+    for line in lines {
+        let line = line?;
+        let (key, value) = match &args.key_separator {
+            Some(sep) => match line.split_once(sep.as_str()) {
+                Some((k, v)) => (Some(k.to_string()), v.to_string()),
+                None => (args.key.clone(), line),
+            },
+            None => (args.key.clone(), line),
+        };
+        let mut record = ProducerRecord::new(&args.topic, value);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(p) = args.partition {
+            record = record.partition(p);
+        }
+        for (k, v) in &args.headers {
+            record = record.header(k.clone(), v.clone());
+        }
+        pending.push(producer.send_record(record).await?);
+        if pending.len() >= 10_000 {
+            report(std::mem::take(&mut pending), args.verbose, &mut counts).await?;
+        }
+    }
+    report(pending, args.verbose, &mut counts).await?;
+    producer.close().await?;
+    let total: u64 = counts.values().sum();
+    let mut parts: Vec<_> = counts.into_iter().collect();
+    parts.sort();
+    let spread: Vec<String> = parts.iter().map(|(p, n)| format!("{p}:{n}")).collect();
+    eprintln!(
+        "produced {total} records to {} (partition:records {})",
+        args.topic,
+        spread.join(" ")
+    );
+    Ok(())
+}
+
+async fn report(
+    pending: Vec<streamhouse_client::DeliveryFuture>,
+    verbose: bool,
+    counts: &mut HashMap<u32, u64>,
+) -> Result<(), BoxError> {
+    for d in pending {
+        let r = d.await?;
+        *counts.entry(r.partition).or_default() += 1;
+        if verbose {
+            println!("partition {} offset {}", r.partition, r.offset);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! The one error type of `streamhouse-client`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use streamhouse_proto::ErrorCode;
+
+/// A client operation failed. [`Error::is_retryable`] tells whether trying
+/// again may help.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("invalid client configuration: {0}")]
+    Config(String),
+    #[error("topic {0:?} does not exist")]
+    UnknownTopic(String),
+    #[error("topic {topic:?} has no partition {partition} (it has {partition_count})")]
+    UnknownPartition {
+        topic: String,
+        partition: u32,
+        partition_count: u32,
+    },
+    #[error("record of {size} bytes is over the maximum batch size of {max} bytes")]
+    RecordTooLarge { size: usize, max: usize },
+    #[error("no live agent in group {group:?}: {reason}")]
+    NoAgents { group: String, reason: String },
+    #[error("request to agent {address} failed: {status}")]
+    Rpc {
+        address: String,
+        #[source]
+        status: Arc<tonic::Status>,
+    },
+    #[error("agent {address} did not answer within {timeout:?}")]
+    Timeout { address: String, timeout: Duration },
+    /// The agent refused a batch.
+    #[error(
+        "agent refused records for topic {topic:?} partition {partition} ({code:?}): {message}"
+    )]
+    Rejected {
+        topic: String,
+        partition: u32,
+        code: ErrorCode,
+        message: String,
+    },
+    /// Every attempt failed; the last error is the source. The records may
+    /// or may not have been written.
+    #[error(
+        "gave up on topic {topic:?} partition {partition} after {attempts} attempts; the records may or may not have been written"
+    )]
+    RetriesExhausted {
+        topic: String,
+        partition: u32,
+        attempts: u32,
+        #[source]
+        last: Arc<Error>,
+    },
+    #[error(transparent)]
+    Metadata(Arc<streamhouse_metadata::Error>),
+    #[error(transparent)]
+    Batch(Arc<streamhouse_core::Error>),
+    #[error("the producer is closed")]
+    Closed,
+}
+
+impl Error {
+    /// Whether the same operation may succeed if tried again (later, or on
+    /// another agent).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::NoAgents { .. } | Error::Timeout { .. } => true,
+            Error::Rpc { status, .. } => {
+                matches!(
+                    status.code(),
+                    tonic::Code::Unavailable
+                        | tonic::Code::DeadlineExceeded
+                        | tonic::Code::Aborted
+                        | tonic::Code::Unknown
+                        | tonic::Code::Cancelled
+                        | tonic::Code::ResourceExhausted
+                        | tonic::Code::Internal
+                ) && !status.message().contains("message length too large")
+            }
+            Error::Rejected { code, .. } => code_is_retryable(*code),
+            Error::Metadata(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+/// Whether an agent's per-partition error code is worth a retry.
+pub(crate) fn code_is_retryable(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::StorageUnavailable
+            | ErrorCode::TopicDeleted
+            | ErrorCode::AgentShuttingDown
+            | ErrorCode::Internal
+    )
+}
+
+impl From<streamhouse_metadata::Error> for Error {
+    fn from(e: streamhouse_metadata::Error) -> Self {
+        Error::Metadata(Arc::new(e))
+    }
+}
+
+impl From<streamhouse_core::Error> for Error {
+    fn from(e: streamhouse_core::Error) -> Self {
+        Error::Batch(Arc::new(e))
+    }
+}
+
+/// Result with the client [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,21 @@
+//! StreamHouse client: the [`Producer`] (key partitioning compatible with
+//! Kafka, batching, LZ4, retries with backoff, idempotence, agent discovery
+//! with failover) and [`Admin`] for topics.
+//!
+//! Agents are discovered through the metadata store
+//! ([`ProducerBuilder::metadata_store`]) or through any agent
+//! ([`ProducerBuilder::bootstrap`]).
+
+mod admin;
+mod cluster;
+mod error;
+pub mod partitioner;
+mod producer;
+
+pub use admin::{Admin, AgentDescription, TopicDescription};
+pub use error::{Error, Result};
+pub use producer::{
+    DeliveryFuture, Producer, ProducerBuilder, ProducerConfig, ProducerRecord, SendResult,
+};
+pub use streamhouse_core::{Compression, Header};
+pub use streamhouse_proto::ErrorCode;
