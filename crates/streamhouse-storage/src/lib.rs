@@ -12,6 +12,8 @@ pub mod object;
 mod pipeline;
 mod reader;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod topics;
 
 pub use error::{Error, Result};

@@ -3,9 +3,7 @@
 //! PostgreSQL (`scripts/test` starts both; under CI=true they must exist).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,12 +11,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::join_all;
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use object_store::{ObjectStore, ObjectStoreExt};
 use streamhouse_core::{Compression, NewRecord, RecordBatch};
 use streamhouse_metadata::{MetadataStore, TopicConfig};
+use streamhouse_storage::testing::FaultyStore;
 use streamhouse_storage::*;
 
 struct Env {
@@ -477,95 +473,15 @@ async fn bad_appends_get_clear_errors(env: Env) {
     pipeline.close().await;
 }
 
-/// An object store whose PUTs fail (or wait) on demand: the fault injector.
-#[derive(Debug)]
-struct Faulty {
-    inner: Arc<dyn ObjectStore>,
-    fail_puts: AtomicBool,
-    gate: tokio::sync::Semaphore,
-}
-
-impl Faulty {
-    fn new(inner: Arc<dyn ObjectStore>) -> Arc<Self> {
-        Arc::new(Faulty {
-            inner,
-            fail_puts: AtomicBool::new(false),
-            gate: tokio::sync::Semaphore::new(tokio::sync::Semaphore::MAX_PERMITS),
-        })
-    }
-}
-
-impl fmt::Display for Faulty {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Faulty({})", self.inner)
-    }
-}
-
-#[async_trait]
-impl ObjectStore for Faulty {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        let _pass = self.gate.acquire().await.unwrap();
-        if self.fail_puts.load(Ordering::SeqCst) {
-            return Err(object_store::Error::Generic {
-                store: "faulty",
-                source: "injected PUT failure".into(),
-            });
-        }
-        self.inner.put_opts(location, payload, opts).await
-    }
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-    fn delete_stream(
-        &self,
-        locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
-    ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-    fn list(
-        &self,
-        prefix: Option<&Path>,
-    ) -> futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
-
 async fn upload_failure_fails_only_that_flush(env: Env) {
     create(&env, "f", 2).await;
-    let faulty = Faulty::new(env.store.clone());
+    let faulty = FaultyStore::new(env.store.clone());
     let pipeline = WritePipeline::new(faulty.clone(), env.metadata.clone(), config(1)).unwrap();
     pipeline
         .append("f", 0, batch("ok1", 2, Compression::None))
         .await
         .unwrap();
-    faulty.fail_puts.store(true, Ordering::SeqCst);
+    faulty.fail_puts(true);
     let failed =
         join_all((0..2).map(|p| pipeline.append("f", p, batch("lost", 2, Compression::None))))
             .await;
@@ -574,7 +490,7 @@ async fn upload_failure_fails_only_that_flush(env: Env) {
         assert!(matches!(err, Error::FlushFailed(_)), "{err}");
         assert!(err.is_retryable(), "{err}");
     }
-    faulty.fail_puts.store(false, Ordering::SeqCst);
+    faulty.fail_puts(false);
     // Nothing of the failed flush is visible; the retry lands right after.
     let again = pipeline
         .append("f", 0, batch("ok2", 2, Compression::None))
@@ -765,7 +681,7 @@ async fn commit_failure_leaves_an_unreferenced_object(env: Env) {
 
 async fn backpressure_bounds_buffered_bytes(env: Env) {
     create(&env, "bp", 1).await;
-    let faulty = Faulty::new(env.store.clone());
+    let faulty = FaultyStore::new(env.store.clone());
     let one = batch("bp", 10, Compression::None);
     let pipeline = WritePipeline::new(
         faulty.clone(),
@@ -778,11 +694,7 @@ async fn backpressure_bounds_buffered_bytes(env: Env) {
     )
     .unwrap();
     // Hold every PUT: three batches fill the buffer, the fourth must wait.
-    let held = faulty
-        .gate
-        .acquire_many(tokio::sync::Semaphore::MAX_PERMITS as u32)
-        .await
-        .unwrap();
+    let held = faulty.hold_puts().await;
     let mut acks = Vec::new();
     for _ in 0..3 {
         acks.push(pipeline.submit("bp", 0, one.clone()).await.unwrap());
@@ -807,18 +719,14 @@ async fn backpressure_bounds_buffered_bytes(env: Env) {
 async fn deleted_topic_fails_its_appends_only(env: Env) {
     create(&env, "gone", 1).await;
     create(&env, "kept", 1).await;
-    let faulty = Faulty::new(env.store.clone());
+    let faulty = FaultyStore::new(env.store.clone());
     let pipeline = WritePipeline::new(faulty.clone(), env.metadata.clone(), config(1)).unwrap();
     pipeline
         .append("gone", 0, batch("warm", 1, Compression::None))
         .await
         .unwrap();
     // Both appends wait in one flush while the topic is deleted.
-    let held = faulty
-        .gate
-        .acquire_many(tokio::sync::Semaphore::MAX_PERMITS as u32)
-        .await
-        .unwrap();
+    let held = faulty.hold_puts().await;
     let a = pipeline
         .submit("gone", 0, batch("a", 1, Compression::None))
         .await
