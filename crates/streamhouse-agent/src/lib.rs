@@ -174,6 +174,8 @@ impl Agent {
         let id = agent_id.clone();
         let task = tokio::spawn(async move {
             let incoming = tokio_stream_listener(listener);
+            let closing = pipeline.clone();
+            let mut flushed = None;
             let served = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .initial_stream_window_size(4 << 20)
@@ -181,10 +183,16 @@ impl Agent {
                 .add_service(server)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;
+                    // Refuse new requests, and flush and commit everything
+                    // buffered now, so in-flight produce requests get their
+                    // answers while the server drains.
                     shutting_down.store(true, Ordering::Relaxed);
+                    flushed = Some(tokio::spawn(async move { closing.close().await }));
                 })
                 .await;
-            // In-flight requests are done; flush and commit what remains.
+            if let Some(flushed) = flushed {
+                let _ = flushed.await;
+            }
             pipeline.close().await;
             heartbeat.abort();
             if let Err(e) = metadata.deregister_agent(&id).await {

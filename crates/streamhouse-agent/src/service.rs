@@ -19,8 +19,8 @@ use crate::error::{describe, error_code, status};
 /// Limits on what one request may ask for.
 #[derive(Clone, Debug)]
 pub struct RequestLimits {
-    /// Largest encoded request accepted (bigger ones get
-    /// RESOURCE_EXHAUSTED). Default 64 MiB.
+    /// Largest encoded request accepted (bigger ones get OUT_OF_RANGE).
+    /// Default 64 MiB.
     pub max_request_bytes: usize,
     /// Largest record batch accepted (RECORD_TOO_LARGE). Default 8 MiB.
     pub max_batch_bytes: usize,

@@ -1,0 +1,331 @@
+//! The `streamhouse` binary as users run it: agents as separate processes
+//! (killed with SIGKILL, stopped with SIGTERM) and the CLI commands.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use streamhouse_client::{Producer, ProducerRecord};
+use streamhouse_core::RecordBatch;
+use streamhouse_storage::{Reader, ReaderConfig, S3Options, open_object_store};
+
+const BIN: &str = env!("CARGO_BIN_EXE_streamhouse");
+
+struct AgentProcess {
+    child: Child,
+    address: String,
+}
+
+impl AgentProcess {
+    /// Starts `streamhouse agent` on a free port with the stores in `dir`.
+    fn start(dir: &std::path::Path, flush_ms: u32, extra: &[&str]) -> AgentProcess {
+        let mut child = Command::new(BIN)
+            .args([
+                "agent",
+                "--listen",
+                "127.0.0.1:0",
+                "--metadata",
+                &format!("sqlite://{}", dir.join("metadata.db").display()),
+                "--storage",
+                &format!("file://{}", dir.join("objects").display()),
+                "--flush-interval-ms",
+                &flush_ms.to_string(),
+                "--heartbeat-ms",
+                "200",
+            ])
+            .args(extra)
+            .env("STREAMHOUSE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting streamhouse agent");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .expect("agent prints its address")
+            .to_string();
+        assert!(
+            line.contains("listening on"),
+            "unexpected agent output {line:?}"
+        );
+        AgentProcess { child, address }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("STREAMHOUSE_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every value of a topic with how often it is stored.
+async fn stored_values(
+    dir: &std::path::Path,
+    topic: &str,
+    partitions: u32,
+) -> HashMap<String, usize> {
+    let metadata =
+        streamhouse_metadata::open(&format!("sqlite://{}", dir.join("metadata.db").display()))
+            .await
+            .unwrap();
+    let store = open_object_store(
+        &format!("file://{}", dir.join("objects").display()),
+        &S3Options::default(),
+    )
+    .unwrap();
+    let reader = Reader::new(store, metadata, None, ReaderConfig::default());
+    let mut counts = HashMap::new();
+    for p in 0..partitions {
+        let mut at = 0;
+        loop {
+            let r = reader.read(topic, p, at, 1 << 20).await.unwrap();
+            if r.batches.is_empty() {
+                break;
+            }
+            for bytes in r.batches {
+                let batch = RecordBatch::decode(&bytes).unwrap();
+                for (offset, _, rec) in batch.iter() {
+                    if offset >= at {
+                        let v = String::from_utf8(rec.value.clone().unwrap().to_vec()).unwrap();
+                        *counts.entry(v).or_insert(0) += 1;
+                    }
+                }
+                at = batch.base_offset + i64::from(batch.last_offset_delta) + 1;
+            }
+        }
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_an_agent_loses_no_acknowledged_record_and_duplicates_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = AgentProcess::start(dir.path(), 2, &["--zone", "z1"]);
+    let b = AgentProcess::start(dir.path(), 2, &["--zone", "z2"]);
+    let (ok, _, err) = cli(&[
+        "topic",
+        "create",
+        "t",
+        "--partitions",
+        "4",
+        "-a",
+        &b.address,
+    ]);
+    assert!(ok, "{err}");
+
+    // The producer prefers agent A (its zone); A is killed mid-stream.
+    let producer = Producer::builder()
+        .bootstrap(a.address.clone())
+        .bootstrap(b.address.clone())
+        .zone("z1")
+        .batch_size(20)
+        .batch_timeout(Duration::from_millis(1))
+        .request_timeout(Duration::from_secs(2))
+        .retry_backoff(Duration::from_millis(20))
+        .max_retries(30)
+        .agent_refresh_interval(Duration::from_millis(500))
+        .build()
+        .await
+        .unwrap();
+    let mut deliveries = Vec::new();
+    for i in 0..3000 {
+        if i == 1000 {
+            // Let some of the first thousand be acknowledged by A first.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            a.child.kill().unwrap();
+            a.child.wait().unwrap();
+        }
+        let record = ProducerRecord::new("t", format!("r{i}")).key(format!("k{}", i % 50));
+        deliveries.push(producer.send_record(record).await.unwrap());
+        if i % 100 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let mut acked = Vec::new();
+    for (i, d) in deliveries.into_iter().enumerate() {
+        d.await
+            .unwrap_or_else(|e| panic!("record r{i} failed: {e}"));
+        acked.push(format!("r{i}"));
+    }
+    producer.close().await.unwrap();
+
+    let stored = stored_values(dir.path(), "t", 4).await;
+    for v in &acked {
+        assert_eq!(stored.get(v), Some(&1), "{v} must be stored exactly once");
+    }
+    assert_eq!(stored.len(), acked.len());
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_commits_buffered_records_and_deregisters() {
+    let dir = tempfile::tempdir().unwrap();
+    // A long flush interval: records wait in the agent's buffer until the
+    // shutdown flushes them.
+    let mut agent = AgentProcess::start(dir.path(), 60_000, &[]);
+    let (ok, _, err) = cli(&["topic", "create", "s", "-a", &agent.address]);
+    assert!(ok, "{err}");
+    let producer = Producer::builder()
+        .bootstrap(agent.address.clone())
+        .batch_timeout(Duration::from_millis(1))
+        .max_retries(0)
+        .build()
+        .await
+        .unwrap();
+    let mut deliveries = Vec::new();
+    for i in 0..10 {
+        deliveries.push(
+            producer
+                .send_record(ProducerRecord::new("s", format!("v{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    agent.signal("-TERM");
+    for d in deliveries {
+        d.await.unwrap();
+    }
+    let status = agent.child.wait().unwrap();
+    assert!(status.success(), "agent exited with {status}");
+    let stored = stored_values(dir.path(), "s", 1).await;
+    assert_eq!(stored.len(), 10);
+    let metadata = streamhouse_metadata::open(&format!(
+        "sqlite://{}",
+        dir.path().join("metadata.db").display()
+    ))
+    .await
+    .unwrap();
+    assert!(
+        metadata.list_agents(None).await.unwrap().is_empty(),
+        "deregistered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_and_produce_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(dir.path(), 2, &[]);
+    let a = agent.address.as_str();
+    let (ok, out, err) = cli(&[
+        "topic",
+        "create",
+        "cli",
+        "--partitions",
+        "3",
+        "--retention-ms",
+        "60000",
+        "--config",
+        "cleanup.policy=compact",
+        "-a",
+        a,
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("created topic cli with 3 partitions"), "{out}");
+    let (ok, _, err) = cli(&["topic", "create", "cli", "-a", a]);
+    assert!(!ok);
+    assert!(err.contains("already exists"), "{err}");
+    let (ok, _, err) = cli(&["topic", "create", "bad name", "-a", a]);
+    assert!(!ok);
+    assert!(err.contains("invalid topic name"), "{err}");
+
+    let (ok, _, err) = cli(&[
+        "produce", "cli", "one", "two", "three", "--key", "user1", "-a", a,
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("produced 3 records"), "{err}");
+    // Standard input, one record per line, keys split off.
+    let mut child = Command::new(BIN)
+        .args([
+            "produce",
+            "cli",
+            "--key-separator",
+            ":",
+            "--verbose",
+            "-a",
+            a,
+        ])
+        .env("STREAMHOUSE_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"u1:a\nu2:b\nu3:c\nu4:d\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 4);
+
+    let (ok, out, _) = cli(&["topic", "list", "-a", a]);
+    assert!(ok);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("cli ") && l.contains(" 3 ") && l.contains("60000")),
+        "{out}"
+    );
+    let (ok, out, _) = cli(&["topic", "describe", "cli", "-a", a]);
+    assert!(ok);
+    assert!(out.contains("config:     cleanup.policy=compact"), "{out}");
+    let total: i64 = out
+        .lines()
+        .skip_while(|l| !l.contains("HIGH_WATERMARK"))
+        .skip(1)
+        .map(|l| l.split_whitespace().last().unwrap().parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(total, 7, "{out}");
+
+    let (ok, out, _) = cli(&["topic", "delete", "cli", "-a", a]);
+    assert!(ok && out.contains("deleted topic cli"));
+    let (ok, _, err) = cli(&["topic", "describe", "cli", "-a", a]);
+    assert!(!ok && err.contains("does not exist"), "{err}");
+    let (ok, _, err) = cli(&["produce", "cli", "x", "-a", a]);
+    assert!(!ok && err.contains("does not exist"), "{err}");
+
+    // No agent there: a clear error and a non-zero exit.
+    let (ok, _, err) = cli(&["topic", "list", "-a", "127.0.0.1:1"]);
+    assert!(!ok);
+    assert!(
+        err.contains("cannot reach an agent at 127.0.0.1:1"),
+        "{err}"
+    );
+    let (ok, _, err) = cli(&["produce", "cli", "x", "-a", "127.0.0.1:1"]);
+    assert!(!ok);
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+}
