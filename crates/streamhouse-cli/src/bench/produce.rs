@@ -28,7 +28,7 @@ pub struct Args {
     #[arg(long, default_value_t = 16)]
     partitions: u32,
     /// Tasks sending records.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 8)]
     concurrency: usize,
     /// Producer compression.
     #[arg(long, default_value_t = Compression::Lz4)]
@@ -47,7 +47,7 @@ pub struct Args {
     #[arg(long, default_value_t = 5)]
     batch_timeout_ms: u64,
     /// Records each task keeps unacknowledged at most.
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, default_value_t = 20_000)]
     window: usize,
     /// Producer idempotence.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
