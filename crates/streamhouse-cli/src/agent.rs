@@ -69,6 +69,19 @@ pub struct Args {
     /// Largest request accepted.
     #[arg(long, env = "STREAMHOUSE_MAX_REQUEST_BYTES", default_value_t = 64 << 20)]
     max_request_bytes: usize,
+    /// Most partitions one produce or fetch request may name.
+    #[arg(
+        long,
+        env = "STREAMHOUSE_MAX_PARTITIONS_PER_REQUEST",
+        default_value_t = 10_000
+    )]
+    max_partitions_per_request: usize,
+    /// Longest a fetch may wait for new records, in milliseconds.
+    #[arg(long, env = "STREAMHOUSE_MAX_FETCH_WAIT_MS", default_value_t = 30_000)]
+    max_fetch_wait_ms: u64,
+    /// Largest fetch response.
+    #[arg(long, env = "STREAMHOUSE_MAX_FETCH_BYTES", default_value_t = 64 << 20)]
+    max_fetch_bytes: usize,
     /// Bytes of object blocks cached for reads.
     #[arg(long, env = "STREAMHOUSE_READ_CACHE_BYTES", default_value_t = 256 << 20)]
     read_cache_bytes: usize,
@@ -111,7 +124,9 @@ impl Args {
             limits: RequestLimits {
                 max_request_bytes: self.max_request_bytes,
                 max_batch_bytes: self.max_batch_bytes,
-                ..RequestLimits::default()
+                max_partitions_per_request: self.max_partitions_per_request,
+                max_fetch_wait: Duration::from_millis(self.max_fetch_wait_ms),
+                max_fetch_bytes: self.max_fetch_bytes,
             },
         }
     }

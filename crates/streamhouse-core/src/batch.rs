@@ -540,40 +540,22 @@ impl RecordBatch {
         let plain_len: usize = self.records.iter().map(Record::encoded_len).sum();
         let mut out = Vec::with_capacity(BATCH_HEADER_LEN + plain_len);
         out.resize(BATCH_HEADER_LEN, 0);
-        if codec == Compression::None {
-            for r in &self.records {
-                r.encode_into(&mut out);
-            }
-        } else {
-            let mut plain = Vec::with_capacity(plain_len);
-            for r in &self.records {
-                r.encode_into(&mut plain);
-            }
-            out.extend_from_slice(&codec.compress(&plain)?);
+        for r in &self.records {
+            r.encode_into(&mut out);
         }
-        let batch_length =
-            i32::try_from(out.len() - LOG_OVERHEAD).map_err(|_| Error::TooLarge {
-                what: "record batch",
-                size: out.len(),
-                max: i32::MAX as usize,
-            })?;
-        let mut header = &mut out[..BATCH_HEADER_LEN];
-        header.put_i64(self.base_offset);
-        header.put_i32(batch_length);
-        header.put_i32(self.partition_leader_epoch);
-        header.put_i8(MAGIC_V2);
-        header.put_u32(0); // CRC, filled below
-        header.put_i16(self.attributes.0);
-        header.put_i32(self.last_offset_delta);
-        header.put_i64(self.base_timestamp);
-        header.put_i64(self.max_timestamp);
-        header.put_i64(self.producer_id);
-        header.put_i16(self.producer_epoch);
-        header.put_i32(self.base_sequence);
-        header.put_i32(self.records.len() as i32);
-        let crc = crc32c::crc32c(&out[ATTRIBUTES_OFFSET..]);
-        out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
-        Ok(Bytes::from(out))
+        let header = HeaderFields {
+            base_offset: self.base_offset,
+            partition_leader_epoch: self.partition_leader_epoch,
+            attributes: self.attributes,
+            last_offset_delta: self.last_offset_delta,
+            base_timestamp: self.base_timestamp,
+            max_timestamp: self.max_timestamp,
+            producer_id: self.producer_id,
+            producer_epoch: self.producer_epoch,
+            base_sequence: self.base_sequence,
+            record_count: self.records.len() as i32,
+        };
+        seal(compress_records(out, codec)?, &header)
     }
 
     /// Decodes one complete batch that fills `buf`, with default limits.
@@ -638,6 +620,18 @@ struct HeaderFields {
     producer_epoch: i16,
     base_sequence: i32,
     record_count: i32,
+}
+
+/// Compresses the records that follow the header placeholder in `buf`.
+fn compress_records(buf: Vec<u8>, codec: Compression) -> Result<Vec<u8>> {
+    if codec == Compression::None {
+        return Ok(buf);
+    }
+    let packed = codec.compress(&buf[BATCH_HEADER_LEN..])?;
+    let mut out = Vec::with_capacity(BATCH_HEADER_LEN + packed.len());
+    out.resize(BATCH_HEADER_LEN, 0);
+    out.extend_from_slice(&packed);
+    Ok(out)
 }
 
 /// Writes the header into the first [`BATCH_HEADER_LEN`] bytes of `out`
@@ -762,17 +756,8 @@ impl BatchBuilder {
         base_sequence: i32,
         transactional: bool,
     ) -> Result<Bytes> {
-        let out = if compression == Compression::None {
-            self.buf
-        } else {
-            let packed = compression.compress(&self.buf[BATCH_HEADER_LEN..])?;
-            let mut out = Vec::with_capacity(BATCH_HEADER_LEN + packed.len());
-            out.resize(BATCH_HEADER_LEN, 0);
-            out.extend_from_slice(&packed);
-            out
-        };
         seal(
-            out,
+            compress_records(self.buf, compression)?,
             &HeaderFields {
                 base_offset: 0,
                 partition_leader_epoch: -1,
