@@ -30,6 +30,21 @@ pub enum Error {
         epoch: i16,
         current_epoch: i16,
     },
+    #[error("group {group:?} has no member {member_id:?} (its session expired or it left); rejoin")]
+    UnknownMember { group: String, member_id: String },
+    #[error(
+        "member {member_id:?} of group {group:?} sent epoch {epoch}, the current epoch is {current}; rejoin"
+    )]
+    FencedMemberEpoch {
+        group: String,
+        member_id: String,
+        epoch: i32,
+        current: i32,
+    },
+    #[error("group {0:?} has active members")]
+    GroupNotEmpty(String),
+    #[error("group {0:?} does not exist")]
+    GroupNotFound(String),
     #[error("agent {0:?} is not registered")]
     AgentNotFound(String),
     /// A name or count breaks the rules of `streamhouse-core`.

@@ -32,6 +32,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub mod assignment;
 #[macro_use]
 mod sql;
 mod error;
@@ -126,6 +127,34 @@ pub trait OffsetStore: Send + Sync {
     async fn fetch_offsets(&self, group: &str) -> Result<Vec<CommittedOffset>>;
 }
 
+/// Consumer groups: membership and assignment (the coordinator's state)
+/// and member-fenced offset commits.
+#[async_trait]
+pub trait GroupStore: Send + Sync {
+    /// Handles a member's heartbeat in one transaction: joins, leaves or
+    /// refreshes it, removes members whose session expired, recomputes the
+    /// group's target assignment when membership or subscriptions changed,
+    /// and answers with the partitions the member may own now (a partition
+    /// is handed over only after its previous owner released it).
+    async fn group_heartbeat(&self, heartbeat: GroupHeartbeat) -> Result<GroupAssignment>;
+    /// Every group with its live member count.
+    async fn list_groups(&self) -> Result<Vec<(String, usize)>>;
+    /// A group's live members and committed offsets.
+    async fn describe_group(&self, group: &str) -> Result<GroupDescription>;
+    /// Deletes a group with no live members, with its offsets.
+    async fn delete_group(&self, group: &str) -> Result<()>;
+    /// Commits offsets for a group. With `member` (id, epoch) the member
+    /// must be current ([`Error::UnknownMember`], [`Error::FencedMemberEpoch`]
+    /// otherwise); without, the group must have no live members (manual
+    /// assignment, or an administrator's offset reset).
+    async fn commit_group_offsets(
+        &self,
+        group: &str,
+        member: Option<(&str, i32)>,
+        offsets: &[OffsetCommit],
+    ) -> Result<()>;
+}
+
 /// The agent registry: agents register, heartbeat and deregister; clients
 /// discover them.
 #[async_trait]
@@ -142,9 +171,15 @@ pub trait AgentStore: Send + Sync {
 }
 
 /// Every metadata concern in one object-safe trait.
-pub trait MetadataStore: TopicStore + LogStore + ProducerStore + OffsetStore + AgentStore {}
+pub trait MetadataStore:
+    TopicStore + LogStore + ProducerStore + OffsetStore + GroupStore + AgentStore
+{
+}
 
-impl<T: TopicStore + LogStore + ProducerStore + OffsetStore + AgentStore> MetadataStore for T {}
+impl<T: TopicStore + LogStore + ProducerStore + OffsetStore + GroupStore + AgentStore> MetadataStore
+    for T
+{
+}
 
 /// Opens the store a URL names: `sqlite://PATH` (created if missing) or
 /// `postgres://…` / `postgresql://…`. Applies pending migrations.

@@ -24,6 +24,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_idempotent_producers.sql",
         include_str!("../migrations/postgres/0002_idempotent_producers.sql"),
     ),
+    (
+        "0003_consumer_groups.sql",
+        include_str!("../migrations/postgres/0003_consumer_groups.sql"),
+    ),
 ];
 
 impl PostgresMetadataStore {

@@ -636,6 +636,432 @@ macro_rules! sql_store {
         }
 
         #[async_trait]
+        impl crate::GroupStore for $Store {
+            async fn group_heartbeat(&self, hb: GroupHeartbeat) -> Result<GroupAssignment> {
+                use std::collections::{BTreeMap, BTreeSet};
+                use crate::assignment::{assign, decode, encode, MemberInput};
+                validate_group_id(&hb.group_id)?;
+                if hb.session_timeout_ms <= 0 {
+                    return Err(Error::InvalidArgument {
+                        field: "session timeout",
+                        reason: format!("{} ms is not positive", hb.session_timeout_ms),
+                    });
+                }
+                if hb.member_epoch < LEAVE_GROUP_EPOCH {
+                    return Err(Error::InvalidArgument {
+                        field: "member epoch",
+                        reason: format!("{} is below -1", hb.member_epoch),
+                    });
+                }
+                let group = hb.group_id.as_str();
+                let mut tx = self.begin_write().await?;
+                sqlx::query(concat!(
+                    "INSERT INTO consumer_groups (group_id, group_epoch, assignment_epoch, \
+                     created_at_ms) VALUES ($1, 0, 0, ",
+                    $now,
+                    ") ON CONFLICT (group_id) DO NOTHING"
+                ))
+                .bind(group)
+                .execute(&mut *tx)
+                .await
+                .map_err(Error::db("creating group"))?;
+                // Locks the group row: one heartbeat of a group at a time.
+                let row = sqlx::query(concat!(
+                    "UPDATE consumer_groups SET group_epoch = group_epoch WHERE group_id = $1 \
+                     RETURNING group_epoch, assignment_epoch, ",
+                    $now
+                ))
+                .bind(group)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(Error::db("locking group"))?;
+                let (mut group_epoch, assignment_epoch, now): (i64, i64, i64) =
+                    (row.get(0), row.get(1), row.get(2));
+                let rows = sqlx::query(
+                    "SELECT member_id, member_epoch, client_id, subscription, session_timeout_ms, \
+                     last_heartbeat_ms, target, owned FROM group_members WHERE group_id = $1",
+                )
+                .bind(group)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(Error::db("reading group members"))?;
+                let mut members: BTreeMap<String, crate::sql::MemberRow> = rows
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.get::<String, _>(0),
+                            crate::sql::MemberRow {
+                                member_epoch: r.get::<i64, _>(1),
+                                client_id: r.get(2),
+                                subscription: r.get(3),
+                                session_timeout_ms: r.get(4),
+                                last_heartbeat_ms: r.get(5),
+                                target: decode(&r.get::<String, _>(6)),
+                                owned: decode(&r.get::<String, _>(7)),
+                                dirty: false,
+                            },
+                        )
+                    })
+                    .collect();
+                let mut gone: Vec<String> = members
+                    .iter()
+                    .filter(|(_, m)| now - m.last_heartbeat_ms > m.session_timeout_ms)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in &gone {
+                    members.remove(id);
+                    group_epoch += 1;
+                }
+                let subscription = {
+                    let mut s = hb.subscription.clone();
+                    s.sort();
+                    s.dedup();
+                    s.join(",")
+                };
+                let member_id = match hb.member_epoch {
+                    LEAVE_GROUP_EPOCH => {
+                        if members.remove(&hb.member_id).is_some() {
+                            gone.push(hb.member_id.clone());
+                            group_epoch += 1;
+                        }
+                        None
+                    }
+                    JOIN_GROUP_EPOCH => {
+                        group_epoch += 1;
+                        let id = if hb.member_id.is_empty() {
+                            let client = if hb.client_id.is_empty() { "consumer" } else { hb.client_id.as_str() };
+                            format!("{client}-{group_epoch}-{now}")
+                        } else {
+                            hb.member_id.clone()
+                        };
+                        members.insert(
+                            id.clone(),
+                            crate::sql::MemberRow {
+                                member_epoch: group_epoch,
+                                client_id: hb.client_id.clone(),
+                                subscription: subscription.clone(),
+                                session_timeout_ms: hb.session_timeout_ms,
+                                last_heartbeat_ms: now,
+                                target: BTreeSet::new(),
+                                owned: hb.owned.iter().cloned().collect(),
+                                dirty: true,
+                            },
+                        );
+                        Some(id)
+                    }
+                    epoch => {
+                        let m = members.get_mut(&hb.member_id).ok_or_else(|| Error::UnknownMember {
+                            group: group.to_string(),
+                            member_id: hb.member_id.clone(),
+                        })?;
+                        if i64::from(epoch) > m.member_epoch {
+                            return Err(Error::FencedMemberEpoch {
+                                group: group.to_string(),
+                                member_id: hb.member_id.clone(),
+                                epoch,
+                                current: m.member_epoch as i32,
+                            });
+                        }
+                        if m.subscription != subscription {
+                            m.subscription = subscription.clone();
+                            group_epoch += 1;
+                        }
+                        m.owned = hb.owned.iter().cloned().collect();
+                        m.session_timeout_ms = hb.session_timeout_ms;
+                        m.last_heartbeat_ms = now;
+                        m.dirty = true;
+                        Some(hb.member_id.clone())
+                    }
+                };
+                let mut new_assignment_epoch = assignment_epoch;
+                if group_epoch > assignment_epoch {
+                    let topics_wanted: BTreeSet<String> = members
+                        .values()
+                        .flat_map(|m| m.subscription.split(',').filter(|t| !t.is_empty()).map(str::to_string))
+                        .collect();
+                    let mut topics = BTreeMap::new();
+                    for t in topics_wanted {
+                        let count: Option<i64> = sqlx::query_scalar(
+                            "SELECT partition_count FROM topics WHERE name = $1",
+                        )
+                        .bind(&t)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(Error::db("reading subscribed topics"))?;
+                        if let Some(c) = count {
+                            topics.insert(t, c as u32);
+                        }
+                    }
+                    let inputs: Vec<MemberInput> = members
+                        .iter()
+                        .map(|(id, m)| MemberInput {
+                            member_id: id.clone(),
+                            subscription: m.subscription.split(',').filter(|t| !t.is_empty()).map(str::to_string).collect(),
+                            previous: m.target.clone(),
+                        })
+                        .collect();
+                    for (id, target) in assign(&inputs, &topics) {
+                        let m = members.get_mut(&id).expect("assigned member exists");
+                        if m.target != target {
+                            m.target = target;
+                            m.dirty = true;
+                        }
+                    }
+                    new_assignment_epoch = group_epoch;
+                }
+                let mut answer = None;
+                if let Some(id) = &member_id {
+                    let others: BTreeSet<TopicPartition> = members
+                        .iter()
+                        .filter(|(other, _)| *other != id)
+                        .flat_map(|(_, m)| m.owned.iter().cloned())
+                        .collect();
+                    let m = members.get_mut(id).expect("member is present");
+                    let assigned: BTreeSet<TopicPartition> = m.target.difference(&others).cloned().collect();
+                    let pending: Vec<TopicPartition> = m.target.intersection(&others).cloned().collect();
+                    // A new epoch marks a new assignment for the member; it
+                    // commits offsets with the epoch it was last given.
+                    if assigned != m.owned && m.member_epoch < group_epoch {
+                        m.member_epoch = group_epoch;
+                    }
+                    // Until its next heartbeat reports what it released, the
+                    // member owns what it reported plus what it is given now.
+                    m.owned.extend(assigned.iter().cloned());
+                    m.dirty = true;
+                    answer = Some(GroupAssignment {
+                        member_id: id.clone(),
+                        member_epoch: m.member_epoch as i32,
+                        group_epoch: group_epoch as i32,
+                        assigned: assigned.into_iter().collect(),
+                        pending,
+                    });
+                }
+                for id in &gone {
+                    sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND member_id = $2")
+                        .bind(group)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(Error::db("removing group member"))?;
+                }
+                for (id, m) in members.iter().filter(|(_, m)| m.dirty) {
+                    sqlx::query(
+                        "INSERT INTO group_members (group_id, member_id, member_epoch, client_id, \
+                         subscription, session_timeout_ms, last_heartbeat_ms, target, owned) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                         ON CONFLICT (group_id, member_id) DO UPDATE SET \
+                         member_epoch = excluded.member_epoch, client_id = excluded.client_id, \
+                         subscription = excluded.subscription, \
+                         session_timeout_ms = excluded.session_timeout_ms, \
+                         last_heartbeat_ms = excluded.last_heartbeat_ms, \
+                         target = excluded.target, owned = excluded.owned",
+                    )
+                    .bind(group)
+                    .bind(id)
+                    .bind(m.member_epoch)
+                    .bind(&m.client_id)
+                    .bind(&m.subscription)
+                    .bind(m.session_timeout_ms)
+                    .bind(m.last_heartbeat_ms)
+                    .bind(encode(&m.target))
+                    .bind(encode(&m.owned))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(Error::db("storing group member"))?;
+                }
+                sqlx::query(
+                    "UPDATE consumer_groups SET group_epoch = $1, assignment_epoch = $2 \
+                     WHERE group_id = $3",
+                )
+                .bind(group_epoch)
+                .bind(new_assignment_epoch)
+                .bind(group)
+                .execute(&mut *tx)
+                .await
+                .map_err(Error::db("storing group epoch"))?;
+                tx.commit().await.map_err(Error::db("committing heartbeat"))?;
+                Ok(answer.unwrap_or(GroupAssignment {
+                    member_id: hb.member_id,
+                    member_epoch: LEAVE_GROUP_EPOCH,
+                    group_epoch: group_epoch as i32,
+                    assigned: Vec::new(),
+                    pending: Vec::new(),
+                }))
+            }
+
+            async fn list_groups(&self) -> Result<Vec<(String, usize)>> {
+                let rows = sqlx::query(concat!(
+                    "SELECT g.group_id, (SELECT COUNT(*) FROM group_members m \
+                     WHERE m.group_id = g.group_id AND ",
+                    $now,
+                    " - m.last_heartbeat_ms <= m.session_timeout_ms) FROM \
+                     (SELECT group_id FROM consumer_groups UNION \
+                      SELECT group_id FROM group_offsets) g ORDER BY g.group_id"
+                ))
+                .fetch_all(&self.read)
+                .await
+                .map_err(Error::db("listing groups"))?;
+                Ok(rows
+                    .iter()
+                    .map(|r| (r.get(0), r.get::<i64, _>(1) as usize))
+                    .collect())
+            }
+
+            async fn describe_group(&self, group: &str) -> Result<GroupDescription> {
+                use crate::assignment::decode;
+                validate_group_id(group)?;
+                let epoch: Option<i64> = sqlx::query_scalar(
+                    "SELECT group_epoch FROM consumer_groups WHERE group_id = $1",
+                )
+                .bind(group)
+                .fetch_optional(&self.read)
+                .await
+                .map_err(Error::db("reading group"))?;
+                let offsets = self.fetch_offsets(group).await?;
+                if epoch.is_none() && offsets.is_empty() {
+                    return Err(Error::GroupNotFound(group.to_string()));
+                }
+                let rows = sqlx::query(concat!(
+                    "SELECT member_id, client_id, member_epoch, subscription, owned, target, ",
+                    $now,
+                    " - last_heartbeat_ms, session_timeout_ms FROM group_members \
+                     WHERE group_id = $1 ORDER BY member_id"
+                ))
+                .bind(group)
+                .fetch_all(&self.read)
+                .await
+                .map_err(Error::db("reading group members"))?;
+                let members = rows
+                    .iter()
+                    .filter(|r| r.get::<i64, _>(6) <= r.get::<i64, _>(7))
+                    .map(|r| GroupMember {
+                        member_id: r.get(0),
+                        client_id: r.get(1),
+                        member_epoch: r.get::<i64, _>(2) as i32,
+                        subscription: r
+                            .get::<String, _>(3)
+                            .split(',')
+                            .filter(|t| !t.is_empty())
+                            .map(str::to_string)
+                            .collect(),
+                        owned: decode(&r.get::<String, _>(4)).into_iter().collect(),
+                        target: decode(&r.get::<String, _>(5)).into_iter().collect(),
+                        heartbeat_age: Duration::from_millis(r.get::<i64, _>(6).max(0) as u64),
+                        session_timeout: Duration::from_millis(r.get::<i64, _>(7).max(0) as u64),
+                    })
+                    .collect();
+                Ok(GroupDescription {
+                    group_id: group.to_string(),
+                    group_epoch: epoch.unwrap_or(0) as i32,
+                    members,
+                    offsets,
+                })
+            }
+
+            async fn delete_group(&self, group: &str) -> Result<()> {
+                let description = self.describe_group(group).await?;
+                if !description.members.is_empty() {
+                    return Err(Error::GroupNotEmpty(group.to_string()));
+                }
+                let mut tx = self.begin_write().await?;
+                for sql in [
+                    "DELETE FROM group_members WHERE group_id = $1",
+                    "DELETE FROM consumer_groups WHERE group_id = $1",
+                    "DELETE FROM group_offsets WHERE group_id = $1",
+                ] {
+                    sqlx::query(sql)
+                        .bind(group)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(Error::db("deleting group"))?;
+                }
+                tx.commit().await.map_err(Error::db("deleting group"))
+            }
+
+            async fn commit_group_offsets(
+                &self,
+                group: &str,
+                member: Option<(&str, i32)>,
+                offsets: &[OffsetCommit],
+            ) -> Result<()> {
+                validate_group_id(group)?;
+                if let Some(o) = offsets.iter().find(|o| o.offset < 0) {
+                    return Err(Error::InvalidArgument {
+                        field: "offset",
+                        reason: format!("{} for {}/{} is negative", o.offset, o.topic, o.partition),
+                    });
+                }
+                let mut tx = self.begin_write().await?;
+                match member {
+                    Some((member_id, epoch)) => {
+                        let row = sqlx::query(concat!(
+                            "SELECT member_epoch, ",
+                            $now,
+                            " - last_heartbeat_ms <= session_timeout_ms FROM group_members \
+                             WHERE group_id = $1 AND member_id = $2"
+                        ))
+                        .bind(group)
+                        .bind(member_id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(Error::db("checking group member"))?;
+                        let unknown = || Error::UnknownMember {
+                            group: group.to_string(),
+                            member_id: member_id.to_string(),
+                        };
+                        let row = row.ok_or_else(unknown)?;
+                        if !row.get::<bool, _>(1) {
+                            return Err(unknown());
+                        }
+                        let current = row.get::<i64, _>(0) as i32;
+                        if epoch != current {
+                            return Err(Error::FencedMemberEpoch {
+                                group: group.to_string(),
+                                member_id: member_id.to_string(),
+                                epoch,
+                                current,
+                            });
+                        }
+                    }
+                    None => {
+                        let live: i64 = sqlx::query_scalar(concat!(
+                            "SELECT COUNT(*) FROM group_members WHERE group_id = $1 AND ",
+                            $now,
+                            " - last_heartbeat_ms <= session_timeout_ms"
+                        ))
+                        .bind(group)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(Error::db("checking group members"))?;
+                        if live > 0 {
+                            return Err(Error::GroupNotEmpty(group.to_string()));
+                        }
+                    }
+                }
+                for o in offsets {
+                    let topic_id = Self::topic_partition(&mut tx, &o.topic, o.partition).await?;
+                    sqlx::query(concat!(
+                        "INSERT INTO group_offsets (group_id, topic_id, partition_id, \
+                         committed_offset, metadata, committed_at_ms) VALUES ($1, $2, $3, $4, $5, ",
+                        $now,
+                        ") ON CONFLICT (group_id, topic_id, partition_id) DO UPDATE SET \
+                         committed_offset = excluded.committed_offset, \
+                         metadata = excluded.metadata, committed_at_ms = excluded.committed_at_ms"
+                    ))
+                    .bind(group)
+                    .bind(topic_id)
+                    .bind(i64::from(o.partition))
+                    .bind(o.offset)
+                    .bind(&o.metadata)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(Error::db("committing offset"))?;
+                }
+                tx.commit().await.map_err(Error::db("committing offsets"))
+            }
+        }
+
+        #[async_trait]
         impl AgentStore for $Store {
             async fn register_agent(&self, agent: AgentRegistration) -> Result<()> {
                 for (field, value) in [
@@ -857,4 +1283,17 @@ pub(crate) fn place_batches(
     }
     segments.extend(run.take());
     outcomes
+}
+
+/// A group member row during a heartbeat.
+pub(crate) struct MemberRow {
+    pub member_epoch: i64,
+    pub client_id: String,
+    pub subscription: String,
+    pub session_timeout_ms: i64,
+    pub last_heartbeat_ms: i64,
+    pub target: std::collections::BTreeSet<crate::TopicPartition>,
+    pub owned: std::collections::BTreeSet<crate::TopicPartition>,
+    /// Changed by this heartbeat (to be written back).
+    pub dirty: bool,
 }

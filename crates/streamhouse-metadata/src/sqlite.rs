@@ -27,6 +27,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_idempotent_producers.sql",
         include_str!("../migrations/sqlite/0002_idempotent_producers.sql"),
     ),
+    (
+        "0003_consumer_groups.sql",
+        include_str!("../migrations/sqlite/0003_consumer_groups.sql"),
+    ),
 ];
 
 impl SqliteMetadataStore {

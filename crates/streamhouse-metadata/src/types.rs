@@ -293,3 +293,94 @@ mod tests {
         assert!(c.validate().is_err());
     }
 }
+
+/// A partition of a topic, by name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: u32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: impl Into<String>, partition: u32) -> Self {
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl std::fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.topic, self.partition)
+    }
+}
+
+/// Member epoch a consumer sends to join a group.
+pub const JOIN_GROUP_EPOCH: i32 = 0;
+/// Member epoch a consumer sends to leave a group.
+pub const LEAVE_GROUP_EPOCH: i32 = -1;
+
+/// A group member's heartbeat: who it is, what it subscribes to and which
+/// partitions it owns right now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupHeartbeat {
+    pub group_id: String,
+    /// Empty to join as a new member.
+    pub member_id: String,
+    /// [`JOIN_GROUP_EPOCH`], [`LEAVE_GROUP_EPOCH`], or the epoch last given.
+    pub member_epoch: i32,
+    pub client_id: String,
+    pub subscription: Vec<String>,
+    pub owned: Vec<TopicPartition>,
+    /// The member is removed when it misses heartbeats for this long.
+    pub session_timeout_ms: i64,
+}
+
+/// The coordinator's answer to a heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupAssignment {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub group_epoch: i32,
+    /// Partitions the member may own now: its target minus partitions other
+    /// members have not released yet. Owned partitions missing here must be
+    /// released (revoked).
+    pub assigned: Vec<TopicPartition>,
+    /// Partitions of its target still held by others (it gets them once
+    /// released).
+    pub pending: Vec<TopicPartition>,
+}
+
+/// A member as the coordinator stores it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupMember {
+    pub member_id: String,
+    pub client_id: String,
+    pub member_epoch: i32,
+    pub subscription: Vec<String>,
+    pub owned: Vec<TopicPartition>,
+    pub target: Vec<TopicPartition>,
+    pub heartbeat_age: Duration,
+    pub session_timeout: Duration,
+}
+
+/// A consumer group: its members and committed offsets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupDescription {
+    pub group_id: String,
+    pub group_epoch: i32,
+    /// Members whose session has not timed out.
+    pub members: Vec<GroupMember>,
+    pub offsets: Vec<CommittedOffset>,
+}
+
+/// One offset to commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OffsetCommit {
+    pub topic: String,
+    pub partition: u32,
+    /// The next offset the group will read.
+    pub offset: i64,
+    pub metadata: Option<String>,
+}

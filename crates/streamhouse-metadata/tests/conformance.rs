@@ -76,6 +76,10 @@ conformance!(
     idempotent_retries_get_their_original_offsets,
     sequence_gaps_and_old_epochs_are_rejected,
     a_retry_racing_on_another_store_commits_once,
+    group_assignment_is_balanced_incremental_and_exclusive,
+    expired_members_lose_their_partitions,
+    group_offsets_are_fenced_by_member_epoch,
+    groups_are_listed_described_and_deleted,
 );
 
 fn topic(name: &str, partitions: u32) -> TopicConfig {
@@ -676,4 +680,280 @@ async fn a_retry_racing_on_another_store_commits_once(b: &Backend) {
         b.store.partition_state(t.id, 0).await.unwrap().next_offset,
         40
     );
+}
+
+/// A simulated group member: heartbeats and takes what it is assigned.
+struct Member {
+    id: String,
+    epoch: i32,
+    owned: Vec<TopicPartition>,
+}
+
+impl Member {
+    async fn join(
+        s: &Arc<dyn MetadataStore>,
+        group: &str,
+        topics: &[&str],
+        session_ms: i64,
+    ) -> Member {
+        let a = s
+            .group_heartbeat(GroupHeartbeat {
+                group_id: group.into(),
+                member_id: String::new(),
+                member_epoch: JOIN_GROUP_EPOCH,
+                client_id: "test".into(),
+                subscription: topics.iter().map(|t| t.to_string()).collect(),
+                owned: vec![],
+                session_timeout_ms: session_ms,
+            })
+            .await
+            .unwrap();
+        let mut m = Member {
+            id: a.member_id,
+            epoch: a.member_epoch,
+            owned: vec![],
+        };
+        m.owned = a.assigned;
+        m
+    }
+
+    async fn heartbeat(
+        &mut self,
+        s: &Arc<dyn MetadataStore>,
+        group: &str,
+        topics: &[&str],
+        session_ms: i64,
+    ) -> GroupAssignment {
+        let a = s
+            .group_heartbeat(GroupHeartbeat {
+                group_id: group.into(),
+                member_id: self.id.clone(),
+                member_epoch: self.epoch,
+                client_id: "test".into(),
+                subscription: topics.iter().map(|t| t.to_string()).collect(),
+                owned: self.owned.clone(),
+                session_timeout_ms: session_ms,
+            })
+            .await
+            .unwrap();
+        self.epoch = a.member_epoch;
+        self.owned = a.assigned.clone();
+        a
+    }
+}
+
+/// Heartbeats every member until nobody waits for a partition; checks after
+/// every step that no partition has two owners.
+async fn settle(s: &Arc<dyn MetadataStore>, group: &str, members: &mut [Member]) {
+    for _ in 0..20 {
+        let mut pending = 0;
+        for i in 0..members.len() {
+            let a = members[i].heartbeat(s, group, &["g"], 30_000).await;
+            pending += a.pending.len();
+            let mut all: Vec<_> = members
+                .iter()
+                .flat_map(|m| m.owned.iter().cloned())
+                .collect();
+            let n = all.len();
+            all.sort();
+            all.dedup();
+            assert_eq!(all.len(), n, "a partition has two owners");
+        }
+        if pending == 0 {
+            return;
+        }
+    }
+    panic!("group did not settle");
+}
+
+async fn group_assignment_is_balanced_incremental_and_exclusive(b: &Backend) {
+    let s = &b.store;
+    s.create_topic(topic("g", 12)).await.unwrap();
+    let mut members = Vec::new();
+    for _ in 0..3 {
+        members.push(Member::join(s, "grp", &["g"], 30_000).await);
+    }
+    settle(s, "grp", &mut members).await;
+    assert!(members.iter().all(|m| m.owned.len() == 4), "balanced 4/4/4");
+
+    // One leaves: the other two take its partitions and keep their own.
+    let before: Vec<Vec<TopicPartition>> = members.iter().map(|m| m.owned.clone()).collect();
+    let leaving = members.pop().unwrap();
+    let left = s
+        .group_heartbeat(GroupHeartbeat {
+            group_id: "grp".into(),
+            member_id: leaving.id.clone(),
+            member_epoch: LEAVE_GROUP_EPOCH,
+            client_id: "test".into(),
+            subscription: vec!["g".into()],
+            owned: vec![],
+            session_timeout_ms: 30_000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(left.member_epoch, LEAVE_GROUP_EPOCH);
+    settle(s, "grp", &mut members).await;
+    for (m, old) in members.iter().zip(&before) {
+        assert_eq!(m.owned.len(), 6);
+        assert!(old.iter().all(|tp| m.owned.contains(tp)), "sticky");
+    }
+
+    // One joins: it gets partitions only as the others release them.
+    let newcomer = Member::join(s, "grp", &["g"], 30_000).await;
+    assert!(
+        newcomer.owned.is_empty(),
+        "partitions still owned by others"
+    );
+    members.push(newcomer);
+    settle(s, "grp", &mut members).await;
+    assert!(members.iter().all(|m| m.owned.len() == 4));
+    let d = s.describe_group("grp").await.unwrap();
+    assert_eq!(d.members.len(), 3);
+}
+
+async fn expired_members_lose_their_partitions(b: &Backend) {
+    let s = &b.store;
+    s.create_topic(topic("g", 4)).await.unwrap();
+    let mut alive = Member::join(s, "exp", &["g"], 30_000).await;
+    let mut dying = Member::join(s, "exp", &["g"], 300).await;
+    for _ in 0..3 {
+        alive.heartbeat(s, "exp", &["g"], 30_000).await;
+        dying.heartbeat(s, "exp", &["g"], 300).await;
+    }
+    assert_eq!((alive.owned.len(), dying.owned.len()), (2, 2));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    alive.heartbeat(s, "exp", &["g"], 30_000).await;
+    assert_eq!(
+        alive.owned.len(),
+        4,
+        "the expired member's partitions moved"
+    );
+    let err = s
+        .group_heartbeat(GroupHeartbeat {
+            group_id: "exp".into(),
+            member_id: dying.id.clone(),
+            member_epoch: dying.epoch,
+            client_id: "test".into(),
+            subscription: vec!["g".into()],
+            owned: dying.owned.clone(),
+            session_timeout_ms: 300,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::UnknownMember { .. }), "{err}");
+}
+
+async fn group_offsets_are_fenced_by_member_epoch(b: &Backend) {
+    let s = &b.store;
+    s.create_topic(topic("g", 2)).await.unwrap();
+    let mut m = Member::join(s, "fence", &["g"], 30_000).await;
+    m.heartbeat(s, "fence", &["g"], 30_000).await;
+    let commit = |offset| {
+        vec![OffsetCommit {
+            topic: "g".into(),
+            partition: 0,
+            offset,
+            metadata: None,
+        }]
+    };
+    s.commit_group_offsets("fence", Some((&m.id, m.epoch)), &commit(5))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.commit_group_offsets("fence", Some((&m.id, m.epoch - 1)), &commit(6))
+            .await,
+        Err(Error::FencedMemberEpoch { .. })
+    ));
+    assert!(matches!(
+        s.commit_group_offsets("fence", Some(("ghost", 1)), &commit(6))
+            .await,
+        Err(Error::UnknownMember { .. })
+    ));
+    assert!(matches!(
+        s.commit_group_offsets("fence", None, &commit(6)).await,
+        Err(Error::GroupNotEmpty(_))
+    ));
+    let err = s
+        .group_heartbeat(GroupHeartbeat {
+            group_id: "fence".into(),
+            member_id: m.id.clone(),
+            member_epoch: m.epoch + 10,
+            client_id: "test".into(),
+            subscription: vec!["g".into()],
+            owned: m.owned.clone(),
+            session_timeout_ms: 30_000,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::FencedMemberEpoch { .. }), "{err}");
+    assert_eq!(
+        s.fetch_offset("fence", "g", 0)
+            .await
+            .unwrap()
+            .unwrap()
+            .offset,
+        5
+    );
+    // Once the group is empty, offsets can be set without a member.
+    s.group_heartbeat(GroupHeartbeat {
+        group_id: "fence".into(),
+        member_id: m.id.clone(),
+        member_epoch: LEAVE_GROUP_EPOCH,
+        client_id: "test".into(),
+        subscription: vec![],
+        owned: vec![],
+        session_timeout_ms: 30_000,
+    })
+    .await
+    .unwrap();
+    s.commit_group_offsets("fence", None, &commit(9))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.fetch_offset("fence", "g", 0)
+            .await
+            .unwrap()
+            .unwrap()
+            .offset,
+        9
+    );
+}
+
+async fn groups_are_listed_described_and_deleted(b: &Backend) {
+    let s = &b.store;
+    s.create_topic(topic("g", 2)).await.unwrap();
+    let m = Member::join(s, "live", &["g"], 30_000).await;
+    s.commit_group_offsets(
+        "offsets-only",
+        None,
+        &[OffsetCommit {
+            topic: "g".into(),
+            partition: 1,
+            offset: 3,
+            metadata: None,
+        }],
+    )
+    .await
+    .unwrap();
+    let groups = s.list_groups().await.unwrap();
+    assert_eq!(
+        groups,
+        [("live".to_string(), 1), ("offsets-only".to_string(), 0)]
+    );
+    let d = s.describe_group("live").await.unwrap();
+    assert_eq!(d.members[0].member_id, m.id);
+    assert_eq!(d.members[0].subscription, ["g"]);
+    assert!(matches!(
+        s.delete_group("live").await,
+        Err(Error::GroupNotEmpty(_))
+    ));
+    s.delete_group("offsets-only").await.unwrap();
+    assert!(matches!(
+        s.describe_group("offsets-only").await,
+        Err(Error::GroupNotFound(_))
+    ));
+    assert!(matches!(
+        s.delete_group("nope").await,
+        Err(Error::GroupNotFound(_))
+    ));
 }

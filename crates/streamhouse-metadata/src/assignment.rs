@@ -1,0 +1,216 @@
+//! Sticky, balanced assignment of partitions to consumer group members.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::types::TopicPartition;
+
+/// A member as the assignor sees it.
+#[derive(Clone, Debug)]
+pub struct MemberInput {
+    pub member_id: String,
+    pub subscription: BTreeSet<String>,
+    /// Its previous target, kept where possible (stickiness).
+    pub previous: BTreeSet<TopicPartition>,
+}
+
+/// Assigns every partition of the subscribed `topics` (name → partition
+/// count) to exactly one member subscribed to its topic. Members keep their
+/// previous partitions where balance allows; counts differ by at most one
+/// among members with the same subscription.
+pub fn assign(
+    members: &[MemberInput],
+    topics: &BTreeMap<String, u32>,
+) -> BTreeMap<String, BTreeSet<TopicPartition>> {
+    let mut out: BTreeMap<String, BTreeSet<TopicPartition>> = members
+        .iter()
+        .map(|m| (m.member_id.clone(), BTreeSet::new()))
+        .collect();
+    if members.is_empty() {
+        return out;
+    }
+    let eligible = |tp: &TopicPartition, m: &MemberInput| m.subscription.contains(&tp.topic);
+    let all: Vec<TopicPartition> = topics
+        .iter()
+        .filter(|(t, _)| members.iter().any(|m| m.subscription.contains(*t)))
+        .flat_map(|(t, &n)| (0..n).map(move |p| TopicPartition::new(t, p)))
+        .collect();
+    let cap = all.len().div_ceil(members.len()).max(1);
+    // Keep previous partitions that still exist and are still subscribed,
+    // at most `cap` per member and each by one member only.
+    let mut taken = BTreeSet::new();
+    for m in members {
+        let keep: Vec<_> = m
+            .previous
+            .iter()
+            .filter(|tp| {
+                eligible(tp, m) && topics.get(&tp.topic).is_some_and(|&n| tp.partition < n)
+            })
+            .filter(|tp| !taken.contains(*tp))
+            .take(cap)
+            .cloned()
+            .collect();
+        for tp in keep {
+            taken.insert(tp.clone());
+            out.get_mut(&m.member_id).expect("member").insert(tp);
+        }
+    }
+    // Hand out the rest, each to the eligible member holding the fewest.
+    for tp in all.iter().filter(|tp| !taken.contains(*tp)) {
+        if let Some(m) = members
+            .iter()
+            .filter(|m| eligible(tp, m))
+            .min_by_key(|m| (out[&m.member_id].len(), m.member_id.clone()))
+        {
+            out.get_mut(&m.member_id)
+                .expect("member")
+                .insert(tp.clone());
+        }
+    }
+    // Even out: move partitions from the fullest member to an eligible
+    // member holding at least two fewer, until none can move.
+    for _ in 0..all.len() * members.len() {
+        let mut moved = false;
+        let by_size: Vec<&MemberInput> = {
+            let mut v: Vec<&MemberInput> = members.iter().collect();
+            v.sort_by_key(|m| std::cmp::Reverse(out[&m.member_id].len()));
+            v
+        };
+        'outer: for from in &by_size {
+            for to in by_size.iter().rev() {
+                if out[&from.member_id].len() < out[&to.member_id].len() + 2 {
+                    continue;
+                }
+                let candidate = out[&from.member_id]
+                    .iter()
+                    .rev()
+                    .find(|tp| eligible(tp, to))
+                    .cloned();
+                if let Some(tp) = candidate {
+                    out.get_mut(&from.member_id).expect("member").remove(&tp);
+                    out.get_mut(&to.member_id).expect("member").insert(tp);
+                    moved = true;
+                    break 'outer;
+                }
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    out
+}
+
+/// Encodes a partition set as `topic:p,topic:p`.
+pub(crate) fn encode(set: &BTreeSet<TopicPartition>) -> String {
+    set.iter()
+        .map(|tp| format!("{}:{}", tp.topic, tp.partition))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Decodes [`encode`]'s format; malformed entries are skipped.
+pub(crate) fn decode(s: &str) -> BTreeSet<TopicPartition> {
+    s.split(',')
+        .filter_map(|e| {
+            let (t, p) = e.rsplit_once(':')?;
+            Some(TopicPartition::new(t, p.parse().ok()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn member(id: &str, topics: &[&str], previous: &[(&str, u32)]) -> MemberInput {
+        MemberInput {
+            member_id: id.into(),
+            subscription: topics.iter().map(|t| t.to_string()).collect(),
+            previous: previous
+                .iter()
+                .map(|(t, p)| TopicPartition::new(*t, *p))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn balanced_then_sticky() {
+        let topics = BTreeMap::from([("t".to_string(), 12)]);
+        let ms = vec![
+            member("a", &["t"], &[]),
+            member("b", &["t"], &[]),
+            member("c", &["t"], &[]),
+        ];
+        let first = assign(&ms, &topics);
+        assert!(first.values().all(|s| s.len() == 4));
+        // c leaves: a and b keep theirs and split c's.
+        let ms2 = vec![
+            member(
+                "a",
+                &["t"],
+                &first["a"]
+                    .iter()
+                    .map(|tp| (tp.topic.as_str(), tp.partition))
+                    .collect::<Vec<_>>(),
+            ),
+            member(
+                "b",
+                &["t"],
+                &first["b"]
+                    .iter()
+                    .map(|tp| (tp.topic.as_str(), tp.partition))
+                    .collect::<Vec<_>>(),
+            ),
+        ];
+        let second = assign(&ms2, &topics);
+        assert!(second.values().all(|s| s.len() == 6));
+        assert!(first["a"].is_subset(&second["a"]));
+        assert!(first["b"].is_subset(&second["b"]));
+    }
+
+    #[test]
+    fn subscriptions_are_respected() {
+        let topics = BTreeMap::from([("x".to_string(), 2), ("y".to_string(), 4)]);
+        let ms = vec![member("a", &["x"], &[]), member("b", &["x", "y"], &[])];
+        let out = assign(&ms, &topics);
+        assert!(out["a"].iter().all(|tp| tp.topic == "x"));
+        assert_eq!(out["a"].len() + out["b"].len(), 6);
+    }
+
+    #[test]
+    fn codec_round_trips() {
+        let set: BTreeSet<_> =
+            [TopicPartition::new("a.b-c", 3), TopicPartition::new("x", 0)].into();
+        assert_eq!(decode(&encode(&set)), set);
+        assert!(decode("").is_empty());
+        assert_eq!(decode("bad,x:1,y:z").len(), 1);
+    }
+
+    proptest! {
+        #[test]
+        fn every_partition_once_and_balanced(
+            members in 1usize..8,
+            partitions in 0u32..40,
+            previous_seed in proptest::collection::vec((0usize..8, 0u32..40), 0..40),
+        ) {
+            let topics = BTreeMap::from([("t".to_string(), partitions)]);
+            let mut ms: Vec<MemberInput> = (0..members).map(|i| member(&format!("m{i}"), &["t"], &[])).collect();
+            for (m, p) in previous_seed {
+                if m < members {
+                    ms[m].previous.insert(TopicPartition::new("t", p));
+                }
+            }
+            let out = assign(&ms, &topics);
+            let mut seen = BTreeSet::new();
+            for set in out.values() {
+                for tp in set {
+                    prop_assert!(seen.insert(tp.clone()), "assigned twice: {tp:?}");
+                }
+            }
+            prop_assert_eq!(seen.len(), partitions as usize);
+            let sizes: Vec<usize> = out.values().map(BTreeSet::len).collect();
+            prop_assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "{sizes:?}");
+        }
+    }
+}
