@@ -74,6 +74,8 @@ pub(crate) fn status(e: &streamhouse_metadata::Error) -> Status {
     match e {
         M::TopicAlreadyExists(_) => Status::already_exists(msg),
         M::TopicNotFound(_)
+        | M::GroupNotFound(_)
+        | M::UnknownMember { .. }
         | M::TopicIdNotFound(_)
         | M::PartitionNotFound { .. }
         | M::PartitionIdNotFound { .. }
@@ -81,7 +83,10 @@ pub(crate) fn status(e: &streamhouse_metadata::Error) -> Status {
         M::Invalid(_) | M::InvalidConfig { .. } | M::InvalidArgument { .. } => {
             Status::invalid_argument(msg)
         }
-        M::ProducerFenced { .. } | M::UnknownProducer(_) => Status::failed_precondition(msg),
+        M::ProducerFenced { .. }
+        | M::UnknownProducer(_)
+        | M::FencedMemberEpoch { .. }
+        | M::GroupNotEmpty(_) => Status::failed_precondition(msg),
         e if e.is_retryable() => Status::unavailable(msg),
         _ => Status::internal(msg),
     }

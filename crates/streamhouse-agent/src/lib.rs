@@ -57,6 +57,9 @@ pub struct AgentConfig {
     /// Agents whose heartbeat is older than this are not listed to clients.
     /// Default 10 s.
     pub agent_ttl: Duration,
+    /// How often consumer group members are told to heartbeat. Default
+    /// 500 ms.
+    pub group_heartbeat_interval: Duration,
     pub pipeline: PipelineConfig,
     pub reader: ReaderConfig,
     pub limits: RequestLimits,
@@ -75,6 +78,7 @@ impl Default for AgentConfig {
             zone: None,
             heartbeat_interval: Duration::from_secs(1),
             agent_ttl: Duration::from_secs(10),
+            group_heartbeat_interval: Duration::from_millis(500),
             pipeline: PipelineConfig::default(),
             reader: ReaderConfig::default(),
             limits: RequestLimits::default(),
@@ -159,7 +163,9 @@ impl Agent {
             reader,
             limits: config.limits.clone(),
             agent_ttl: config.agent_ttl,
+            group_heartbeat_interval: config.group_heartbeat_interval,
             shutting_down: shutting_down.clone(),
+            commits: pipeline.commits(),
         };
         let server = StreamHouseServer::new(service)
             .max_decoding_message_size(config.limits.max_request_bytes)

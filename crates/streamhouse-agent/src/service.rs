@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use streamhouse_core::{BatchHeader, batches};
-use streamhouse_metadata::{MetadataStore, Topic, TopicConfig};
+use streamhouse_metadata::{
+    GroupHeartbeat, MetadataStore, OffsetCommit, Topic, TopicConfig, TopicPartition,
+};
 use streamhouse_proto as pb;
 use streamhouse_proto::ErrorCode;
 use streamhouse_proto::stream_house_server::StreamHouse;
@@ -50,7 +52,43 @@ pub(crate) struct Service {
     pub reader: Arc<Reader>,
     pub limits: RequestLimits,
     pub agent_ttl: Duration,
+    pub group_heartbeat_interval: Duration,
     pub shutting_down: Arc<AtomicBool>,
+    /// Changes on every commit of this agent's pipeline.
+    pub commits: tokio::sync::watch::Receiver<u64>,
+}
+
+fn tp(p: &pb::TopicPartitionRef) -> TopicPartition {
+    TopicPartition::new(p.topic.clone(), p.partition)
+}
+
+fn tp_ref(p: TopicPartition) -> pb::TopicPartitionRef {
+    pb::TopicPartitionRef {
+        topic: p.topic,
+        partition: p.partition,
+    }
+}
+
+fn committed_info(o: streamhouse_metadata::CommittedOffset) -> pb::CommittedOffsetInfo {
+    pb::CommittedOffsetInfo {
+        topic: o.topic,
+        partition: o.partition,
+        offset: o.offset,
+        metadata: o.metadata,
+        committed_at_ms: o.committed_at_ms,
+    }
+}
+
+/// The per-response code of a group error, if it is one a member handles
+/// (by rejoining); other errors become a gRPC status.
+fn group_error(e: &streamhouse_metadata::Error) -> Option<ErrorCode> {
+    use streamhouse_metadata::Error as M;
+    match e {
+        M::UnknownMember { .. } => Some(ErrorCode::UnknownMember),
+        M::FencedMemberEpoch { .. } => Some(ErrorCode::FencedMemberEpoch),
+        M::GroupNotEmpty(_) => Some(ErrorCode::GroupNotEmpty),
+        _ => None,
+    }
 }
 
 fn topic_info(t: &Topic) -> pb::TopicInfo {
@@ -247,13 +285,20 @@ impl StreamHouse for Service {
         let wait =
             Duration::from_millis(request.max_wait_ms.into()).min(self.limits.max_fetch_wait);
         let deadline = tokio::time::Instant::now() + wait;
+        let mut commits = self.commits.clone();
         loop {
+            commits.mark_unchanged();
             let (partitions, any_data) = self.fetch_once(&request.partitions, max_bytes).await;
             let any_error = partitions.iter().any(|p| p.error != ErrorCode::None as i32);
             if any_data || any_error || tokio::time::Instant::now() >= deadline {
                 return Ok(Response::new(pb::FetchResponse { partitions }));
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            // Wake at once for this agent's commits; poll for other agents'.
+            tokio::select! {
+                _ = commits.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
         }
     }
 
@@ -400,4 +445,194 @@ impl StreamHouse for Service {
             producer_epoch: id.epoch.into(),
         }))
     }
+
+    async fn list_offsets(
+        &self,
+        request: Request<pb::ListOffsetsRequest>,
+    ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+        let request = request.into_inner();
+        self.check_partition_count(request.partitions.len(), "list offsets request")?;
+        let mut partitions = Vec::with_capacity(request.partitions.len());
+        for p in request.partitions {
+            let mut listed = pb::ListedOffset {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                ..Default::default()
+            };
+            let found = async {
+                let state = self.reader.partition_state(&p.topic, p.partition).await?;
+                let offset = match p.timestamp {
+                    -2 => state.log_start_offset,
+                    -1 => state.next_offset,
+                    ts => self
+                        .reader
+                        .offset_for_timestamp(&p.topic, p.partition, ts)
+                        .await?
+                        .unwrap_or(state.next_offset)
+                        .max(state.log_start_offset),
+                };
+                Ok::<_, streamhouse_storage::Error>((offset, state))
+            }
+            .await;
+            match found {
+                Ok((offset, state)) => {
+                    listed.offset = offset;
+                    listed.log_start_offset = state.log_start_offset;
+                    listed.high_watermark = state.next_offset;
+                }
+                Err(e) => {
+                    listed.error = error_code(&e) as i32;
+                    listed.message = describe(&e);
+                }
+            }
+            partitions.push(listed);
+        }
+        Ok(Response::new(pb::ListOffsetsResponse { partitions }))
+    }
+
+    async fn group_heartbeat(
+        &self,
+        request: Request<pb::GroupHeartbeatRequest>,
+    ) -> Result<Response<pb::GroupHeartbeatResponse>, Status> {
+        let r = request.into_inner();
+        let result = self
+            .metadata
+            .group_heartbeat(GroupHeartbeat {
+                group_id: r.group_id,
+                member_id: r.member_id,
+                member_epoch: r.member_epoch,
+                client_id: r.client_id,
+                subscription: r.subscribed_topics,
+                owned: r.owned.iter().map(tp).collect(),
+                session_timeout_ms: r.session_timeout_ms.into(),
+            })
+            .await;
+        let interval = self.group_heartbeat_interval.as_millis() as u32;
+        match result {
+            Ok(a) => Ok(Response::new(pb::GroupHeartbeatResponse {
+                member_id: a.member_id,
+                member_epoch: a.member_epoch,
+                group_epoch: a.group_epoch,
+                assigned: a.assigned.into_iter().map(tp_ref).collect(),
+                pending: a.pending.into_iter().map(tp_ref).collect(),
+                heartbeat_interval_ms: interval,
+                ..Default::default()
+            })),
+            Err(e) => match group_error(&e) {
+                Some(code) => Ok(Response::new(pb::GroupHeartbeatResponse {
+                    error: code as i32,
+                    message: describe(&e),
+                    heartbeat_interval_ms: interval,
+                    ..Default::default()
+                })),
+                None => Err(status(&e)),
+            },
+        }
+    }
+
+    async fn commit_offsets(
+        &self,
+        request: Request<pb::CommitOffsetsRequest>,
+    ) -> Result<Response<pb::CommitOffsetsResponse>, Status> {
+        let r = request.into_inner();
+        let offsets: Vec<OffsetCommit> = r
+            .offsets
+            .into_iter()
+            .map(|o| OffsetCommit {
+                topic: o.topic,
+                partition: o.partition,
+                offset: o.offset,
+                metadata: o.metadata,
+            })
+            .collect();
+        let member = r.member_id.as_deref().map(|id| (id, r.member_epoch));
+        match self
+            .metadata
+            .commit_group_offsets(&r.group_id, member, &offsets)
+            .await
+        {
+            Ok(()) => Ok(Response::new(pb::CommitOffsetsResponse::default())),
+            Err(e) => match group_error(&e) {
+                Some(code) => Ok(Response::new(pb::CommitOffsetsResponse {
+                    error: code as i32,
+                    message: describe(&e),
+                })),
+                None => Err(status(&e)),
+            },
+        }
+    }
+
+    async fn fetch_offsets(
+        &self,
+        request: Request<pb::FetchOffsetsRequest>,
+    ) -> Result<Response<pb::FetchOffsetsResponse>, Status> {
+        let group = request.into_inner().group_id;
+        let offsets = self
+            .metadata
+            .fetch_offsets(&group)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(pb::FetchOffsetsResponse {
+            offsets: offsets.into_iter().map(committed_info).collect(),
+        }))
+    }
+
+    async fn list_groups(
+        &self,
+        _: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        let groups = self.metadata.list_groups().await.map_err(|e| status(&e))?;
+        Ok(Response::new(pb::ListGroupsResponse {
+            groups: groups
+                .into_iter()
+                .map(|(group_id, members)| pb::GroupListing {
+                    group_id,
+                    members: members as u32,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn describe_group(
+        &self,
+        request: Request<pb::DescribeGroupRequest>,
+    ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
+        let group = request.into_inner().group_id;
+        let d = self
+            .metadata
+            .describe_group(&group)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(pb::DescribeGroupResponse {
+            group_id: d.group_id,
+            group_epoch: d.group_epoch,
+            members: d
+                .members
+                .into_iter()
+                .map(|m| pb::MemberInfo {
+                    member_id: m.member_id,
+                    client_id: m.client_id,
+                    member_epoch: m.member_epoch,
+                    subscribed_topics: m.subscription,
+                    owned: m.owned.into_iter().map(tp_ref).collect(),
+                    target: m.target.into_iter().map(tp_ref).collect(),
+                    heartbeat_age_ms: m.heartbeat_age.as_millis() as u64,
+                })
+                .collect(),
+            offsets: d.offsets.into_iter().map(committed_info).collect(),
+        }))
+    }
+
+    async fn delete_group(
+        &self,
+        request: Request<pb::DeleteGroupRequest>,
+    ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        let group = request.into_inner().group_id;
+        self.metadata
+            .delete_group(&group)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(pb::DeleteGroupResponse {}))
+    }
+
 }

@@ -85,6 +85,9 @@ pub struct Args {
     /// Bytes of object blocks cached for reads.
     #[arg(long, env = "STREAMHOUSE_READ_CACHE_BYTES", default_value_t = 256 << 20)]
     read_cache_bytes: usize,
+    /// How often consumer group members heartbeat, in milliseconds.
+    #[arg(long, env = "STREAMHOUSE_GROUP_HEARTBEAT_MS", default_value_t = 500)]
+    group_heartbeat_ms: u64,
     /// Heartbeat interval, in milliseconds.
     #[arg(long, env = "STREAMHOUSE_HEARTBEAT_MS", default_value_t = 1000)]
     heartbeat_ms: u64,
@@ -110,6 +113,7 @@ impl Args {
             zone: self.zone.clone(),
             heartbeat_interval: Duration::from_millis(self.heartbeat_ms.max(1)),
             agent_ttl: Duration::from_millis(self.heartbeat_ms.max(1) * 10),
+            group_heartbeat_interval: Duration::from_millis(self.group_heartbeat_ms.max(1)),
             pipeline: PipelineConfig {
                 flush_interval: Duration::from_millis(self.flush_interval_ms),
                 flush_bytes: self.flush_bytes,

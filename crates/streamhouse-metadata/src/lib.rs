@@ -81,6 +81,14 @@ pub trait LogStore: Send + Sync {
     async fn commit_object(&self, commit: &ObjectCommit) -> Result<CommitOutcome>;
     /// Log start and next offset of one partition.
     async fn partition_state(&self, topic_id: TopicId, partition: u32) -> Result<PartitionState>;
+    /// The first segment (in offset order) holding a record at or after
+    /// `timestamp` by its maximum timestamp, if any.
+    async fn segment_for_timestamp(
+        &self,
+        topic_id: TopicId,
+        partition: u32,
+        timestamp: i64,
+    ) -> Result<Option<Segment>>;
     /// Up to `limit` segments of a partition in offset order, starting with
     /// the one that holds `from_offset` (or the first one after it).
     async fn segments(

@@ -540,22 +540,30 @@ macro_rules! sql_store {
                 .fetch_all(&self.read)
                 .await
                 .map_err(Error::db("reading segments"))?;
-                Ok(rows
-                    .into_iter()
-                    .map(|row| Segment {
-                        topic_id,
-                        partition,
-                        base_offset: row.get(0),
-                        last_offset: row.get(1),
-                        record_count: row.get(2),
-                        object_key: row.get(3),
-                        object_size: row.get::<i64, _>(4) as u64,
-                        byte_start: row.get::<i64, _>(5) as u64,
-                        byte_length: row.get::<i64, _>(6) as u64,
-                        min_timestamp: row.get(7),
-                        max_timestamp: row.get(8),
-                    })
-                    .collect())
+                Ok(rows.iter().map(|row| crate::sql::segment(row, topic_id, partition)).collect())
+            }
+
+            async fn segment_for_timestamp(
+                &self,
+                topic_id: TopicId,
+                partition: u32,
+                timestamp: i64,
+            ) -> Result<Option<Segment>> {
+                let row = sqlx::query(
+                    "SELECT s.base_offset, s.last_offset, s.record_count, s.object_key, \
+                            o.size_bytes, s.byte_start, s.byte_length, s.min_timestamp, \
+                            s.max_timestamp \
+                     FROM segments s JOIN objects o ON o.object_key = s.object_key \
+                     WHERE s.topic_id = $1 AND s.partition_id = $2 AND s.max_timestamp >= $3 \
+                     ORDER BY s.base_offset LIMIT 1",
+                )
+                .bind(topic_id)
+                .bind(i64::from(partition))
+                .bind(timestamp)
+                .fetch_optional(&self.read)
+                .await
+                .map_err(Error::db("finding segment by timestamp"))?;
+                Ok(row.map(|row| crate::sql::segment(&row, topic_id, partition)))
             }
         }
 
@@ -1296,4 +1304,28 @@ pub(crate) struct MemberRow {
     pub owned: std::collections::BTreeSet<crate::TopicPartition>,
     /// Changed by this heartbeat (to be written back).
     pub dirty: bool,
+}
+
+/// A segment from a row of `base_offset, last_offset, record_count,
+/// object_key, size_bytes, byte_start, byte_length, min_timestamp,
+/// max_timestamp`.
+pub(crate) fn segment<R: sqlx::Row>(row: &R, topic_id: crate::TopicId, partition: u32) -> crate::Segment
+where
+    usize: sqlx::ColumnIndex<R>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    crate::Segment {
+        topic_id,
+        partition,
+        base_offset: row.get(0),
+        last_offset: row.get(1),
+        record_count: row.get(2),
+        object_key: row.get(3),
+        object_size: row.get::<i64, _>(4) as u64,
+        byte_start: row.get::<i64, _>(5) as u64,
+        byte_length: row.get::<i64, _>(6) as u64,
+        min_timestamp: row.get(7),
+        max_timestamp: row.get(8),
+    }
 }

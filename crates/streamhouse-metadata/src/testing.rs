@@ -47,3 +47,114 @@ pub async fn postgres_url() -> Option<String> {
     let sep = if base.contains('?') { '&' } else { '?' };
     Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
 }
+
+/// Wraps a metadata store; its object commits can be made to fail (as a
+/// lost database connection would), everything else passes through.
+pub struct FaultyMetadata {
+    inner: std::sync::Arc<dyn crate::MetadataStore>,
+    fail_commits: std::sync::atomic::AtomicBool,
+}
+
+impl FaultyMetadata {
+    pub fn new(inner: std::sync::Arc<dyn crate::MetadataStore>) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(FaultyMetadata {
+            inner,
+            fail_commits: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Makes every `commit_object` fail (`true`) or pass (`false`).
+    pub fn fail_commits(&self, on: bool) {
+        self.fail_commits.store(on, Ordering::SeqCst);
+    }
+}
+
+/// Implements a trait for [`FaultyMetadata`] by delegating to `inner`.
+macro_rules! delegate {
+    ($trait:path { $($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)* }) => {
+        #[async_trait::async_trait]
+        impl $trait for FaultyMetadata {
+            $(
+                async fn $name(&self, $($arg: $ty),*) -> crate::Result<$ret> {
+                    self.inner.$name($($arg),*).await
+                }
+            )*
+        }
+    };
+}
+
+#[async_trait::async_trait]
+impl crate::LogStore for FaultyMetadata {
+    async fn commit_object(&self, commit: &crate::ObjectCommit) -> crate::Result<crate::CommitOutcome> {
+        if self.fail_commits.load(Ordering::SeqCst) {
+            return Err(crate::Error::Database {
+                op: "committing object",
+                source: sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "injected commit failure",
+                )),
+            });
+        }
+        self.inner.commit_object(commit).await
+    }
+    async fn partition_state(
+        &self,
+        topic_id: crate::TopicId,
+        partition: u32,
+    ) -> crate::Result<crate::PartitionState> {
+        self.inner.partition_state(topic_id, partition).await
+    }
+    async fn segment_for_timestamp(
+        &self,
+        topic_id: crate::TopicId,
+        partition: u32,
+        timestamp: i64,
+    ) -> crate::Result<Option<crate::Segment>> {
+        self.inner
+            .segment_for_timestamp(topic_id, partition, timestamp)
+            .await
+    }
+    async fn segments(
+        &self,
+        topic_id: crate::TopicId,
+        partition: u32,
+        from_offset: i64,
+        limit: u32,
+    ) -> crate::Result<Vec<crate::Segment>> {
+        self.inner
+            .segments(topic_id, partition, from_offset, limit)
+            .await
+    }
+}
+
+delegate!(crate::TopicStore {
+        create_topic(config: crate::TopicConfig) -> crate::Topic;
+        get_topic(name: &str) -> Option<crate::Topic>;
+        list_topics() -> Vec<crate::Topic>;
+        delete_topic(name: &str) -> ();
+});
+
+delegate!(crate::ProducerStore {
+        init_producer_id(current: Option<crate::ProducerIdentity>) -> crate::ProducerIdentity;
+});
+
+delegate!(crate::OffsetStore {
+        commit_offset(group: &str, topic: &str, partition: u32, offset: i64, metadata: Option<&str>) -> ();
+        fetch_offset(group: &str, topic: &str, partition: u32) -> Option<crate::CommittedOffset>;
+        fetch_offsets(group: &str) -> Vec<crate::CommittedOffset>;
+});
+
+delegate!(crate::GroupStore {
+        group_heartbeat(heartbeat: crate::GroupHeartbeat) -> crate::GroupAssignment;
+        list_groups() -> Vec<(String, usize)>;
+        describe_group(group: &str) -> crate::GroupDescription;
+        delete_group(group: &str) -> ();
+        commit_group_offsets(group: &str, member: Option<(&str, i32)>, offsets: &[crate::OffsetCommit]) -> ();
+});
+
+delegate!(crate::AgentStore {
+        register_agent(agent: crate::AgentRegistration) -> ();
+        heartbeat_agent(agent_id: &str) -> ();
+        deregister_agent(agent_id: &str) -> ();
+        list_agents(group: Option<&str>) -> Vec<crate::AgentInfo>;
+});

@@ -186,6 +186,8 @@ struct Shared {
     wake: Notify,
     budget: Arc<Semaphore>,
     counters: Counters,
+    /// Counts commits, so readers waiting for new records wake at once.
+    committed: tokio::sync::watch::Sender<u64>,
 }
 
 /// Appends record batches to partitions; see the [module docs](self).
@@ -230,6 +232,7 @@ impl WritePipeline {
             pending: Mutex::default(),
             wake: Notify::new(),
             counters: Counters::default(),
+            committed: tokio::sync::watch::Sender::new(0),
         });
         let tasks = vec![
             tokio::spawn(run_flusher(shared.clone(), tx)),
@@ -245,6 +248,12 @@ impl WritePipeline {
     /// [`Reader`](crate::Reader) in the same process to serve from memory.
     pub fn recent_objects(&self) -> Arc<RecentObjects> {
         self.shared.recent.clone()
+    }
+
+    /// Changes after every commit of this pipeline: a long-polling reader
+    /// waits on it for records this process writes.
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.committed.subscribe()
     }
 
     /// Counters since the pipeline started.
@@ -497,6 +506,7 @@ async fn run_committer(shared: Arc<Shared>, mut flushes: mpsc::Receiver<Flush>) 
         match committed {
             Ok(outcome) => {
                 c.commits.fetch_add(1, Ordering::Relaxed);
+                shared.committed.send_modify(|n| *n += 1);
                 for ((topic, waiting), result) in flush.waiters.into_iter().zip(outcome) {
                     match result {
                         Ok(outcomes) => {

@@ -104,14 +104,8 @@ impl Reader {
         offset: i64,
         max_bytes: usize,
     ) -> Result<ReadResult> {
+        let state = self.partition_state(topic, partition).await?;
         let t = self.topics.resolve(topic, partition).await?;
-        let state = match self.metadata.partition_state(t.id, partition).await {
-            Err(streamhouse_metadata::Error::PartitionIdNotFound { .. }) => {
-                self.topics.invalidate(topic);
-                return Err(Error::TopicNotFound(topic.to_string()));
-            }
-            r => r?,
-        };
         let mut result = ReadResult {
             batches: Vec::new(),
             log_start_offset: state.log_start_offset,
@@ -163,6 +157,64 @@ impl Reader {
             at = base;
         }
         Ok(result)
+    }
+
+    /// Log start and next offset of a partition.
+    pub async fn partition_state(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<streamhouse_metadata::PartitionState> {
+        let t = self.topics.resolve(topic, partition).await?;
+        match self.metadata.partition_state(t.id, partition).await {
+            Err(streamhouse_metadata::Error::PartitionIdNotFound { .. }) => {
+                self.topics.invalidate(topic);
+                Err(Error::TopicNotFound(topic.to_string()))
+            }
+            r => Ok(r?),
+        }
+    }
+
+    /// The first offset whose record timestamp is at or after `timestamp`,
+    /// or `None` when every record is older.
+    pub async fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp: i64,
+    ) -> Result<Option<i64>> {
+        let t = self.topics.resolve(topic, partition).await?;
+        let Some(segment) = self
+            .metadata
+            .segment_for_timestamp(t.id, partition, timestamp)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let data = self.segment_bytes(&segment).await?;
+        let mut base = segment.base_offset;
+        for item in batches(&data) {
+            let (header, raw) = item.map_err(|e| Error::CorruptObject {
+                key: segment.object_key.clone(),
+                reason: e.to_string(),
+            })?;
+            if header.max_timestamp >= timestamp {
+                let mut batch =
+                    streamhouse_core::RecordBatch::decode(&Bytes::copy_from_slice(raw)).map_err(
+                        |e| Error::CorruptObject {
+                            key: segment.object_key.clone(),
+                            reason: e.to_string(),
+                        },
+                    )?;
+                batch.base_offset = base;
+                if let Some((offset, _, _)) = batch.iter().find(|(_, ts, _)| *ts >= timestamp) {
+                    return Ok(Some(offset));
+                }
+            }
+            base += header.offset_span();
+        }
+        // The segment's maximum says a later record exists: it starts after.
+        Ok(Some(segment.last_offset + 1))
     }
 
     /// The segment holding `offset`, from the cache or the metadata store.

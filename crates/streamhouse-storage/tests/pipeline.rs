@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::join_all;
@@ -514,130 +513,10 @@ async fn upload_failure_fails_only_that_flush(env: Env) {
     pipeline.close().await;
 }
 
-/// A metadata store whose object commits fail: everything else passes through.
-struct FailingCommits(Arc<dyn MetadataStore>);
-
-#[async_trait]
-impl streamhouse_metadata::LogStore for FailingCommits {
-    async fn commit_object(
-        &self,
-        _: &streamhouse_metadata::ObjectCommit,
-    ) -> streamhouse_metadata::Result<streamhouse_metadata::CommitOutcome> {
-        Err(streamhouse_metadata::Error::Database {
-            op: "committing object",
-            source: sqlx_io_error(),
-        })
-    }
-    async fn partition_state(
-        &self,
-        t: i64,
-        p: u32,
-    ) -> streamhouse_metadata::Result<streamhouse_metadata::PartitionState> {
-        self.0.partition_state(t, p).await
-    }
-    async fn segments(
-        &self,
-        t: i64,
-        p: u32,
-        o: i64,
-        l: u32,
-    ) -> streamhouse_metadata::Result<Vec<streamhouse_metadata::Segment>> {
-        self.0.segments(t, p, o, l).await
-    }
-}
-
-#[async_trait]
-impl streamhouse_metadata::TopicStore for FailingCommits {
-    async fn create_topic(
-        &self,
-        c: TopicConfig,
-    ) -> streamhouse_metadata::Result<streamhouse_metadata::Topic> {
-        self.0.create_topic(c).await
-    }
-    async fn get_topic(
-        &self,
-        n: &str,
-    ) -> streamhouse_metadata::Result<Option<streamhouse_metadata::Topic>> {
-        self.0.get_topic(n).await
-    }
-    async fn list_topics(&self) -> streamhouse_metadata::Result<Vec<streamhouse_metadata::Topic>> {
-        self.0.list_topics().await
-    }
-    async fn delete_topic(&self, n: &str) -> streamhouse_metadata::Result<()> {
-        self.0.delete_topic(n).await
-    }
-}
-
-#[async_trait]
-impl streamhouse_metadata::ProducerStore for FailingCommits {
-    async fn init_producer_id(
-        &self,
-        current: Option<streamhouse_metadata::ProducerIdentity>,
-    ) -> streamhouse_metadata::Result<streamhouse_metadata::ProducerIdentity> {
-        self.0.init_producer_id(current).await
-    }
-}
-
-#[async_trait]
-impl streamhouse_metadata::OffsetStore for FailingCommits {
-    async fn commit_offset(
-        &self,
-        g: &str,
-        t: &str,
-        p: u32,
-        o: i64,
-        m: Option<&str>,
-    ) -> streamhouse_metadata::Result<()> {
-        self.0.commit_offset(g, t, p, o, m).await
-    }
-    async fn fetch_offset(
-        &self,
-        g: &str,
-        t: &str,
-        p: u32,
-    ) -> streamhouse_metadata::Result<Option<streamhouse_metadata::CommittedOffset>> {
-        self.0.fetch_offset(g, t, p).await
-    }
-    async fn fetch_offsets(
-        &self,
-        g: &str,
-    ) -> streamhouse_metadata::Result<Vec<streamhouse_metadata::CommittedOffset>> {
-        self.0.fetch_offsets(g).await
-    }
-}
-
-#[async_trait]
-impl streamhouse_metadata::AgentStore for FailingCommits {
-    async fn register_agent(
-        &self,
-        a: streamhouse_metadata::AgentRegistration,
-    ) -> streamhouse_metadata::Result<()> {
-        self.0.register_agent(a).await
-    }
-    async fn heartbeat_agent(&self, a: &str) -> streamhouse_metadata::Result<()> {
-        self.0.heartbeat_agent(a).await
-    }
-    async fn deregister_agent(&self, a: &str) -> streamhouse_metadata::Result<()> {
-        self.0.deregister_agent(a).await
-    }
-    async fn list_agents(
-        &self,
-        g: Option<&str>,
-    ) -> streamhouse_metadata::Result<Vec<streamhouse_metadata::AgentInfo>> {
-        self.0.list_agents(g).await
-    }
-}
-
-fn sqlx_io_error() -> sqlx::Error {
-    sqlx::Error::Io(std::io::Error::new(
-        std::io::ErrorKind::ConnectionReset,
-        "injected",
-    ))
-}
-
 async fn commit_failure_leaves_an_unreferenced_object(env: Env) {
     create(&env, "c", 1).await;
-    let failing: Arc<dyn MetadataStore> = Arc::new(FailingCommits(env.metadata.clone()));
+    let failing = streamhouse_metadata::testing::FaultyMetadata::new(env.metadata.clone());
+    failing.fail_commits(true);
     let pipeline = WritePipeline::new(env.store.clone(), failing, config(1)).unwrap();
     let err = pipeline
         .append("c", 0, batch("x", 3, Compression::None))
