@@ -634,5 +634,4 @@ impl StreamHouse for Service {
             .map_err(|e| status(&e))?;
         Ok(Response::new(pb::DeleteGroupResponse {}))
     }
-
 }

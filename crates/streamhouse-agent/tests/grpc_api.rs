@@ -309,6 +309,7 @@ async fn fetch_returns_committed_batches() {
         }],
         max_wait_ms,
         max_bytes: 1 << 20,
+        isolation_level: pb::IsolationLevel::ReadUncommitted as i32,
     };
     let r = c.fetch(fetch(3, 0)).await.unwrap().into_inner();
     let p = &r.partitions[0];

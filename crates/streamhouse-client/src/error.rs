@@ -60,6 +60,15 @@ pub enum Error {
     Batch(Arc<streamhouse_core::Error>),
     #[error("the producer is closed")]
     Closed,
+    /// The group coordinator refused a commit or heartbeat.
+    #[error("consumer group error ({code:?}): {message}")]
+    Group { code: ErrorCode, message: String },
+    #[error("no committed offset for {0} and auto_offset_reset is None")]
+    NoOffset(streamhouse_metadata::TopicPartition),
+    #[error("the position in {0} is out of range and auto_offset_reset is None")]
+    OffsetOutOfRange(streamhouse_metadata::TopicPartition),
+    #[error("{0} is not assigned to this consumer")]
+    NotAssigned(streamhouse_metadata::TopicPartition),
 }
 
 impl Error {

@@ -1,6 +1,7 @@
 //! StreamHouse client: the [`Producer`] (key partitioning compatible with
 //! Kafka, batching, LZ4, retries with backoff, idempotence, agent discovery
-//! with failover) and [`Admin`] for topics.
+//! with failover), the [`Consumer`] (poll, consumer groups with incremental
+//! rebalancing, offset commits) and [`Admin`] for topics and groups.
 //!
 //! Agents are discovered through the metadata store
 //! ([`ProducerBuilder::metadata_store`]) or through any agent
@@ -8,14 +9,20 @@
 
 mod admin;
 mod cluster;
+mod consumer;
 mod error;
 pub mod partitioner;
 mod producer;
 
 pub use admin::{Admin, AgentDescription, TopicDescription};
+pub use consumer::{
+    AutoOffsetReset, Consumer, ConsumerBuilder, ConsumerConfig, ConsumerRecord, IsolationLevel,
+    RebalanceListener,
+};
 pub use error::{Error, Result};
 pub use producer::{
     DeliveryFuture, Producer, ProducerBuilder, ProducerConfig, ProducerRecord, SendResult,
 };
 pub use streamhouse_core::{Compression, Header};
+pub use streamhouse_metadata::TopicPartition;
 pub use streamhouse_proto::ErrorCode;

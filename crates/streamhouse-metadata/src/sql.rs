@@ -1309,7 +1309,11 @@ pub(crate) struct MemberRow {
 /// A segment from a row of `base_offset, last_offset, record_count,
 /// object_key, size_bytes, byte_start, byte_length, min_timestamp,
 /// max_timestamp`.
-pub(crate) fn segment<R: sqlx::Row>(row: &R, topic_id: crate::TopicId, partition: u32) -> crate::Segment
+pub(crate) fn segment<R: sqlx::Row>(
+    row: &R,
+    topic_id: crate::TopicId,
+    partition: u32,
+) -> crate::Segment
 where
     usize: sqlx::ColumnIndex<R>,
     i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,

@@ -85,7 +85,10 @@ macro_rules! delegate {
 
 #[async_trait::async_trait]
 impl crate::LogStore for FaultyMetadata {
-    async fn commit_object(&self, commit: &crate::ObjectCommit) -> crate::Result<crate::CommitOutcome> {
+    async fn commit_object(
+        &self,
+        commit: &crate::ObjectCommit,
+    ) -> crate::Result<crate::CommitOutcome> {
         if self.fail_commits.load(Ordering::SeqCst) {
             return Err(crate::Error::Database {
                 op: "committing object",

@@ -199,13 +199,11 @@ impl Reader {
                 reason: e.to_string(),
             })?;
             if header.max_timestamp >= timestamp {
-                let mut batch =
-                    streamhouse_core::RecordBatch::decode(&Bytes::copy_from_slice(raw)).map_err(
-                        |e| Error::CorruptObject {
-                            key: segment.object_key.clone(),
-                            reason: e.to_string(),
-                        },
-                    )?;
+                let mut batch = streamhouse_core::RecordBatch::decode(&Bytes::copy_from_slice(raw))
+                    .map_err(|e| Error::CorruptObject {
+                        key: segment.object_key.clone(),
+                        reason: e.to_string(),
+                    })?;
                 batch.base_offset = base;
                 if let Some((offset, _, _)) = batch.iter().find(|(_, ts, _)| *ts >= timestamp) {
                     return Ok(Some(offset));
