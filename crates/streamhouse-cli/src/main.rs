@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod agent;
 mod bench;
+mod consume;
 mod topic;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -48,6 +49,20 @@ enum Command {
         #[command(flatten)]
         args: topic::ProduceArgs,
     },
+    /// Print records of a topic, alone or as a consumer group member.
+    Consume {
+        #[command(flatten)]
+        address: AgentAddress,
+        #[command(flatten)]
+        args: consume::ConsumeArgs,
+    },
+    /// List, describe, reset and delete consumer groups.
+    Groups {
+        #[command(flatten)]
+        address: AgentAddress,
+        #[command(subcommand)]
+        command: consume::GroupsCommand,
+    },
     /// Measure StreamHouse on this machine.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -73,6 +88,12 @@ fn main() -> std::process::ExitCode {
                     }
                     Command::Produce { address, args } => {
                         topic::produce(&address.agent, args).await
+                    }
+                    Command::Consume { address, args } => {
+                        consume::consume(&address.agent, args).await
+                    }
+                    Command::Groups { address, command } => {
+                        consume::groups(&address.agent, command).await
                     }
                     Command::Bench(b) => bench::run(b).await,
                 }

@@ -329,3 +329,112 @@ async fn topic_and_produce_commands() {
     assert!(!ok);
     assert!(err.contains("127.0.0.1:1"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_and_groups_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(dir.path(), 2, &[]);
+    let a = agent.address.as_str();
+    assert!(cli(&["topic", "create", "c", "--partitions", "2", "-a", a]).0);
+    let (ok, _, err) = cli(&[
+        "produce", "c", "v1", "v2", "v3", "--key", "k", "--header", "h=1", "-a", a,
+    ]);
+    assert!(ok, "{err}");
+
+    let (ok, out, err) = cli(&[
+        "consume",
+        "c",
+        "--from-beginning",
+        "--show-key",
+        "--show-headers",
+        "--show-offset",
+        "-a",
+        a,
+    ]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].contains("key=k")
+            && lines[0].contains("headers=[h=1]")
+            && lines[0].ends_with("v1"),
+        "{out}"
+    );
+    let (ok, out, _) = cli(&["consume", "c", "--offset", "2", "--partition", "0", "-a", a]);
+    let key_partition = if out.trim().is_empty() { 1 } else { 0 };
+    assert!(ok);
+    let (ok, out, _) = cli(&[
+        "consume",
+        "c",
+        "--offset",
+        "2",
+        "--partition",
+        &key_partition.to_string(),
+        "-a",
+        a,
+    ]);
+    assert!(ok);
+    assert_eq!(out.trim(), "v3");
+    let (ok, out, _) = cli(&["consume", "c", "--from-beginning", "--max", "2", "-a", a]);
+    assert!(ok);
+    assert_eq!(out.lines().count(), 2);
+
+    // A group reads everything once and commits.
+    let (ok, out, err) = cli(&[
+        "consume",
+        "c",
+        "--group",
+        "readers",
+        "--from-beginning",
+        "-a",
+        a,
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 3);
+    let (ok, out, _) = cli(&["consume", "c", "--group", "readers", "-a", a]);
+    assert!(ok);
+    assert_eq!(out.lines().count(), 0, "nothing new for the group");
+    let (ok, out, _) = cli(&["groups", "list", "-a", a]);
+    assert!(ok && out.contains("readers"), "{out}");
+    let (ok, out, _) = cli(&["groups", "describe", "readers", "-a", a]);
+    assert!(ok);
+    let committed: i64 = out
+        .lines()
+        .filter(|l| l.starts_with("c "))
+        .map(|l| l.split_whitespace().nth(2).unwrap().parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(committed, 3, "{out}");
+
+    // Reset to the beginning: the group reads everything again.
+    let (ok, out, err) = cli(&[
+        "groups",
+        "reset-offsets",
+        "readers",
+        "--topic",
+        "c",
+        "--to-earliest",
+        "-a",
+        a,
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("c/0 -> 0"), "{out}");
+    let (ok, out, _) = cli(&["consume", "c", "--group", "readers", "-a", a]);
+    assert!(ok);
+    assert_eq!(out.lines().count(), 3);
+    let (ok, _, err) = cli(&[
+        "groups",
+        "reset-offsets",
+        "readers",
+        "--topic",
+        "c",
+        "--to-offset",
+        "99",
+        "-a",
+        a,
+    ]);
+    assert!(!ok && err.contains("outside"), "{err}");
+    let (ok, out, _) = cli(&["groups", "delete", "readers", "-a", a]);
+    assert!(ok && out.contains("deleted group readers"));
+    let (ok, _, err) = cli(&["groups", "describe", "readers", "-a", a]);
+    assert!(!ok && err.contains("does not exist"), "{err}");
+}

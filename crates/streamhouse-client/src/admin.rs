@@ -1,9 +1,11 @@
-//! Topic administration through any agent.
+//! Topic and consumer group administration through any agent.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use streamhouse_metadata::TopicPartition;
 use streamhouse_proto as pb;
+use streamhouse_proto::ErrorCode;
 
 use crate::cluster::{Cluster, ClusterConfig, Source};
 use crate::error::{Error, Result};
@@ -174,6 +176,205 @@ impl Admin {
                 heartbeat_age: Duration::from_millis(a.heartbeat_age_ms),
             })
             .collect())
+    }
+}
+
+/// A consumer group as an agent describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupInfo {
+    pub group_id: String,
+    pub group_epoch: i32,
+    pub members: Vec<GroupMemberInfo>,
+    /// Committed offsets: (partition, offset).
+    pub offsets: Vec<(TopicPartition, i64)>,
+}
+
+/// A live member of a group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupMemberInfo {
+    pub member_id: String,
+    pub client_id: String,
+    pub member_epoch: i32,
+    pub subscription: Vec<String>,
+    pub owned: Vec<TopicPartition>,
+    pub heartbeat_age: Duration,
+}
+
+/// Where [`Admin::reset_offsets`] moves a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetSpec {
+    Earliest,
+    Latest,
+    /// The first record at or after this timestamp (ms).
+    Timestamp(i64),
+    Offset(i64),
+}
+
+impl Admin {
+    /// Groups with their live member counts.
+    pub async fn list_groups(&self) -> Result<Vec<(String, u32)>> {
+        let r = self
+            .call(|mut c| async move { c.list_groups(pb::ListGroupsRequest {}).await })
+            .await?;
+        Ok(r.groups
+            .into_iter()
+            .map(|g| (g.group_id, g.members))
+            .collect())
+    }
+
+    /// A group's members, assignments and committed offsets.
+    pub async fn describe_group(&self, group: &str) -> Result<GroupInfo> {
+        let request = pb::DescribeGroupRequest {
+            group_id: group.to_string(),
+        };
+        let r = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.describe_group(r).await }
+            })
+            .await?;
+        let tp = |p: pb::TopicPartitionRef| TopicPartition::new(p.topic, p.partition);
+        Ok(GroupInfo {
+            group_id: r.group_id,
+            group_epoch: r.group_epoch,
+            members: r
+                .members
+                .into_iter()
+                .map(|m| GroupMemberInfo {
+                    member_id: m.member_id,
+                    client_id: m.client_id,
+                    member_epoch: m.member_epoch,
+                    subscription: m.subscribed_topics,
+                    owned: m.owned.into_iter().map(tp).collect(),
+                    heartbeat_age: Duration::from_millis(m.heartbeat_age_ms),
+                })
+                .collect(),
+            offsets: r
+                .offsets
+                .into_iter()
+                .map(|o| (TopicPartition::new(o.topic, o.partition), o.offset))
+                .collect(),
+        })
+    }
+
+    /// Deletes a group without live members, and its offsets.
+    pub async fn delete_group(&self, group: &str) -> Result<()> {
+        let request = pb::DeleteGroupRequest {
+            group_id: group.to_string(),
+        };
+        self.call(|mut c| {
+            let r = request.clone();
+            async move { c.delete_group(r).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The offset `spec` names in each partition: `Offset` as given (checked
+    /// against the log), the others from the agent.
+    pub async fn list_offsets(
+        &self,
+        partitions: &[TopicPartition],
+        spec: OffsetSpec,
+    ) -> Result<Vec<(TopicPartition, i64)>> {
+        let timestamp = match spec {
+            OffsetSpec::Earliest => -2,
+            OffsetSpec::Latest | OffsetSpec::Offset(_) => -1,
+            OffsetSpec::Timestamp(t) => t,
+        };
+        let request = pb::ListOffsetsRequest {
+            partitions: partitions
+                .iter()
+                .map(|tp| pb::ListOffsetsPartition {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    timestamp,
+                })
+                .collect(),
+            isolation_level: 0,
+        };
+        let r = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.list_offsets(r).await }
+            })
+            .await?;
+        r.partitions
+            .into_iter()
+            .map(|p| {
+                let tp = TopicPartition::new(p.topic.clone(), p.partition);
+                if p.error != ErrorCode::None as i32 {
+                    return Err(Error::Rejected {
+                        topic: p.topic,
+                        partition: p.partition,
+                        code: ErrorCode::try_from(p.error).unwrap_or(ErrorCode::Internal),
+                        message: p.message,
+                    });
+                }
+                let offset = match spec {
+                    OffsetSpec::Offset(o) if o < p.log_start_offset || o > p.high_watermark => {
+                        return Err(Error::Config(format!(
+                            "offset {o} is outside {tp} (log start {}, end {})",
+                            p.log_start_offset, p.high_watermark
+                        )));
+                    }
+                    OffsetSpec::Offset(o) => o,
+                    _ => p.offset,
+                };
+                Ok((tp, offset))
+            })
+            .collect()
+    }
+
+    /// Moves a group's committed offsets in `partitions` (every partition
+    /// of `topic`'s when empty) to `spec`. The group must have no live
+    /// members. Returns the new offsets.
+    pub async fn reset_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: &[u32],
+        spec: OffsetSpec,
+    ) -> Result<Vec<(TopicPartition, i64)>> {
+        let partitions: Vec<TopicPartition> = if partitions.is_empty() {
+            let t = self.describe_topic(topic).await?;
+            (0..t.partition_count)
+                .map(|p| TopicPartition::new(topic, p))
+                .collect()
+        } else {
+            partitions
+                .iter()
+                .map(|&p| TopicPartition::new(topic, p))
+                .collect()
+        };
+        let offsets = self.list_offsets(&partitions, spec).await?;
+        let request = pb::CommitOffsetsRequest {
+            group_id: group.to_string(),
+            member_id: None,
+            member_epoch: 0,
+            offsets: offsets
+                .iter()
+                .map(|(tp, o)| pb::OffsetToCommit {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    offset: *o,
+                    metadata: None,
+                })
+                .collect(),
+        };
+        let r = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.commit_offsets(r).await }
+            })
+            .await?;
+        if r.error != ErrorCode::None as i32 {
+            return Err(Error::Group {
+                code: ErrorCode::try_from(r.error).unwrap_or(ErrorCode::Internal),
+                message: r.message,
+            });
+        }
+        Ok(offsets)
     }
 }
 

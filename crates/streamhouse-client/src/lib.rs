@@ -14,7 +14,9 @@ mod error;
 pub mod partitioner;
 mod producer;
 
-pub use admin::{Admin, AgentDescription, TopicDescription};
+pub use admin::{
+    Admin, AgentDescription, GroupInfo, GroupMemberInfo, OffsetSpec, TopicDescription,
+};
 pub use consumer::{
     AutoOffsetReset, Consumer, ConsumerBuilder, ConsumerConfig, ConsumerRecord, IsolationLevel,
     RebalanceListener,

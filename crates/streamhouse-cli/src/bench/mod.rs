@@ -3,6 +3,7 @@
 use clap::Subcommand;
 
 mod codec;
+mod consume;
 mod pipeline;
 mod produce;
 
@@ -19,6 +20,11 @@ pub enum Bench {
     /// The Producer against an agent (a running one, or one started in
     /// this process): throughput and acknowledgement latency.
     Produce(produce::Args),
+    /// The Consumer reading a pre-filled topic from storage (a fresh agent,
+    /// so nothing is served from memory): records/s and MB/s.
+    Consume(consume::ConsumeArgs),
+    /// Produce → consume latency at a target rate, through one agent.
+    E2e(consume::E2eArgs),
 }
 
 pub async fn run(bench: Bench) -> Result<(), BoxError> {
@@ -26,6 +32,8 @@ pub async fn run(bench: Bench) -> Result<(), BoxError> {
         Bench::Codec(args) => codec::run(args),
         Bench::Pipeline(args) => pipeline::run(args).await,
         Bench::Produce(args) => produce::run(args).await,
+        Bench::Consume(args) => consume::consume(args).await,
+        Bench::E2e(args) => consume::e2e(args).await,
     }
 }
 
