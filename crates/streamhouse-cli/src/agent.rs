@@ -83,7 +83,7 @@ pub struct Args {
     #[arg(long, env = "STREAMHOUSE_MAX_FETCH_BYTES", default_value_t = 64 << 20)]
     max_fetch_bytes: usize,
     /// Bytes of object blocks cached for reads.
-    #[arg(long, env = "STREAMHOUSE_READ_CACHE_BYTES", default_value_t = 256 << 20)]
+    #[arg(long, env = "STREAMHOUSE_READ_CACHE_BYTES", default_value_t = 1 << 30)]
     read_cache_bytes: usize,
     /// How often consumer group members heartbeat, in milliseconds.
     #[arg(long, env = "STREAMHOUSE_GROUP_HEARTBEAT_MS", default_value_t = 500)]

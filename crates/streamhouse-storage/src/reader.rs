@@ -23,7 +23,7 @@ use crate::topics::TopicCache;
 pub struct ReaderConfig {
     /// Size (and alignment) of the blocks fetched and cached. Default 4 MiB.
     pub block_size: u64,
-    /// Bytes of blocks kept in the LRU cache. Default 256 MiB.
+    /// Bytes of blocks kept in the LRU cache. Default 1 GiB.
     pub cache_bytes: usize,
     /// Segment rows fetched from the metadata store per lookup. Default 64.
     pub segments_per_lookup: u32,
@@ -33,7 +33,7 @@ impl Default for ReaderConfig {
     fn default() -> Self {
         ReaderConfig {
             block_size: 4 << 20,
-            cache_bytes: 256 << 20,
+            cache_bytes: 1 << 30,
             segments_per_lookup: 64,
         }
     }

@@ -28,6 +28,9 @@ pub struct ConsumeArgs {
     /// Consumer max_poll_records.
     #[arg(long, default_value_t = 10_000)]
     max_poll_records: usize,
+    /// Read cache of the reading agent, bytes (the agent's default).
+    #[arg(long, default_value_t = 1 << 30)]
+    read_cache_bytes: usize,
 }
 
 #[derive(clap::Args)]
@@ -54,7 +57,11 @@ pub struct E2eArgs {
     fetch_max_wait_ms: u64,
 }
 
-async fn agent(dir: &std::path::Path, flush_interval: Duration) -> Result<RunningAgent, BoxError> {
+async fn agent(
+    dir: &std::path::Path,
+    flush_interval: Duration,
+    read_cache_bytes: usize,
+) -> Result<RunningAgent, BoxError> {
     let mut config = AgentConfig {
         listen: "127.0.0.1:0".parse()?,
         metadata_url: format!("sqlite://{}", dir.join("metadata.db").display()),
@@ -62,6 +69,7 @@ async fn agent(dir: &std::path::Path, flush_interval: Duration) -> Result<Runnin
         ..AgentConfig::default()
     };
     config.pipeline.flush_interval = flush_interval;
+    config.reader.cache_bytes = read_cache_bytes;
     Ok(Agent::start(config).await?)
 }
 
@@ -94,7 +102,7 @@ async fn fill(address: &str, topic: &str, args: &ConsumeArgs) -> Result<(), BoxE
 pub async fn consume(args: ConsumeArgs) -> Result<(), BoxError> {
     let tmp = tempfile::tempdir()?;
     let topic = "bench-consume";
-    let writer = agent(tmp.path(), Duration::from_millis(10)).await?;
+    let writer = agent(tmp.path(), Duration::from_millis(10), args.read_cache_bytes).await?;
     let address = writer.local_addr().to_string();
     Admin::connect(&address)
         .await?
@@ -107,7 +115,7 @@ pub async fn consume(args: ConsumeArgs) -> Result<(), BoxError> {
     fill(&address, topic, &args).await?;
     writer.shutdown().await?;
     // A fresh agent: nothing in memory, every byte comes from storage.
-    let reader = agent(tmp.path(), Duration::from_millis(10)).await?;
+    let reader = agent(tmp.path(), Duration::from_millis(10), args.read_cache_bytes).await?;
     let address = reader.local_addr().to_string();
     let consumer = Consumer::builder()
         .bootstrap(&address)
@@ -115,7 +123,6 @@ pub async fn consume(args: ConsumeArgs) -> Result<(), BoxError> {
         .auto_offset_reset(AutoOffsetReset::Earliest)
         .enable_auto_commit(false)
         .max_poll_records(args.max_poll_records)
-        .max_partition_fetch_bytes(4 << 20)
         .max_prefetch_bytes(256 << 20)
         .build()
         .await?;
@@ -155,7 +162,12 @@ fn now_micros() -> u64 {
 pub async fn e2e(args: E2eArgs) -> Result<(), BoxError> {
     let tmp = tempfile::tempdir()?;
     let topic = "bench-e2e";
-    let agent = agent(tmp.path(), Duration::from_millis(args.flush_interval_ms)).await?;
+    let agent = agent(
+        tmp.path(),
+        Duration::from_millis(args.flush_interval_ms),
+        1 << 30,
+    )
+    .await?;
     let address = agent.local_addr().to_string();
     Admin::connect(&address)
         .await?
