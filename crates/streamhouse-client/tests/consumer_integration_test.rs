@@ -357,3 +357,32 @@ async fn auto_commit_commits_only_what_poll_returned() {
     c.close().await.unwrap();
     agent.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_and_async_commit() {
+    use futures::StreamExt;
+    let (_c, agent, a) = start(1).await;
+    produce(&a, "t", 30, "s").await;
+    let tp = TopicPartition::new("t", 0);
+    let consumer = Arc::new(
+        group_consumer(&a, "streamers", "t")
+            .enable_auto_commit(false)
+            .build()
+            .await
+            .unwrap(),
+    );
+    let first: Vec<_> = consumer.stream().take(30).collect().await;
+    let offsets: Vec<i64> = first.into_iter().map(|r| r.unwrap().offset).collect();
+    assert_eq!(offsets, (0..30).collect::<Vec<_>>());
+    consumer.commit_async();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while consumer.committed(&tp).await.unwrap() != Some(30) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "async commit never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    consumer.close().await.unwrap();
+    agent.shutdown().await.unwrap();
+}
