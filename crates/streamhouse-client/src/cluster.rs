@@ -21,6 +21,26 @@ pub(crate) enum Source {
     Bootstrap(Vec<String>),
 }
 
+impl Source {
+    /// The source a builder names: exactly one of a metadata store and
+    /// bootstrap addresses.
+    pub fn from_builder(
+        metadata: Option<Arc<dyn MetadataStore>>,
+        bootstrap: Vec<String>,
+    ) -> Result<Source> {
+        match (metadata, bootstrap.is_empty()) {
+            (Some(m), true) => Ok(Source::Metadata(m)),
+            (None, false) => Ok(Source::Bootstrap(bootstrap)),
+            (Some(_), false) => Err(Error::Config(
+                "set metadata_store or bootstrap, not both".into(),
+            )),
+            (None, true) => Err(Error::Config(
+                "a metadata_store or a bootstrap agent address is required".into(),
+            )),
+        }
+    }
+}
+
 /// Connection settings shared by every client type.
 #[derive(Clone, Debug)]
 pub(crate) struct ClusterConfig {

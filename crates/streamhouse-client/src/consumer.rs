@@ -277,15 +277,7 @@ impl ConsumerBuilder {
     /// Validates the settings, finds an agent and starts the consumer.
     pub async fn build(self) -> Result<Consumer> {
         let c = &self.config;
-        let source = match (self.metadata, self.bootstrap.is_empty()) {
-            (Some(m), true) => Source::Metadata(m),
-            (None, false) => Source::Bootstrap(self.bootstrap),
-            _ => {
-                return Err(Error::Config(
-                    "set exactly one of metadata_store and bootstrap".into(),
-                ));
-            }
-        };
+        let source = Source::from_builder(self.metadata, self.bootstrap)?;
         match (self.subscribe.is_empty(), self.assign.is_empty()) {
             (false, false) => return Err(Error::Config("subscribe or assign, not both".into())),
             (true, true) => {

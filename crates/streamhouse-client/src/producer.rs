@@ -220,20 +220,7 @@ impl ProducerBuilder {
     /// (with idempotence) and starts the producer.
     pub async fn build(self) -> Result<Producer> {
         let c = &self.config;
-        let source = match (self.metadata, self.bootstrap.is_empty()) {
-            (Some(m), true) => Source::Metadata(m),
-            (None, false) => Source::Bootstrap(self.bootstrap),
-            (Some(_), false) => {
-                return Err(Error::Config(
-                    "set metadata_store or bootstrap, not both".into(),
-                ));
-            }
-            (None, true) => {
-                return Err(Error::Config(
-                    "a metadata_store or a bootstrap agent address is required".into(),
-                ));
-            }
-        };
+        let source = Source::from_builder(self.metadata, self.bootstrap)?;
         if c.batch_size == 0 {
             return Err(Error::Config("batch_size must be at least 1".into()));
         }

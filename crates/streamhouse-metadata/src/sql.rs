@@ -82,6 +82,34 @@ macro_rules! sql_store {
                 Ok(row.get(0))
             }
 
+            /// Stores a group's committed offset of one partition.
+            async fn upsert_offset(
+                tx: &mut sqlx::Transaction<'static, $Db>,
+                group: &str,
+                topic_id: TopicId,
+                partition: u32,
+                offset: i64,
+                metadata: Option<&str>,
+            ) -> Result<()> {
+                sqlx::query(concat!(
+                    "INSERT INTO group_offsets (group_id, topic_id, partition_id, \
+                     committed_offset, metadata, committed_at_ms) VALUES ($1, $2, $3, $4, $5, ",
+                    $now,
+                    ") ON CONFLICT (group_id, topic_id, partition_id) DO UPDATE SET \
+                     committed_offset = excluded.committed_offset, \
+                     metadata = excluded.metadata, committed_at_ms = excluded.committed_at_ms"
+                ))
+                .bind(group)
+                .bind(topic_id)
+                .bind(i64::from(partition))
+                .bind(offset)
+                .bind(metadata)
+                .execute(&mut **tx)
+                .await
+                .map_err(Error::db("committing offset"))?;
+                Ok(())
+            }
+
             /// Commits a chunk without producer ids: one statement takes the
             /// offsets and locks the partition row.
             async fn commit_plain_chunk(
@@ -586,22 +614,7 @@ macro_rules! sql_store {
                 }
                 let mut tx = self.begin_write().await?;
                 let topic_id = Self::topic_partition(&mut tx, topic, partition).await?;
-                sqlx::query(concat!(
-                    "INSERT INTO group_offsets (group_id, topic_id, partition_id, \
-                     committed_offset, metadata, committed_at_ms) VALUES ($1, $2, $3, $4, $5, ",
-                    $now,
-                    ") ON CONFLICT (group_id, topic_id, partition_id) DO UPDATE SET \
-                     committed_offset = excluded.committed_offset, \
-                     metadata = excluded.metadata, committed_at_ms = excluded.committed_at_ms"
-                ))
-                .bind(group)
-                .bind(topic_id)
-                .bind(i64::from(partition))
-                .bind(offset)
-                .bind(metadata)
-                .execute(&mut *tx)
-                .await
-                .map_err(Error::db("committing offset"))?;
+                Self::upsert_offset(&mut tx, group, topic_id, partition, offset, metadata).await?;
                 tx.commit().await.map_err(Error::db("committing offset"))
             }
 
@@ -1048,22 +1061,8 @@ macro_rules! sql_store {
                 }
                 for o in offsets {
                     let topic_id = Self::topic_partition(&mut tx, &o.topic, o.partition).await?;
-                    sqlx::query(concat!(
-                        "INSERT INTO group_offsets (group_id, topic_id, partition_id, \
-                         committed_offset, metadata, committed_at_ms) VALUES ($1, $2, $3, $4, $5, ",
-                        $now,
-                        ") ON CONFLICT (group_id, topic_id, partition_id) DO UPDATE SET \
-                         committed_offset = excluded.committed_offset, \
-                         metadata = excluded.metadata, committed_at_ms = excluded.committed_at_ms"
-                    ))
-                    .bind(group)
-                    .bind(topic_id)
-                    .bind(i64::from(o.partition))
-                    .bind(o.offset)
-                    .bind(&o.metadata)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(Error::db("committing offset"))?;
+                    Self::upsert_offset(&mut tx, group, topic_id, o.partition, o.offset, o.metadata.as_deref())
+                        .await?;
                 }
                 tx.commit().await.map_err(Error::db("committing offsets"))
             }
