@@ -45,6 +45,10 @@ pub enum Error {
     GroupNotEmpty(String),
     #[error("group {0:?} does not exist")]
     GroupNotFound(String),
+    #[error("the partitions of producer {0}'s transaction changed while it was ending; retry")]
+    TransactionPartitionsChanged(i64),
+    #[error("producer {producer_id}: {reason}")]
+    InvalidTransactionState { producer_id: i64, reason: String },
     #[error("agent {0:?} is not registered")]
     AgentNotFound(String),
     /// A name or count breaks the rules of `streamhouse-core`.
@@ -70,6 +74,9 @@ impl Error {
     /// Whether the same call may succeed if retried: lost connections, pool
     /// timeouts, lock contention, serialization failures and deadlocks.
     pub fn is_retryable(&self) -> bool {
+        if let Error::TransactionPartitionsChanged(_) = self {
+            return true;
+        }
         let Error::Database { source, .. } = self else {
             return false;
         };

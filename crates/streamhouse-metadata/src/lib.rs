@@ -112,6 +112,51 @@ pub trait ProducerStore: Send + Sync {
     -> Result<ProducerIdentity>;
 }
 
+/// Transactions of producers with a transactional id.
+#[async_trait]
+pub trait TransactionStore: Send + Sync {
+    /// Finds or creates the producer of `transactional_id` and bumps its
+    /// epoch, fencing any older instance. Call after ending (aborting) the
+    /// transaction an older instance left open.
+    async fn init_transactional_producer(
+        &self,
+        transactional_id: &str,
+        transaction_timeout_ms: i64,
+    ) -> Result<ProducerIdentity>;
+    /// The producer id of a transactional id, if it was ever initialized.
+    async fn transactional_producer_id(&self, transactional_id: &str) -> Result<Option<i64>>;
+    /// The producer's open transaction, if any.
+    async fn open_transaction(&self, producer_id: i64) -> Result<Option<OpenTransaction>>;
+    /// Producers whose open transaction is older than its timeout (by the
+    /// database clock).
+    async fn expired_transactions(&self) -> Result<Vec<i64>>;
+    /// Adds offset commits to the producer's transaction (opening it if
+    /// needed); they are applied when it commits. Fenced by the producer
+    /// epoch, and by the group member epoch when `member` is given.
+    async fn add_transaction_offsets(
+        &self,
+        producer: ProducerIdentity,
+        group: &str,
+        member: Option<(&str, i32)>,
+        offsets: &[OffsetCommit],
+    ) -> Result<()>;
+    /// Ends a transaction in one metadata transaction: commits the markers
+    /// object, applies (commit) or drops (abort, recording the aborted
+    /// ranges) its offsets, closes it and bumps the producer epoch, so a
+    /// delayed end message can never end a later transaction. Retrying an
+    /// end that succeeded returns the same identity. Returns the producer's
+    /// new identity.
+    async fn end_transaction(&self, end: &EndTransaction) -> Result<ProducerIdentity>;
+    /// Aborted transactions of a partition overlapping `from..to`.
+    async fn aborted_transactions(
+        &self,
+        topic_id: TopicId,
+        partition: u32,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<AbortedTransaction>>;
+}
+
 /// Committed consumer group offsets.
 #[async_trait]
 pub trait OffsetStore: Send + Sync {
@@ -180,12 +225,19 @@ pub trait AgentStore: Send + Sync {
 
 /// Every metadata concern in one object-safe trait.
 pub trait MetadataStore:
-    TopicStore + LogStore + ProducerStore + OffsetStore + GroupStore + AgentStore
+    TopicStore + LogStore + ProducerStore + TransactionStore + OffsetStore + GroupStore + AgentStore
 {
 }
 
-impl<T: TopicStore + LogStore + ProducerStore + OffsetStore + GroupStore + AgentStore> MetadataStore
-    for T
+impl<
+    T: TopicStore
+        + LogStore
+        + ProducerStore
+        + TransactionStore
+        + OffsetStore
+        + GroupStore
+        + AgentStore,
+> MetadataStore for T
 {
 }
 

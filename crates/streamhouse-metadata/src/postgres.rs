@@ -28,6 +28,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_consumer_groups.sql",
         include_str!("../migrations/postgres/0003_consumer_groups.sql"),
     ),
+    (
+        "0004_transactions.sql",
+        include_str!("../migrations/postgres/0004_transactions.sql"),
+    ),
 ];
 
 impl PostgresMetadataStore {

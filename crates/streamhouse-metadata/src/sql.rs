@@ -82,6 +82,164 @@ macro_rules! sql_store {
                 Ok(row.get(0))
             }
 
+            /// The log commit of one object inside `tx` (see `commit_object`).
+            async fn commit_object_in(
+                tx: &mut sqlx::Transaction<'static, $Db>,
+                commit: &ObjectCommit,
+            ) -> Result<CommitOutcome> {
+                sqlx::query(concat!(
+                    "INSERT INTO objects (object_key, size_bytes, created_at_ms) VALUES ($1, $2, ",
+                    $now,
+                    ")"
+                ))
+                .bind(&commit.object_key)
+                .bind(commit.size_bytes as i64)
+                .execute(&mut **tx)
+                .await
+                .map_err(Error::db("recording object"))?;
+
+                // Lock partition rows in one global order so that concurrent
+                // commits cannot deadlock.
+                let mut order: Vec<usize> = (0..commit.chunks.len()).collect();
+                order.sort_by_key(|&i| (commit.chunks[i].topic_id, commit.chunks[i].partition));
+                let mut outcome: CommitOutcome = vec![Ok(Vec::new()); commit.chunks.len()];
+                let mut segments = Vec::with_capacity(commit.chunks.len());
+                let mut producers = crate::sql::ProducerEpochs::default();
+                for i in order {
+                    let chunk = &commit.chunks[i];
+                    let result = if chunk.batches.iter().any(|b| b.producer.is_some()) {
+                        Self::commit_idempotent_chunk(tx, chunk, &mut producers, &mut segments)
+                            .await?
+                    } else {
+                        Self::commit_plain_chunk(tx, chunk, &mut segments).await?
+                    };
+                    outcome[i] = result;
+                }
+                for rows in segments.chunks(INSERT_CHUNK) {
+                    sqlx::QueryBuilder::<$Db>::new(
+                        "INSERT INTO segments (topic_id, partition_id, base_offset, last_offset, \
+                         record_count, object_key, byte_start, byte_length, min_timestamp, \
+                         max_timestamp) ",
+                    )
+                    .push_values(rows, |mut b, s: &crate::sql::SegmentRow| {
+                        b.push_bind(s.topic_id)
+                            .push_bind(i64::from(s.partition))
+                            .push_bind(s.base_offset)
+                            .push_bind(s.last_offset)
+                            .push_bind(s.record_count)
+                            .push_bind(commit.object_key.as_str())
+                            .push_bind(s.byte_start as i64)
+                            .push_bind(s.byte_length as i64)
+                            .push_bind(s.min_timestamp)
+                            .push_bind(s.max_timestamp);
+                    })
+                    .build()
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(Error::db("inserting segments"))?;
+                }
+                Ok(outcome)
+            }
+
+            /// With a member: it must be live and at `epoch`. Without: the
+            /// group must have no live members.
+            async fn check_member(
+                tx: &mut sqlx::Transaction<'static, $Db>,
+                group: &str,
+                member: Option<(&str, i32)>,
+            ) -> Result<()> {
+                match member {
+                    Some((member_id, epoch)) => {
+                        let row = sqlx::query(concat!(
+                            "SELECT member_epoch, ",
+                            $now,
+                            " - last_heartbeat_ms <= session_timeout_ms FROM group_members \
+                             WHERE group_id = $1 AND member_id = $2"
+                        ))
+                        .bind(group)
+                        .bind(member_id)
+                        .fetch_optional(&mut **tx)
+                        .await
+                        .map_err(Error::db("checking group member"))?;
+                        let unknown = || Error::UnknownMember {
+                            group: group.to_string(),
+                            member_id: member_id.to_string(),
+                        };
+                        let row = row.ok_or_else(unknown)?;
+                        if !row.get::<bool, _>(1) {
+                            return Err(unknown());
+                        }
+                        let current = row.get::<i64, _>(0) as i32;
+                        if epoch != current {
+                            return Err(Error::FencedMemberEpoch {
+                                group: group.to_string(),
+                                member_id: member_id.to_string(),
+                                epoch,
+                                current,
+                            });
+                        }
+                    }
+                    None => {
+                        let live: i64 = sqlx::query_scalar(concat!(
+                            "SELECT COUNT(*) FROM group_members WHERE group_id = $1 AND ",
+                            $now,
+                            " - last_heartbeat_ms <= session_timeout_ms"
+                        ))
+                        .bind(group)
+                        .fetch_one(&mut **tx)
+                        .await
+                        .map_err(Error::db("checking group members"))?;
+                        if live > 0 {
+                            return Err(Error::GroupNotEmpty(group.to_string()));
+                        }
+                    }
+                }
+                Ok(())
+            }
+
+            /// Locks the producer row and checks `producer` is its current
+            /// identity.
+            async fn lock_producer_epoch(
+                tx: &mut sqlx::Transaction<'static, $Db>,
+                producer: ProducerIdentity,
+            ) -> Result<()> {
+                let epoch: Option<i64> = sqlx::query_scalar(
+                    "UPDATE producers SET epoch = epoch WHERE producer_id = $1 RETURNING epoch",
+                )
+                .bind(producer.producer_id)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(Error::db("locking producer"))?;
+                let current = epoch.ok_or(Error::UnknownProducer(producer.producer_id))? as i16;
+                if current != producer.epoch {
+                    return Err(Error::ProducerFenced {
+                        producer_id: producer.producer_id,
+                        epoch: producer.epoch,
+                        current_epoch: current,
+                    });
+                }
+                Ok(())
+            }
+
+            async fn new_transactional_producer(
+                tx: &mut sqlx::Transaction<'static, $Db>,
+                transactional_id: &str,
+                transaction_timeout_ms: i64,
+            ) -> Result<ProducerIdentity> {
+                let id: i64 = sqlx::query_scalar(concat!(
+                    "INSERT INTO producers (epoch, created_at_ms, transactional_id, \
+                     transaction_timeout_ms) VALUES (0, ",
+                    $now,
+                    ", $1, $2) RETURNING producer_id"
+                ))
+                .bind(transactional_id)
+                .bind(transaction_timeout_ms)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(Error::db("creating transactional producer"))?;
+                Ok(ProducerIdentity { producer_id: id, epoch: 0 })
+            }
+
             /// Stores a group's committed offset of one partition.
             async fn upsert_offset(
                 tx: &mut sqlx::Transaction<'static, $Db>,
@@ -249,6 +407,37 @@ macro_rules! sql_store {
                     .map(|v| matches!(v, crate::sql::Verdict::Accept))
                     .collect();
                 let placed = crate::sql::place_batches(chunk, next, &accepted, segments);
+                // Accepted transactional batches join their producer's open
+                // transaction; its first offset here holds the partition's
+                // last stable offset.
+                for (batch, base) in chunk.batches.iter().zip(&placed) {
+                    let (Some(p), Some(base)) = (batch.producer, base) else { continue };
+                    if !p.transactional {
+                        continue;
+                    }
+                    sqlx::query(concat!(
+                        "INSERT INTO open_transactions (producer_id, producer_epoch, started_at_ms) \
+                         VALUES ($1, $2, ",
+                        $now,
+                        ") ON CONFLICT (producer_id) DO NOTHING"
+                    ))
+                    .bind(p.producer_id)
+                    .bind(i64::from(p.epoch))
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(Error::db("opening transaction"))?;
+                    sqlx::query(
+                        "INSERT INTO transaction_partitions (producer_id, topic_id, partition_id, \
+                         first_offset) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(p.producer_id)
+                    .bind(topic_id)
+                    .bind(partition)
+                    .bind(*base)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(Error::db("recording transaction partition"))?;
+                }
                 let outcomes = placed
                     .into_iter()
                     .zip(verdicts)
@@ -459,57 +648,7 @@ macro_rules! sql_store {
         impl LogStore for $Store {
             async fn commit_object(&self, commit: &ObjectCommit) -> Result<CommitOutcome> {
                 let mut tx = self.begin_write().await?;
-                sqlx::query(concat!(
-                    "INSERT INTO objects (object_key, size_bytes, created_at_ms) VALUES ($1, $2, ",
-                    $now,
-                    ")"
-                ))
-                .bind(&commit.object_key)
-                .bind(commit.size_bytes as i64)
-                .execute(&mut *tx)
-                .await
-                .map_err(Error::db("recording object"))?;
-
-                // Lock partition rows in one global order so that concurrent
-                // commits cannot deadlock.
-                let mut order: Vec<usize> = (0..commit.chunks.len()).collect();
-                order.sort_by_key(|&i| (commit.chunks[i].topic_id, commit.chunks[i].partition));
-                let mut outcome: CommitOutcome = vec![Ok(Vec::new()); commit.chunks.len()];
-                let mut segments = Vec::with_capacity(commit.chunks.len());
-                let mut producers = crate::sql::ProducerEpochs::default();
-                for i in order {
-                    let chunk = &commit.chunks[i];
-                    let result = if chunk.batches.iter().any(|b| b.producer.is_some()) {
-                        Self::commit_idempotent_chunk(&mut tx, chunk, &mut producers, &mut segments)
-                            .await?
-                    } else {
-                        Self::commit_plain_chunk(&mut tx, chunk, &mut segments).await?
-                    };
-                    outcome[i] = result;
-                }
-                for rows in segments.chunks(INSERT_CHUNK) {
-                    sqlx::QueryBuilder::<$Db>::new(
-                        "INSERT INTO segments (topic_id, partition_id, base_offset, last_offset, \
-                         record_count, object_key, byte_start, byte_length, min_timestamp, \
-                         max_timestamp) ",
-                    )
-                    .push_values(rows, |mut b, s: &crate::sql::SegmentRow| {
-                        b.push_bind(s.topic_id)
-                            .push_bind(i64::from(s.partition))
-                            .push_bind(s.base_offset)
-                            .push_bind(s.last_offset)
-                            .push_bind(s.record_count)
-                            .push_bind(commit.object_key.as_str())
-                            .push_bind(s.byte_start as i64)
-                            .push_bind(s.byte_length as i64)
-                            .push_bind(s.min_timestamp)
-                            .push_bind(s.max_timestamp);
-                    })
-                    .build()
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(Error::db("inserting segments"))?;
-                }
+                let outcome = Self::commit_object_in(&mut tx, commit).await?;
                 tx.commit().await.map_err(Error::db("committing object"))?;
                 Ok(outcome)
             }
@@ -520,8 +659,11 @@ macro_rules! sql_store {
                 partition: u32,
             ) -> Result<PartitionState> {
                 let row = sqlx::query(
-                    "SELECT log_start_offset, next_offset FROM partitions \
-                     WHERE topic_id = $1 AND partition_id = $2",
+                    "SELECT p.log_start_offset, p.next_offset, \
+                            COALESCE((SELECT MIN(t.first_offset) FROM transaction_partitions t \
+                                      WHERE t.topic_id = p.topic_id \
+                                        AND t.partition_id = p.partition_id), p.next_offset) \
+                     FROM partitions p WHERE p.topic_id = $1 AND p.partition_id = $2",
                 )
                 .bind(topic_id)
                 .bind(i64::from(partition))
@@ -537,6 +679,7 @@ macro_rules! sql_store {
                     partition,
                     log_start_offset: row.get(0),
                     next_offset: row.get(1),
+                    last_stable_offset: row.get(2),
                 })
             }
 
@@ -1013,58 +1156,364 @@ macro_rules! sql_store {
                     });
                 }
                 let mut tx = self.begin_write().await?;
-                match member {
-                    Some((member_id, epoch)) => {
-                        let row = sqlx::query(concat!(
-                            "SELECT member_epoch, ",
-                            $now,
-                            " - last_heartbeat_ms <= session_timeout_ms FROM group_members \
-                             WHERE group_id = $1 AND member_id = $2"
-                        ))
-                        .bind(group)
-                        .bind(member_id)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(Error::db("checking group member"))?;
-                        let unknown = || Error::UnknownMember {
-                            group: group.to_string(),
-                            member_id: member_id.to_string(),
-                        };
-                        let row = row.ok_or_else(unknown)?;
-                        if !row.get::<bool, _>(1) {
-                            return Err(unknown());
-                        }
-                        let current = row.get::<i64, _>(0) as i32;
-                        if epoch != current {
-                            return Err(Error::FencedMemberEpoch {
-                                group: group.to_string(),
-                                member_id: member_id.to_string(),
-                                epoch,
-                                current,
-                            });
-                        }
-                    }
-                    None => {
-                        let live: i64 = sqlx::query_scalar(concat!(
-                            "SELECT COUNT(*) FROM group_members WHERE group_id = $1 AND ",
-                            $now,
-                            " - last_heartbeat_ms <= session_timeout_ms"
-                        ))
-                        .bind(group)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(Error::db("checking group members"))?;
-                        if live > 0 {
-                            return Err(Error::GroupNotEmpty(group.to_string()));
-                        }
-                    }
-                }
+                Self::check_member(&mut tx, group, member).await?;
                 for o in offsets {
                     let topic_id = Self::topic_partition(&mut tx, &o.topic, o.partition).await?;
                     Self::upsert_offset(&mut tx, group, topic_id, o.partition, o.offset, o.metadata.as_deref())
                         .await?;
                 }
                 tx.commit().await.map_err(Error::db("committing offsets"))
+            }
+        }
+
+        #[async_trait]
+        impl crate::TransactionStore for $Store {
+            async fn init_transactional_producer(
+                &self,
+                transactional_id: &str,
+                transaction_timeout_ms: i64,
+            ) -> Result<ProducerIdentity> {
+                if transactional_id.is_empty() || transactional_id.len() > 255 {
+                    return Err(Error::InvalidArgument {
+                        field: "transactional id",
+                        reason: format!("{transactional_id:?} must be 1 to 255 bytes"),
+                    });
+                }
+                if transaction_timeout_ms <= 0 {
+                    return Err(Error::InvalidArgument {
+                        field: "transaction timeout",
+                        reason: format!("{transaction_timeout_ms} ms is not positive"),
+                    });
+                }
+                let mut tx = self.begin_write().await?;
+                let row = sqlx::query(
+                    "UPDATE producers SET epoch = epoch + 1, transaction_timeout_ms = $2 \
+                     WHERE transactional_id = $1 RETURNING producer_id, epoch",
+                )
+                .bind(transactional_id)
+                .bind(transaction_timeout_ms)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(Error::db("bumping transactional producer"))?;
+                if let Some(row) = &row {
+                    let id: i64 = row.get(0);
+                    let open: Option<i64> = sqlx::query_scalar(
+                        "SELECT producer_epoch FROM open_transactions WHERE producer_id = $1",
+                    )
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(Error::db("reading open transaction"))?;
+                    if open.is_some() {
+                        return Err(Error::InvalidTransactionState {
+                            producer_id: id,
+                            reason: "a transaction of an earlier instance is still open; end it first"
+                                .into(),
+                        });
+                    }
+                    let epoch: i64 = row.get(1);
+                    if epoch <= i64::from(i16::MAX) {
+                        tx.commit().await.map_err(Error::db("bumping transactional producer"))?;
+                        return Ok(ProducerIdentity { producer_id: id, epoch: epoch as i16 });
+                    }
+                }
+                let identity = Self::new_transactional_producer(&mut tx, transactional_id, transaction_timeout_ms).await?;
+                tx.commit().await.map_err(Error::db("creating transactional producer"))?;
+                Ok(identity)
+            }
+
+            async fn transactional_producer_id(&self, transactional_id: &str) -> Result<Option<i64>> {
+                sqlx::query_scalar("SELECT producer_id FROM producers WHERE transactional_id = $1")
+                    .bind(transactional_id)
+                    .fetch_optional(&self.read)
+                    .await
+                    .map_err(Error::db("reading transactional producer"))
+            }
+
+            async fn open_transaction(&self, producer_id: i64) -> Result<Option<OpenTransaction>> {
+                let Some(row) = sqlx::query(
+                    "SELECT o.producer_epoch, o.started_at_ms, p.transaction_timeout_ms \
+                     FROM open_transactions o JOIN producers p ON p.producer_id = o.producer_id \
+                     WHERE o.producer_id = $1",
+                )
+                .bind(producer_id)
+                .fetch_optional(&self.read)
+                .await
+                .map_err(Error::db("reading open transaction"))?
+                else {
+                    return Ok(None);
+                };
+                let partitions = sqlx::query(
+                    "SELECT topic_id, partition_id, first_offset FROM transaction_partitions \
+                     WHERE producer_id = $1 ORDER BY topic_id, partition_id",
+                )
+                .bind(producer_id)
+                .fetch_all(&self.read)
+                .await
+                .map_err(Error::db("reading transaction partitions"))?;
+                Ok(Some(OpenTransaction {
+                    producer_id,
+                    epoch: row.get::<i64, _>(0) as i16,
+                    started_at_ms: row.get(1),
+                    timeout_ms: row.get(2),
+                    partitions: partitions
+                        .iter()
+                        .map(|r| (r.get(0), r.get::<i64, _>(1) as u32, r.get(2)))
+                        .collect(),
+                }))
+            }
+
+            async fn expired_transactions(&self) -> Result<Vec<i64>> {
+                sqlx::query_scalar(concat!(
+                    "SELECT o.producer_id FROM open_transactions o \
+                     JOIN producers p ON p.producer_id = o.producer_id WHERE ",
+                    $now,
+                    " - o.started_at_ms > p.transaction_timeout_ms ORDER BY o.producer_id"
+                ))
+                .fetch_all(&self.read)
+                .await
+                .map_err(Error::db("finding expired transactions"))
+            }
+
+            async fn add_transaction_offsets(
+                &self,
+                producer: ProducerIdentity,
+                group: &str,
+                member: Option<(&str, i32)>,
+                offsets: &[OffsetCommit],
+            ) -> Result<()> {
+                validate_group_id(group)?;
+                if let Some(o) = offsets.iter().find(|o| o.offset < 0) {
+                    return Err(Error::InvalidArgument {
+                        field: "offset",
+                        reason: format!("{} for {}/{} is negative", o.offset, o.topic, o.partition),
+                    });
+                }
+                let mut tx = self.begin_write().await?;
+                Self::lock_producer_epoch(&mut tx, producer).await?;
+                if member.is_some() {
+                    Self::check_member(&mut tx, group, member).await?;
+                }
+                sqlx::query(concat!(
+                    "INSERT INTO open_transactions (producer_id, producer_epoch, started_at_ms) \
+                     VALUES ($1, $2, ",
+                    $now,
+                    ") ON CONFLICT (producer_id) DO NOTHING"
+                ))
+                .bind(producer.producer_id)
+                .bind(i64::from(producer.epoch))
+                .execute(&mut *tx)
+                .await
+                .map_err(Error::db("opening transaction"))?;
+                for o in offsets {
+                    let topic_id = Self::topic_partition(&mut tx, &o.topic, o.partition).await?;
+                    sqlx::query(
+                        "INSERT INTO transaction_offsets (producer_id, group_id, topic_id, \
+                         partition_id, committed_offset, metadata) VALUES ($1, $2, $3, $4, $5, $6) \
+                         ON CONFLICT (producer_id, group_id, topic_id, partition_id) DO UPDATE SET \
+                         committed_offset = excluded.committed_offset, metadata = excluded.metadata",
+                    )
+                    .bind(producer.producer_id)
+                    .bind(group)
+                    .bind(topic_id)
+                    .bind(i64::from(o.partition))
+                    .bind(o.offset)
+                    .bind(&o.metadata)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(Error::db("adding transaction offsets"))?;
+                }
+                tx.commit().await.map_err(Error::db("adding transaction offsets"))
+            }
+
+            async fn end_transaction(&self, end: &EndTransaction) -> Result<ProducerIdentity> {
+                use std::collections::BTreeSet;
+                let pid = end.producer_id;
+                let mut tx = self.begin_write().await?;
+                let row = sqlx::query(
+                    "UPDATE producers SET epoch = epoch WHERE producer_id = $1 \
+                     RETURNING epoch, last_end_epoch, last_end_committed, transactional_id, \
+                     transaction_timeout_ms",
+                )
+                .bind(pid)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(Error::db("locking producer"))?
+                .ok_or(Error::UnknownProducer(pid))?;
+                let current = row.get::<i64, _>(0) as i16;
+                let identity = ProducerIdentity { producer_id: pid, epoch: current };
+                if let Some(epoch) = end.epoch
+                    && epoch != current
+                {
+                    let last_epoch: Option<i64> = row.get(1);
+                    let last_committed: Option<i64> = row.get(2);
+                    // A retry of an end that already happened.
+                    if last_epoch == Some(i64::from(epoch))
+                        && last_committed == Some(i64::from(end.commit))
+                    {
+                        return Ok(identity);
+                    }
+                    return Err(if epoch < current {
+                        Error::ProducerFenced { producer_id: pid, epoch, current_epoch: current }
+                    } else {
+                        Error::InvalidTransactionState {
+                            producer_id: pid,
+                            reason: format!("epoch {epoch} is ahead of the current {current}"),
+                        }
+                    });
+                }
+                let open: Option<i64> = sqlx::query_scalar(
+                    "SELECT producer_epoch FROM open_transactions WHERE producer_id = $1",
+                )
+                .bind(pid)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(Error::db("reading open transaction"))?;
+                if open.is_none() && end.epoch.is_none() {
+                    return Ok(identity);
+                }
+                let partitions = sqlx::query(
+                    "SELECT topic_id, partition_id, first_offset FROM transaction_partitions \
+                     WHERE producer_id = $1",
+                )
+                .bind(pid)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(Error::db("reading transaction partitions"))?;
+                let wrote: BTreeSet<(i64, u32)> = partitions
+                    .iter()
+                    .map(|r| (r.get::<i64, _>(0), r.get::<i64, _>(1) as u32))
+                    .collect();
+                let marked: BTreeSet<(i64, u32)> = end
+                    .markers
+                    .iter()
+                    .flat_map(|m| m.chunks.iter().map(|c| (c.topic_id, c.partition)))
+                    .collect();
+                if wrote != marked {
+                    return Err(Error::TransactionPartitionsChanged(pid));
+                }
+                let mut marker_offsets = std::collections::BTreeMap::new();
+                if let Some(markers) = &end.markers {
+                    let outcome = Self::commit_object_in(&mut tx, markers).await?;
+                    for (chunk, result) in markers.chunks.iter().zip(outcome) {
+                        if let Ok(batches) = result
+                            && let Some(BatchOutcome::Appended { base_offset }) = batches.first()
+                        {
+                            marker_offsets.insert((chunk.topic_id, chunk.partition), *base_offset);
+                        }
+                    }
+                }
+                if end.commit {
+                    let offsets = sqlx::query(
+                        "SELECT group_id, topic_id, partition_id, committed_offset, metadata \
+                         FROM transaction_offsets WHERE producer_id = $1",
+                    )
+                    .bind(pid)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(Error::db("reading transaction offsets"))?;
+                    for o in &offsets {
+                        let (group, metadata): (String, Option<String>) = (o.get(0), o.get(4));
+                        Self::upsert_offset(
+                            &mut tx,
+                            &group,
+                            o.get(1),
+                            o.get::<i64, _>(2) as u32,
+                            o.get(3),
+                            metadata.as_deref(),
+                        )
+                        .await?;
+                    }
+                } else {
+                    for r in &partitions {
+                        let key = (r.get::<i64, _>(0), r.get::<i64, _>(1) as u32);
+                        let Some(marker) = marker_offsets.get(&key) else { continue };
+                        sqlx::query(
+                            "INSERT INTO aborted_transactions (topic_id, partition_id, producer_id, \
+                             first_offset, last_offset) VALUES ($1, $2, $3, $4, $5)",
+                        )
+                        .bind(key.0)
+                        .bind(i64::from(key.1))
+                        .bind(pid)
+                        .bind(r.get::<i64, _>(2))
+                        .bind(*marker)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(Error::db("recording aborted transaction"))?;
+                    }
+                }
+                for sql in [
+                    "DELETE FROM transaction_partitions WHERE producer_id = $1",
+                    "DELETE FROM transaction_offsets WHERE producer_id = $1",
+                    "DELETE FROM open_transactions WHERE producer_id = $1",
+                ] {
+                    sqlx::query(sql)
+                        .bind(pid)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(Error::db("closing transaction"))?;
+                }
+                let ended_epoch = open.unwrap_or(i64::from(current));
+                let next = if current < i16::MAX {
+                    sqlx::query(
+                        "UPDATE producers SET epoch = epoch + 1, last_end_epoch = $2, \
+                         last_end_committed = $3 WHERE producer_id = $1",
+                    )
+                    .bind(pid)
+                    .bind(ended_epoch)
+                    .bind(i64::from(end.commit))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(Error::db("bumping producer epoch"))?;
+                    ProducerIdentity { producer_id: pid, epoch: current + 1 }
+                } else {
+                    // The epochs of this id are used up: a new id takes over
+                    // the transactional id.
+                    let tid: Option<String> = row.get(3);
+                    let timeout: i64 = row.get(4);
+                    match tid {
+                        Some(tid) => {
+                            sqlx::query("UPDATE producers SET transactional_id = NULL WHERE producer_id = $1")
+                                .bind(pid)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(Error::db("retiring producer id"))?;
+                            Self::new_transactional_producer(&mut tx, &tid, timeout).await?
+                        }
+                        None => identity,
+                    }
+                };
+                tx.commit().await.map_err(Error::db("ending transaction"))?;
+                Ok(next)
+            }
+
+            async fn aborted_transactions(
+                &self,
+                topic_id: TopicId,
+                partition: u32,
+                from: i64,
+                to: i64,
+            ) -> Result<Vec<AbortedTransaction>> {
+                let rows = sqlx::query(
+                    "SELECT producer_id, first_offset, last_offset FROM aborted_transactions \
+                     WHERE topic_id = $1 AND partition_id = $2 AND last_offset >= $3 \
+                       AND first_offset < $4 ORDER BY first_offset",
+                )
+                .bind(topic_id)
+                .bind(i64::from(partition))
+                .bind(from)
+                .bind(to)
+                .fetch_all(&self.read)
+                .await
+                .map_err(Error::db("reading aborted transactions"))?;
+                Ok(rows
+                    .iter()
+                    .map(|r| AbortedTransaction {
+                        producer_id: r.get(0),
+                        first_offset: r.get(1),
+                        last_offset: r.get(2),
+                    })
+                    .collect())
             }
         }
 

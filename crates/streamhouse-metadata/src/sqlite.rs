@@ -31,6 +31,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_consumer_groups.sql",
         include_str!("../migrations/sqlite/0003_consumer_groups.sql"),
     ),
+    (
+        "0004_transactions.sql",
+        include_str!("../migrations/sqlite/0004_transactions.sql"),
+    ),
 ];
 
 impl SqliteMetadataStore {

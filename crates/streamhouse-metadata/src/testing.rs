@@ -141,6 +141,16 @@ delegate!(crate::ProducerStore {
         init_producer_id(current: Option<crate::ProducerIdentity>) -> crate::ProducerIdentity;
 });
 
+delegate!(crate::TransactionStore {
+    init_transactional_producer(transactional_id: &str, transaction_timeout_ms: i64) -> crate::ProducerIdentity;
+    transactional_producer_id(transactional_id: &str) -> Option<i64>;
+    open_transaction(producer_id: i64) -> Option<crate::OpenTransaction>;
+    expired_transactions() -> Vec<i64>;
+    add_transaction_offsets(producer: crate::ProducerIdentity, group: &str, member: Option<(&str, i32)>, offsets: &[crate::OffsetCommit]) -> ();
+    end_transaction(end: &crate::EndTransaction) -> crate::ProducerIdentity;
+    aborted_transactions(topic_id: crate::TopicId, partition: u32, from: i64, to: i64) -> Vec<crate::AbortedTransaction>;
+});
+
 delegate!(crate::OffsetStore {
         commit_offset(group: &str, topic: &str, partition: u32, offset: i64, metadata: Option<&str>) -> ();
         fetch_offset(group: &str, topic: &str, partition: u32) -> Option<crate::CommittedOffset>;

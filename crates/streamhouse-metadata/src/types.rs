@@ -101,6 +101,9 @@ pub struct PartitionState {
     pub log_start_offset: i64,
     /// Offset the next committed record gets (the high watermark).
     pub next_offset: i64,
+    /// First offset of the oldest open transaction in the partition, or
+    /// `next_offset` when none is open: read_committed readers stop here.
+    pub last_stable_offset: i64,
 }
 
 /// One flushed object and the partition chunks it holds, to be committed in
@@ -146,6 +149,8 @@ pub struct ProducerBatch {
     /// Records in the batch: its last sequence is `base_sequence + count - 1`
     /// (wrapping past `i32::MAX` to 0, as Kafka does).
     pub record_count: i32,
+    /// The batch belongs to the producer's open transaction.
+    pub transactional: bool,
 }
 
 impl ProducerBatch {
@@ -383,4 +388,39 @@ pub struct OffsetCommit {
     /// The next offset the group will read.
     pub offset: i64,
     pub metadata: Option<String>,
+}
+
+/// A producer's open transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenTransaction {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub started_at_ms: i64,
+    pub timeout_ms: i64,
+    /// Partitions it wrote to, with the first offset it wrote in each.
+    pub partitions: Vec<(TopicId, u32, i64)>,
+}
+
+/// Ends a producer's transaction: commit or abort markers for every
+/// partition it wrote to (in `markers`, one control batch per partition) and
+/// its pending offset commits, applied in one metadata transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndTransaction {
+    pub producer_id: i64,
+    /// The epoch of the transaction to end; `None` ends whatever transaction
+    /// is open (timeouts, and fencing by a new instance).
+    pub epoch: Option<i16>,
+    pub commit: bool,
+    /// The object holding the markers; `None` when the transaction wrote
+    /// to no partition.
+    pub markers: Option<ObjectCommit>,
+}
+
+/// Offsets of an aborted transaction in one partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AbortedTransaction {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    /// The offset of its abort marker.
+    pub last_offset: i64,
 }

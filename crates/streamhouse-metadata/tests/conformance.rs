@@ -80,6 +80,9 @@ conformance!(
     expired_members_lose_their_partitions,
     group_offsets_are_fenced_by_member_epoch,
     groups_are_listed_described_and_deleted,
+    transactions_commit_and_abort_with_markers_offsets_and_lso,
+    ended_transactions_cannot_end_later_ones_and_zombies_are_fenced,
+    expired_transactions_are_found_and_aborted,
 );
 
 fn topic(name: &str, partitions: u32) -> TopicConfig {
@@ -123,6 +126,7 @@ fn producer_chunk(topic_id: TopicId, id: i64, batches: &[(i16, i32, i32)]) -> Ch
             epoch,
             base_sequence,
             record_count,
+            transactional: false,
         });
     }
     c
@@ -956,4 +960,254 @@ async fn groups_are_listed_described_and_deleted(b: &Backend) {
         s.delete_group("nope").await,
         Err(Error::GroupNotFound(_))
     ));
+}
+
+/// A transactional batch (or a control marker with `marker`) chunk.
+fn txn_chunk(
+    topic_id: TopicId,
+    partition: u32,
+    id: ProducerIdentity,
+    seq: i32,
+    n: i32,
+) -> ChunkCommit {
+    let mut c = chunk(topic_id, partition, &[n as i64]);
+    c.batches[0].producer = Some(ProducerBatch {
+        producer_id: id.producer_id,
+        epoch: id.epoch,
+        base_sequence: seq,
+        record_count: n,
+        transactional: true,
+    });
+    c
+}
+
+fn markers(topic_id: TopicId, partitions: &[u32]) -> Option<ObjectCommit> {
+    Some(object(
+        partitions
+            .iter()
+            .map(|&p| chunk(topic_id, p, &[1]))
+            .collect(),
+    ))
+}
+
+async fn transactions_commit_and_abort_with_markers_offsets_and_lso(b: &Backend) {
+    let s = &b.store;
+    let t = s.create_topic(topic("tx", 2)).await.unwrap();
+    let id = s
+        .init_transactional_producer("app-1", 60_000)
+        .await
+        .unwrap();
+    s.commit_object(&object(vec![chunk(t.id, 0, &[3])]))
+        .await
+        .unwrap();
+    s.commit_object(&object(vec![txn_chunk(t.id, 0, id, 0, 2)]))
+        .await
+        .unwrap();
+    // Records after an open transaction do not move the last stable offset.
+    s.commit_object(&object(vec![chunk(t.id, 0, &[4])]))
+        .await
+        .unwrap();
+    let st = s.partition_state(t.id, 0).await.unwrap();
+    assert_eq!((st.next_offset, st.last_stable_offset), (9, 3));
+    let open = s.open_transaction(id.producer_id).await.unwrap().unwrap();
+    assert_eq!(open.partitions, [(t.id, 0, 3)]);
+    s.add_transaction_offsets(
+        id,
+        "g",
+        None,
+        &[OffsetCommit {
+            topic: "tx".into(),
+            partition: 1,
+            offset: 42,
+            metadata: None,
+        }],
+    )
+    .await
+    .unwrap();
+    assert!(
+        s.fetch_offset("g", "tx", 1).await.unwrap().is_none(),
+        "offsets wait for the commit"
+    );
+    // Markers must cover exactly the partitions written.
+    let wrong = EndTransaction {
+        producer_id: id.producer_id,
+        epoch: Some(id.epoch),
+        commit: true,
+        markers: markers(t.id, &[0, 1]),
+    };
+    assert!(matches!(
+        s.end_transaction(&wrong).await,
+        Err(Error::TransactionPartitionsChanged(_))
+    ));
+    let end = EndTransaction {
+        producer_id: id.producer_id,
+        epoch: Some(id.epoch),
+        commit: true,
+        markers: markers(t.id, &[0]),
+    };
+    let next = s.end_transaction(&end).await.unwrap();
+    assert_eq!(
+        next.epoch,
+        id.epoch + 1,
+        "every transaction ends with a new epoch"
+    );
+    let st = s.partition_state(t.id, 0).await.unwrap();
+    assert_eq!(
+        (st.next_offset, st.last_stable_offset),
+        (10, 10),
+        "marker at 9"
+    );
+    assert_eq!(
+        s.fetch_offset("g", "tx", 1).await.unwrap().unwrap().offset,
+        42
+    );
+    assert!(s.open_transaction(id.producer_id).await.unwrap().is_none());
+
+    // An aborted transaction: its range is recorded, its offsets dropped.
+    s.commit_object(&object(vec![txn_chunk(t.id, 1, next, 0, 5)]))
+        .await
+        .unwrap();
+    s.add_transaction_offsets(
+        next,
+        "g",
+        None,
+        &[OffsetCommit {
+            topic: "tx".into(),
+            partition: 1,
+            offset: 99,
+            metadata: None,
+        }],
+    )
+    .await
+    .unwrap();
+    let abort = EndTransaction {
+        producer_id: id.producer_id,
+        epoch: Some(next.epoch),
+        commit: false,
+        markers: markers(t.id, &[1]),
+    };
+    s.end_transaction(&abort).await.unwrap();
+    assert_eq!(
+        s.aborted_transactions(t.id, 1, 0, 100).await.unwrap(),
+        [AbortedTransaction {
+            producer_id: id.producer_id,
+            first_offset: 0,
+            last_offset: 5
+        }]
+    );
+    assert!(
+        s.aborted_transactions(t.id, 1, 6, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.fetch_offset("g", "tx", 1).await.unwrap().unwrap().offset,
+        42
+    );
+}
+
+async fn ended_transactions_cannot_end_later_ones_and_zombies_are_fenced(b: &Backend) {
+    let s = &b.store;
+    let t = s.create_topic(topic("tz", 1)).await.unwrap();
+    let e0 = s
+        .init_transactional_producer("app-2", 60_000)
+        .await
+        .unwrap();
+    s.commit_object(&object(vec![txn_chunk(t.id, 0, e0, 0, 1)]))
+        .await
+        .unwrap();
+    let end0 = EndTransaction {
+        producer_id: e0.producer_id,
+        epoch: Some(e0.epoch),
+        commit: true,
+        markers: markers(t.id, &[0]),
+    };
+    let e1 = s.end_transaction(&end0).await.unwrap();
+    // The next transaction is open...
+    s.commit_object(&object(vec![txn_chunk(t.id, 0, e1, 0, 1)]))
+        .await
+        .unwrap();
+    // ...and a delayed copy of the first end changes nothing.
+    assert_eq!(s.end_transaction(&end0).await.unwrap(), e1);
+    let as_abort = EndTransaction {
+        commit: false,
+        ..end0.clone()
+    };
+    assert!(matches!(
+        s.end_transaction(&as_abort).await,
+        Err(Error::ProducerFenced { .. })
+    ));
+    assert_eq!(
+        s.open_transaction(e0.producer_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .epoch,
+        e1.epoch
+    );
+
+    // A new instance cannot start while the old transaction is open; once
+    // it is aborted (by the coordinator), the new instance fences the old.
+    assert!(matches!(
+        s.init_transactional_producer("app-2", 60_000).await,
+        Err(Error::InvalidTransactionState { .. })
+    ));
+    let coordinator_abort = EndTransaction {
+        producer_id: e0.producer_id,
+        epoch: None,
+        commit: false,
+        markers: markers(t.id, &[0]),
+    };
+    s.end_transaction(&coordinator_abort).await.unwrap();
+    let fresh = s
+        .init_transactional_producer("app-2", 60_000)
+        .await
+        .unwrap();
+    assert_eq!(fresh.producer_id, e0.producer_id);
+    assert!(fresh.epoch > e1.epoch);
+    let zombie = s
+        .commit_object(&object(vec![txn_chunk(t.id, 0, e1, 1, 1)]))
+        .await
+        .unwrap();
+    assert!(matches!(
+        zombie[0].as_ref().unwrap()[0],
+        BatchOutcome::Rejected(BatchRejected::ProducerFenced { .. })
+    ));
+    assert!(matches!(
+        s.add_transaction_offsets(e1, "g", None, &[]).await,
+        Err(Error::ProducerFenced { .. })
+    ));
+    let zombie_end = EndTransaction {
+        producer_id: e1.producer_id,
+        epoch: Some(e1.epoch),
+        commit: true,
+        markers: None,
+    };
+    assert!(matches!(
+        s.end_transaction(&zombie_end).await,
+        Err(Error::ProducerFenced { .. })
+    ));
+}
+
+async fn expired_transactions_are_found_and_aborted(b: &Backend) {
+    let s = &b.store;
+    let t = s.create_topic(topic("te", 1)).await.unwrap();
+    let id = s.init_transactional_producer("app-3", 200).await.unwrap();
+    s.commit_object(&object(vec![txn_chunk(t.id, 0, id, 0, 1)]))
+        .await
+        .unwrap();
+    assert!(s.expired_transactions().await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(s.expired_transactions().await.unwrap(), [id.producer_id]);
+    let abort = EndTransaction {
+        producer_id: id.producer_id,
+        epoch: None,
+        commit: false,
+        markers: markers(t.id, &[0]),
+    };
+    s.end_transaction(&abort).await.unwrap();
+    assert!(s.expired_transactions().await.unwrap().is_empty());
+    let st = s.partition_state(t.id, 0).await.unwrap();
+    assert_eq!(st.last_stable_offset, st.next_offset);
 }

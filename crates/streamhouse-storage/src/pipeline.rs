@@ -431,6 +431,7 @@ fn start_flush(shared: &Arc<Shared>, taken: BTreeMap<(TopicId, u32), PartitionBu
                     epoch: h.producer_epoch,
                     base_sequence: h.base_sequence,
                     record_count: h.record_count,
+                    transactional: h.attributes.is_transactional(),
                 }),
             });
         }

@@ -1,0 +1,48 @@
+-- Transactions: producers with a transactional id, their open transaction,
+-- the partitions it wrote (the first offset of each holds the partition's
+-- last stable offset), its pending offset commits, and aborted ranges that
+-- read_committed consumers skip.
+
+ALTER TABLE producers ADD COLUMN transactional_id TEXT;
+ALTER TABLE producers ADD COLUMN transaction_timeout_ms BIGINT  NOT NULL DEFAULT 60000;
+-- The epoch of the last ended transaction and whether it committed, so a
+-- retried end-transaction is answered without touching a later one.
+ALTER TABLE producers ADD COLUMN last_end_epoch BIGINT ;
+ALTER TABLE producers ADD COLUMN last_end_committed BIGINT ;
+CREATE UNIQUE INDEX producers_by_transactional_id ON producers (transactional_id);
+
+CREATE TABLE open_transactions (
+    producer_id    BIGINT PRIMARY KEY,
+    producer_epoch BIGINT  NOT NULL,
+    started_at_ms  BIGINT  NOT NULL
+);
+
+CREATE TABLE transaction_partitions (
+    producer_id  BIGINT  NOT NULL,
+    topic_id     BIGINT  NOT NULL,
+    partition_id BIGINT  NOT NULL,
+    first_offset BIGINT  NOT NULL,
+    PRIMARY KEY (producer_id, topic_id, partition_id),
+    FOREIGN KEY (topic_id, partition_id) REFERENCES partitions (topic_id, partition_id) ON DELETE CASCADE
+);
+CREATE INDEX transaction_partitions_by_partition ON transaction_partitions (topic_id, partition_id);
+
+CREATE TABLE transaction_offsets (
+    producer_id      BIGINT  NOT NULL,
+    group_id         TEXT    NOT NULL,
+    topic_id         BIGINT  NOT NULL REFERENCES topics (topic_id) ON DELETE CASCADE,
+    partition_id     BIGINT  NOT NULL,
+    committed_offset BIGINT  NOT NULL,
+    metadata         TEXT,
+    PRIMARY KEY (producer_id, group_id, topic_id, partition_id)
+);
+
+CREATE TABLE aborted_transactions (
+    topic_id     BIGINT  NOT NULL,
+    partition_id BIGINT  NOT NULL,
+    producer_id  BIGINT  NOT NULL,
+    first_offset BIGINT  NOT NULL,
+    last_offset  BIGINT  NOT NULL,
+    PRIMARY KEY (topic_id, partition_id, first_offset, producer_id),
+    FOREIGN KEY (topic_id, partition_id) REFERENCES partitions (topic_id, partition_id) ON DELETE CASCADE
+);
