@@ -84,6 +84,7 @@ pub(crate) fn status(e: &streamhouse_metadata::Error) -> Status {
             Status::invalid_argument(msg)
         }
         M::ProducerFenced { .. }
+        | M::InvalidTransactionState { .. }
         | M::UnknownProducer(_)
         | M::FencedMemberEpoch { .. }
         | M::GroupNotEmpty(_) => Status::failed_precondition(msg),

@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 
 mod error;
 mod service;
+mod transactions;
 
 pub use error::{Error, Result};
 pub use service::RequestLimits;
@@ -60,6 +61,9 @@ pub struct AgentConfig {
     /// How often consumer group members are told to heartbeat. Default
     /// 500 ms.
     pub group_heartbeat_interval: Duration,
+    /// How often open transactions are checked against their timeout.
+    /// Default 1 s.
+    pub transaction_check_interval: Duration,
     pub pipeline: PipelineConfig,
     pub reader: ReaderConfig,
     pub limits: RequestLimits,
@@ -79,6 +83,7 @@ impl Default for AgentConfig {
             heartbeat_interval: Duration::from_secs(1),
             agent_ttl: Duration::from_secs(10),
             group_heartbeat_interval: Duration::from_millis(500),
+            transaction_check_interval: Duration::from_secs(1),
             pipeline: PipelineConfig::default(),
             reader: ReaderConfig::default(),
             limits: RequestLimits::default(),
@@ -126,7 +131,7 @@ impl Agent {
             pipeline_config,
         )?);
         let reader = Arc::new(Reader::new(
-            store,
+            store.clone(),
             metadata.clone(),
             Some(pipeline.recent_objects()),
             config.reader.clone(),
@@ -166,6 +171,7 @@ impl Agent {
             group_heartbeat_interval: config.group_heartbeat_interval,
             shutting_down: shutting_down.clone(),
             commits: pipeline.commits(),
+            store: store.clone(),
         };
         let server = StreamHouseServer::new(service)
             .max_decoding_message_size(config.limits.max_request_bytes)
@@ -175,6 +181,11 @@ impl Agent {
             metadata.clone(),
             agent_id.clone(),
             config.heartbeat_interval,
+        ));
+        let aborter = tokio::spawn(transactions::abort_expired(
+            metadata.clone(),
+            store,
+            config.transaction_check_interval,
         ));
         tracing::info!(%agent_id, %addr, group = %config.group, "agent started");
         let id = agent_id.clone();
@@ -201,6 +212,7 @@ impl Agent {
             }
             pipeline.close().await;
             heartbeat.abort();
+            aborter.abort();
             if let Err(e) = metadata.deregister_agent(&id).await {
                 tracing::warn!(agent_id = %id, error = %e, "deregistering failed");
             }

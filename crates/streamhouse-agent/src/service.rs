@@ -56,6 +56,18 @@ pub(crate) struct Service {
     pub shutting_down: Arc<AtomicBool>,
     /// Changes on every commit of this agent's pipeline.
     pub commits: tokio::sync::watch::Receiver<u64>,
+    /// Where transaction markers are written.
+    pub store: Arc<dyn object_store::ObjectStore>,
+}
+
+fn end_error_status(e: &crate::transactions::EndError) -> Status {
+    match e {
+        crate::transactions::EndError::Metadata(m) => status(m),
+        crate::transactions::EndError::Storage(s) if s.is_retryable() => {
+            Status::unavailable(describe(s))
+        }
+        crate::transactions::EndError::Storage(s) => Status::internal(describe(s)),
+    }
 }
 
 fn tp(p: &pb::TopicPartitionRef) -> TopicPartition {
@@ -134,6 +146,7 @@ impl Service {
         &self,
         partitions: &[pb::FetchPartition],
         max_bytes: usize,
+        committed: bool,
     ) -> (Vec<pb::FetchedPartition>, bool) {
         let mut out = Vec::with_capacity(partitions.len());
         let mut budget = max_bytes;
@@ -151,14 +164,29 @@ impl Service {
             } else {
                 limit.max(1)
             };
-            match self
-                .reader
-                .read(&p.topic, p.partition, p.offset, read_bytes)
-                .await
-            {
+            let read = if committed {
+                self.reader
+                    .read_committed(&p.topic, p.partition, p.offset, read_bytes)
+                    .await
+            } else {
+                self.reader
+                    .read(&p.topic, p.partition, p.offset, read_bytes)
+                    .await
+            };
+            match read {
                 Ok(r) => {
                     fetched.log_start_offset = r.log_start_offset;
                     fetched.high_watermark = r.next_offset;
+                    fetched.last_stable_offset = r.last_stable_offset;
+                    fetched.aborted = r
+                        .aborted
+                        .iter()
+                        .map(|a| pb::AbortedTransactionInfo {
+                            producer_id: a.producer_id,
+                            first_offset: a.first_offset,
+                            last_offset: a.last_offset,
+                        })
+                        .collect();
                     if read_bytes > 0 && !r.batches.is_empty() {
                         let total: usize = r.batches.iter().map(Bytes::len).sum();
                         let mut buf = BytesMut::with_capacity(total);
@@ -288,7 +316,10 @@ impl StreamHouse for Service {
         let mut commits = self.commits.clone();
         loop {
             commits.mark_unchanged();
-            let (partitions, any_data) = self.fetch_once(&request.partitions, max_bytes).await;
+            let committed = request.isolation_level == pb::IsolationLevel::ReadCommitted as i32;
+            let (partitions, any_data) = self
+                .fetch_once(&request.partitions, max_bytes, committed)
+                .await;
             let any_error = partitions.iter().any(|p| p.error != ErrorCode::None as i32);
             if any_data || any_error || tokio::time::Instant::now() >= deadline {
                 return Ok(Response::new(pb::FetchResponse { partitions }));
@@ -421,6 +452,40 @@ impl StreamHouse for Service {
         request: Request<pb::InitProducerIdRequest>,
     ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
         let r = request.into_inner();
+        if let Some(tid) = &r.transactional_id {
+            let timeout = if r.transaction_timeout_ms > 0 {
+                i64::from(r.transaction_timeout_ms)
+            } else {
+                60_000
+            };
+            // An earlier instance's open transaction is aborted first; the
+            // epoch bump then fences that instance for good.
+            if let Some(pid) = self
+                .metadata
+                .transactional_producer_id(tid)
+                .await
+                .map_err(|e| status(&e))?
+                && self
+                    .metadata
+                    .open_transaction(pid)
+                    .await
+                    .map_err(|e| status(&e))?
+                    .is_some()
+            {
+                crate::transactions::end_transaction(&self.metadata, &self.store, pid, None, false)
+                    .await
+                    .map_err(|e| end_error_status(&e))?;
+            }
+            let id = self
+                .metadata
+                .init_transactional_producer(tid, timeout)
+                .await
+                .map_err(|e| status(&e))?;
+            return Ok(Response::new(pb::InitProducerIdResponse {
+                producer_id: id.producer_id,
+                producer_epoch: id.epoch.into(),
+            }));
+        }
         let current = match (r.producer_id, r.producer_epoch) {
             (Some(producer_id), Some(epoch)) => {
                 let epoch = i16::try_from(epoch).map_err(|_| {
@@ -452,6 +517,7 @@ impl StreamHouse for Service {
     ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
         let request = request.into_inner();
         self.check_partition_count(request.partitions.len(), "list offsets request")?;
+        let committed = request.isolation_level == pb::IsolationLevel::ReadCommitted as i32;
         let mut partitions = Vec::with_capacity(request.partitions.len());
         for p in request.partitions {
             let mut listed = pb::ListedOffset {
@@ -463,6 +529,7 @@ impl StreamHouse for Service {
                 let state = self.reader.partition_state(&p.topic, p.partition).await?;
                 let offset = match p.timestamp {
                     -2 => state.log_start_offset,
+                    -1 if committed => state.last_stable_offset,
                     -1 => state.next_offset,
                     ts => self
                         .reader
@@ -633,5 +700,60 @@ impl StreamHouse for Service {
             .await
             .map_err(|e| status(&e))?;
         Ok(Response::new(pb::DeleteGroupResponse {}))
+    }
+
+    async fn add_offsets_to_txn(
+        &self,
+        request: Request<pb::AddOffsetsToTxnRequest>,
+    ) -> Result<Response<pb::AddOffsetsToTxnResponse>, Status> {
+        let r = request.into_inner();
+        let epoch = i16::try_from(r.producer_epoch)
+            .map_err(|_| Status::invalid_argument("producer epoch out of range"))?;
+        let offsets: Vec<OffsetCommit> = r
+            .offsets
+            .into_iter()
+            .map(|o| OffsetCommit {
+                topic: o.topic,
+                partition: o.partition,
+                offset: o.offset,
+                metadata: o.metadata,
+            })
+            .collect();
+        self.metadata
+            .add_transaction_offsets(
+                streamhouse_metadata::ProducerIdentity {
+                    producer_id: r.producer_id,
+                    epoch,
+                },
+                &r.group_id,
+                r.member_id.as_deref().map(|m| (m, r.member_epoch)),
+                &offsets,
+            )
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(pb::AddOffsetsToTxnResponse {}))
+    }
+
+    async fn end_txn(
+        &self,
+        request: Request<pb::EndTxnRequest>,
+    ) -> Result<Response<pb::EndTxnResponse>, Status> {
+        self.check_running()?;
+        let r = request.into_inner();
+        let epoch = i16::try_from(r.producer_epoch)
+            .map_err(|_| Status::invalid_argument("producer epoch out of range"))?;
+        let next = crate::transactions::end_transaction(
+            &self.metadata,
+            &self.store,
+            r.producer_id,
+            Some(epoch),
+            r.commit,
+        )
+        .await
+        .map_err(|e| end_error_status(&e))?;
+        Ok(Response::new(pb::EndTxnResponse {
+            producer_id: next.producer_id,
+            producer_epoch: next.epoch.into(),
+        }))
     }
 }

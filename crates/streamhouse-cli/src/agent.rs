@@ -88,6 +88,10 @@ pub struct Args {
     /// How often consumer group members heartbeat, in milliseconds.
     #[arg(long, env = "STREAMHOUSE_GROUP_HEARTBEAT_MS", default_value_t = 500)]
     group_heartbeat_ms: u64,
+    /// How often open transactions are checked against their timeout, in
+    /// milliseconds.
+    #[arg(long, env = "STREAMHOUSE_TRANSACTION_CHECK_MS", default_value_t = 1000)]
+    transaction_check_ms: u64,
     /// Heartbeat interval, in milliseconds.
     #[arg(long, env = "STREAMHOUSE_HEARTBEAT_MS", default_value_t = 1000)]
     heartbeat_ms: u64,
@@ -114,6 +118,7 @@ impl Args {
             heartbeat_interval: Duration::from_millis(self.heartbeat_ms.max(1)),
             agent_ttl: Duration::from_millis(self.heartbeat_ms.max(1) * 10),
             group_heartbeat_interval: Duration::from_millis(self.group_heartbeat_ms.max(1)),
+            transaction_check_interval: Duration::from_millis(self.transaction_check_ms.max(1)),
             pipeline: PipelineConfig {
                 flush_interval: Duration::from_millis(self.flush_interval_ms),
                 flush_bytes: self.flush_bytes,

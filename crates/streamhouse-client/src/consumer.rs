@@ -74,8 +74,8 @@ pub enum IsolationLevel {
     /// Every record up to the high watermark.
     #[default]
     ReadUncommitted,
-    /// Records up to the last stable offset (without transactions, which
-    /// StreamHouse does not have yet, the high watermark).
+    /// Records of committed transactions (and non-transactional records) up
+    /// to the last stable offset; aborted transactions are skipped.
     ReadCommitted,
 }
 
@@ -671,6 +671,37 @@ impl Consumer {
             .ok_or_else(|| Error::NoOffset(tp.clone()))
     }
 
+    /// The group and membership to pass to
+    /// [`Producer::send_offsets_to_transaction`](crate::Producer::send_offsets_to_transaction).
+    pub fn group_metadata(&self) -> Option<crate::ConsumerGroupMetadata> {
+        let group_id = self.inner.config.group_id.clone()?;
+        let member = self
+            .inner
+            .state
+            .lock()
+            .expect("consumer state")
+            .member
+            .as_ref()
+            .map(|m| (m.id.clone(), m.epoch));
+        Some(crate::ConsumerGroupMetadata { group_id, member })
+    }
+
+    /// The positions of every assigned partition (what `poll` returned).
+    pub fn positions(&self) -> HashMap<TopicPartition, i64> {
+        self.positions_of(&self.assignment())
+    }
+
+    /// Moves every assigned partition back to the group's committed offset
+    /// (or the reset policy): for reprocessing after an aborted transaction.
+    pub async fn rewind_to_committed(&self) -> Result<()> {
+        let committed = self.inner.committed().await?;
+        for tp in self.assignment() {
+            let offset = self.inner.initial_position(&tp, &committed).await?;
+            self.seek(&tp, offset)?;
+        }
+        Ok(())
+    }
+
     /// The partitions this consumer owns now.
     pub fn assignment(&self) -> Vec<TopicPartition> {
         self.inner
@@ -1022,7 +1053,7 @@ async fn run_fetcher(inner: Arc<Inner>) {
         let mut resets = Vec::new();
         for (fetched, (tp, offset, generation)) in response.partitions.into_iter().zip(wanted) {
             let records = if fetched.error == ErrorCode::None as i32 {
-                decode_records(&tp, &fetched.records, offset)
+                decode_records(&tp, &fetched.records, offset, &fetched.aborted)
             } else {
                 Ok(Vec::new())
             };
@@ -1087,12 +1118,26 @@ async fn run_fetcher(inner: Arc<Inner>) {
     }
 }
 
-/// The records of fetched batches at or after `from`.
-fn decode_records(tp: &TopicPartition, bytes: &Bytes, from: i64) -> Result<Vec<ConsumerRecord>> {
+/// The records of fetched batches at or after `from`, without control
+/// batches and without batches of `aborted` transactions.
+fn decode_records(
+    tp: &TopicPartition,
+    bytes: &Bytes,
+    from: i64,
+    aborted: &[pb::AbortedTransactionInfo],
+) -> Result<Vec<ConsumerRecord>> {
     let mut out = Vec::new();
     for item in streamhouse_core::batches(bytes) {
         let (header, raw) = item?;
         if header.attributes.is_control() || header.base_offset + header.offset_span() <= from {
+            continue;
+        }
+        if header.attributes.is_transactional()
+            && aborted.iter().any(|a| {
+                a.producer_id == header.producer_id
+                    && (a.first_offset..=a.last_offset).contains(&header.base_offset)
+            })
+        {
             continue;
         }
         let batch = RecordBatch::decode(&bytes.slice_ref(raw))?;

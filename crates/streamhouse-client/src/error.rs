@@ -60,6 +60,9 @@ pub enum Error {
     Batch(Arc<streamhouse_core::Error>),
     #[error("the producer is closed")]
     Closed,
+    /// A transaction call came at the wrong time, or the transaction failed.
+    #[error("transaction: {0}")]
+    Transaction(String),
     /// The group coordinator refused a commit or heartbeat.
     #[error("consumer group error ({code:?}): {message}")]
     Group { code: ErrorCode, message: String },

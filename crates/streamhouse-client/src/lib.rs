@@ -23,7 +23,8 @@ pub use consumer::{
 };
 pub use error::{Error, Result};
 pub use producer::{
-    DeliveryFuture, Producer, ProducerBuilder, ProducerConfig, ProducerRecord, SendResult,
+    ConsumerGroupMetadata, DeliveryFuture, Producer, ProducerBuilder, ProducerConfig,
+    ProducerRecord, SendResult,
 };
 pub use streamhouse_core::{Compression, Header};
 pub use streamhouse_metadata::TopicPartition;

@@ -49,7 +49,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use streamhouse_core::{BatchBuilder, Compression, Header};
-use streamhouse_metadata::{MetadataStore, ProducerIdentity};
+use streamhouse_metadata::{MetadataStore, ProducerIdentity, TopicPartition};
 use streamhouse_proto as pb;
 use streamhouse_proto::ErrorCode;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -75,6 +75,8 @@ pub struct ProducerConfig {
     pub max_batch_bytes: usize,
     pub max_request_bytes: usize,
     pub idempotence: bool,
+    pub transactional_id: Option<String>,
+    pub transaction_timeout: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -93,6 +95,8 @@ impl Default for ProducerConfig {
             max_batch_bytes: 1 << 20,
             max_request_bytes: 16 << 20,
             idempotence: true,
+            transactional_id: None,
+            transaction_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -216,11 +220,32 @@ impl ProducerBuilder {
         self
     }
 
+    /// Makes the producer transactional under this id (needs idempotence):
+    /// call [`Producer::init_transactions`] once, then send records inside
+    /// `begin_transaction` … `commit_transaction`. A new producer with the
+    /// same id fences the old one. Default: none.
+    pub fn transactional_id(mut self, id: impl Into<String>) -> Self {
+        self.config.transactional_id = Some(id.into());
+        self
+    }
+
+    /// A transaction open longer than this is aborted by the agents.
+    /// Default 60 s.
+    pub fn transaction_timeout(mut self, timeout: Duration) -> Self {
+        self.config.transaction_timeout = timeout;
+        self
+    }
+
     /// Validates the settings, discovers the agents, obtains a producer id
     /// (with idempotence) and starts the producer.
     pub async fn build(self) -> Result<Producer> {
         let c = &self.config;
         let source = Source::from_builder(self.metadata, self.bootstrap)?;
+        if c.transactional_id.is_some() && !c.idempotence {
+            return Err(Error::Config(
+                "a transactional producer needs idempotence".into(),
+            ));
+        }
         if c.batch_size == 0 {
             return Err(Error::Config("batch_size must be at least 1".into()));
         }
@@ -252,7 +277,9 @@ impl ProducerBuilder {
         ));
         // Fail early and clearly when no agent can be found.
         cluster.agent().await?;
-        let identity = if c.idempotence {
+        let identity = if c.transactional_id.is_some() {
+            None
+        } else if c.idempotence {
             Some(init_producer_id(&cluster, &source, None).await?)
         } else {
             None
@@ -267,6 +294,7 @@ impl ProducerBuilder {
             wake: Notify::new(),
             commands,
             identity: Mutex::new(identity),
+            txn: Mutex::new(TxnState::Uninitialized),
             closed: AtomicBool::new(false),
         });
         let sender = tokio::spawn(run_sender(inner.clone(), rx));
@@ -288,9 +316,13 @@ async fn init_producer_id(
             let request = pb::InitProducerIdRequest {
                 producer_id: current.map(|c| c.producer_id),
                 producer_epoch: current.map(|c| i32::from(c.epoch)),
+                ..Default::default()
             };
             let r = cluster
-                .call(3, |mut c| async move { c.init_producer_id(request).await })
+                .call(3, |mut c| {
+                    let r = request.clone();
+                    async move { c.init_producer_id(r).await }
+                })
                 .await?;
             Ok(ProducerIdentity {
                 producer_id: r.producer_id,
@@ -484,7 +516,22 @@ struct Inner {
     commands: mpsc::UnboundedSender<Command>,
     buffer: Arc<ByteBudget>,
     identity: Mutex<Option<ProducerIdentity>>,
+    /// Transaction state of a transactional producer.
+    txn: Mutex<TxnState>,
     closed: AtomicBool,
+}
+
+/// Where a transactional producer is in its transaction cycle.
+#[derive(Clone, Debug)]
+enum TxnState {
+    /// `init_transactions` not called yet.
+    Uninitialized,
+    Ready,
+    InTransaction,
+    /// A send failed inside the transaction: it can only be aborted.
+    Abortable(Error),
+    /// Fenced by a newer instance: nothing more can be done.
+    Fatal(Error),
 }
 
 enum Command {
@@ -650,6 +697,17 @@ impl Producer {
         if inner.closed.load(Ordering::Relaxed) {
             return Err(Error::Closed);
         }
+        if inner.config.transactional_id.is_some() {
+            match &*inner.txn.lock().expect("txn lock") {
+                TxnState::InTransaction => {}
+                TxnState::Abortable(e) | TxnState::Fatal(e) => return Err(e.clone()),
+                _ => {
+                    return Err(Error::Transaction(
+                        "a transactional producer sends only inside begin_transaction … commit_transaction".into(),
+                    ));
+                }
+            }
+        }
         let now = now_ms();
         let topic = inner.topic(&record.topic, now).await?;
         let partitions = topic.queues.len() as u32;
@@ -760,6 +818,199 @@ impl Producer {
     }
 }
 
+/// The group position a transaction commits offsets for: the consumer's
+/// group and, for group members, its membership (so a fenced consumer
+/// cannot commit through a transaction).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerGroupMetadata {
+    pub group_id: String,
+    pub member: Option<(String, i32)>,
+}
+
+impl Producer {
+    fn transactional_identity(&self) -> Result<ProducerIdentity> {
+        if self.inner.config.transactional_id.is_none() {
+            return Err(Error::Transaction(
+                "the producer has no transactional_id".into(),
+            ));
+        }
+        self.inner
+            .identity
+            .lock()
+            .expect("identity lock")
+            .ok_or_else(|| Error::Transaction("call init_transactions first".into()))
+    }
+
+    /// Registers the transactional id: aborts a transaction an earlier
+    /// instance left open and fences that instance. Call once, before the
+    /// first transaction.
+    pub async fn init_transactions(&self) -> Result<()> {
+        let Some(tid) = self.inner.config.transactional_id.clone() else {
+            return Err(Error::Transaction(
+                "the producer has no transactional_id".into(),
+            ));
+        };
+        let request = pb::InitProducerIdRequest {
+            producer_id: None,
+            producer_epoch: None,
+            transactional_id: Some(tid),
+            transaction_timeout_ms: self.inner.config.transaction_timeout.as_millis() as i32,
+        };
+        let r = self
+            .inner
+            .cluster
+            .call(3, |mut c| {
+                let r = request.clone();
+                async move { c.init_producer_id(r).await }
+            })
+            .await?;
+        *self.inner.identity.lock().expect("identity lock") = Some(ProducerIdentity {
+            producer_id: r.producer_id,
+            epoch: r.producer_epoch as i16,
+        });
+        *self.inner.txn.lock().expect("txn lock") = TxnState::Ready;
+        Ok(())
+    }
+
+    /// Starts a transaction: records sent until `commit_transaction` or
+    /// `abort_transaction` become visible to read_committed consumers
+    /// together, or not at all.
+    pub fn begin_transaction(&self) -> Result<()> {
+        self.transactional_identity()?;
+        let mut txn = self.inner.txn.lock().expect("txn lock");
+        match &*txn {
+            TxnState::Ready => {
+                *txn = TxnState::InTransaction;
+                Ok(())
+            }
+            TxnState::Fatal(e) => Err(e.clone()),
+            other => Err(Error::Transaction(format!(
+                "cannot begin a transaction while {other:?}"
+            ))),
+        }
+    }
+
+    /// Adds consumed positions (the next offset to read, per partition) to
+    /// the transaction: the group's offsets move only if it commits.
+    pub async fn send_offsets_to_transaction(
+        &self,
+        offsets: &HashMap<TopicPartition, i64>,
+        group: &ConsumerGroupMetadata,
+    ) -> Result<()> {
+        let id = self.transactional_identity()?;
+        self.expect_in_transaction()?;
+        let request = pb::AddOffsetsToTxnRequest {
+            producer_id: id.producer_id,
+            producer_epoch: id.epoch.into(),
+            group_id: group.group_id.clone(),
+            member_id: group.member.as_ref().map(|m| m.0.clone()),
+            member_epoch: group.member.as_ref().map_or(0, |m| m.1),
+            offsets: offsets
+                .iter()
+                .map(|(tp, &offset)| pb::OffsetToCommit {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    offset,
+                    metadata: None,
+                })
+                .collect(),
+        };
+        let result = self
+            .inner
+            .cluster
+            .call(3, |mut c| {
+                let r = request.clone();
+                async move { c.add_offsets_to_txn(r).await }
+            })
+            .await;
+        self.check_fenced(result).map(|_| ())
+    }
+
+    fn expect_in_transaction(&self) -> Result<()> {
+        match &*self.inner.txn.lock().expect("txn lock") {
+            TxnState::InTransaction => Ok(()),
+            TxnState::Abortable(e) | TxnState::Fatal(e) => Err(e.clone()),
+            other => Err(Error::Transaction(format!(
+                "no transaction is open ({other:?})"
+            ))),
+        }
+    }
+
+    /// A fencing error is fatal for a transactional producer.
+    fn check_fenced<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(e) = &result
+            && e.status_code() == Some(tonic::Code::FailedPrecondition)
+        {
+            *self.inner.txn.lock().expect("txn lock") = TxnState::Fatal(e.clone());
+        }
+        result
+    }
+
+    /// Delivers every record of the transaction, then commits it (markers
+    /// in every partition written, and its offsets) in one step. On a
+    /// delivery failure the transaction must be aborted instead.
+    pub async fn commit_transaction(&self) -> Result<()> {
+        self.expect_in_transaction()?;
+        if let Err(e) = self.flush().await {
+            self.inner.make_abortable(e.clone());
+            return Err(e);
+        }
+        self.expect_in_transaction()?;
+        self.end_transaction(true).await
+    }
+
+    /// Drops what was not sent yet, waits for what is in flight, and aborts
+    /// the transaction: read_committed consumers never see its records.
+    pub async fn abort_transaction(&self) -> Result<()> {
+        match &*self.inner.txn.lock().expect("txn lock") {
+            TxnState::InTransaction | TxnState::Abortable(_) => {}
+            TxnState::Fatal(e) => return Err(e.clone()),
+            other => {
+                return Err(Error::Transaction(format!(
+                    "no transaction to abort ({other:?})"
+                )));
+            }
+        }
+        fail_everything(
+            &self.inner,
+            &Error::Transaction("the transaction was aborted".into()),
+        );
+        let _ = self.flush().await;
+        self.end_transaction(false).await
+    }
+
+    async fn end_transaction(&self, commit: bool) -> Result<()> {
+        let id = self.transactional_identity()?;
+        let request = pb::EndTxnRequest {
+            producer_id: id.producer_id,
+            producer_epoch: id.epoch.into(),
+            commit,
+        };
+        let result = self
+            .inner
+            .cluster
+            .call(5, |mut c| async move { c.end_txn(request).await })
+            .await;
+        let r = self.check_fenced(result)?;
+        // Every transaction ends with a new epoch; sequences restart at 0.
+        *self.inner.identity.lock().expect("identity lock") = Some(ProducerIdentity {
+            producer_id: r.producer_id,
+            epoch: r.producer_epoch as i16,
+        });
+        *self.inner.txn.lock().expect("txn lock") = TxnState::Ready;
+        Ok(())
+    }
+}
+
+impl Inner {
+    fn make_abortable(&self, e: Error) {
+        let mut txn = self.txn.lock().expect("txn lock");
+        if matches!(*txn, TxnState::InTransaction) {
+            *txn = TxnState::Abortable(e);
+        }
+    }
+}
+
 impl Drop for Producer {
     /// Dropping a producer stops it: what is buffered is still sent, and
     /// the sender task ends once nothing is left.
@@ -859,7 +1110,7 @@ impl Inner {
             producer_id,
             stamp.map_or(-1, |s| s.0),
             stamp.map_or(-1, |s| s.1),
-            false,
+            self.config.transactional_id.is_some(),
         );
         let bytes = match bytes {
             Ok(b) => b,
@@ -949,6 +1200,16 @@ async fn run_sender(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<Com
     let mut bump_needed = false;
     let mut bump_not_before: Option<Instant> = None;
     loop {
+        if bump_needed && inner.config.transactional_id.is_some() {
+            // Sequence continuity is lost inside a transaction: it can only
+            // be aborted (which starts a new epoch).
+            let e = Error::Transaction(
+                "a batch of the transaction failed; abort the transaction".into(),
+            );
+            inner.make_abortable(e.clone());
+            fail_everything(&inner, &e);
+            bump_needed = false;
+        }
         if bump_needed && bump_not_before.is_none_or(|t| t <= Instant::now()) {
             match bump_epoch(&inner).await {
                 Ok(()) => bump_needed = false,

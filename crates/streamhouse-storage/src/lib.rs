@@ -17,6 +17,8 @@ pub mod testing;
 mod topics;
 
 pub use error::{Error, Result};
-pub use pipeline::{Appended, Appending, PipelineConfig, PipelineStats, WritePipeline};
+pub use pipeline::{
+    Appended, Appending, PipelineConfig, PipelineStats, WritePipeline, upload_object,
+};
 pub use reader::{ReadResult, Reader, ReaderConfig};
 pub use store::{S3Options, open_object_store};

@@ -455,6 +455,13 @@ fn start_flush(shared: &Arc<Shared>, taken: BTreeMap<(TopicId, u32), PartitionBu
     }
 }
 
+/// Writes an object create-only under a new unique key and returns the key.
+pub async fn upload_object(store: Arc<dyn ObjectStore>, object: Bytes) -> Result<String> {
+    let key = format!("objects/{}.sho", ulid::Ulid::new());
+    upload(store, key.clone(), object).await?;
+    Ok(key)
+}
+
 async fn upload(store: Arc<dyn ObjectStore>, key: String, object: Bytes) -> Result<()> {
     let opts = PutOptions {
         mode: PutMode::Create,

@@ -49,6 +49,11 @@ pub struct ReadResult {
     pub log_start_offset: i64,
     /// Offset the next committed record gets (the high watermark).
     pub next_offset: i64,
+    /// First offset of the oldest open transaction, or `next_offset`.
+    pub last_stable_offset: i64,
+    /// With [`Reader::read_committed`]: aborted transactions overlapping
+    /// the batches returned.
+    pub aborted: Vec<streamhouse_metadata::AbortedTransaction>,
 }
 
 /// Reads committed batches; see the [module docs](self).
@@ -104,12 +109,45 @@ impl Reader {
         offset: i64,
         max_bytes: usize,
     ) -> Result<ReadResult> {
+        self.read_to(topic, partition, offset, max_bytes, false)
+            .await
+    }
+
+    /// Like [`read`](Self::read), but only up to the last stable offset
+    /// (committed transactions), with the aborted transactions overlapping
+    /// what it returns.
+    pub async fn read_committed(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<ReadResult> {
+        self.read_to(topic, partition, offset, max_bytes, true)
+            .await
+    }
+
+    async fn read_to(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        max_bytes: usize,
+        committed: bool,
+    ) -> Result<ReadResult> {
         let state = self.partition_state(topic, partition).await?;
         let t = self.topics.resolve(topic, partition).await?;
+        let end = if committed {
+            state.last_stable_offset
+        } else {
+            state.next_offset
+        };
         let mut result = ReadResult {
             batches: Vec::new(),
             log_start_offset: state.log_start_offset,
             next_offset: state.next_offset,
+            last_stable_offset: state.last_stable_offset,
+            aborted: Vec::new(),
         };
         if offset < state.log_start_offset || offset > state.next_offset {
             return Err(Error::OffsetOutOfRange {
@@ -122,7 +160,7 @@ impl Reader {
         }
         let mut bytes = 0usize;
         let mut at = offset;
-        while at < state.next_offset && (result.batches.is_empty() || bytes < max_bytes) {
+        'segments: while at < end && (result.batches.is_empty() || bytes < max_bytes) {
             let segment = self.segment(t.id, partition, at).await?;
             let data = self.segment_bytes(&segment).await?;
             let mut base = segment.base_offset;
@@ -132,14 +170,18 @@ impl Reader {
                     reason: format!("segment at offset {}: {e}", segment.base_offset),
                 })?;
                 let last = base + header.offset_span() - 1;
+                if base >= end {
+                    break 'segments;
+                }
                 if last >= at {
                     if !result.batches.is_empty() && bytes + raw.len() > max_bytes {
-                        return Ok(result);
+                        break 'segments;
                     }
                     let mut patched = BytesMut::from(raw);
                     streamhouse_core::set_base_offset(&mut patched, base);
                     bytes += raw.len();
                     result.batches.push(patched.freeze());
+                    at = last + 1;
                 }
                 base = last + 1;
             }
@@ -155,6 +197,12 @@ impl Reader {
                 });
             }
             at = base;
+        }
+        if committed && !result.batches.is_empty() {
+            result.aborted = self
+                .metadata
+                .aborted_transactions(t.id, partition, offset, at)
+                .await?;
         }
         Ok(result)
     }
