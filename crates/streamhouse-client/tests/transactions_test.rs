@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::TestCluster;
 use streamhouse_client::{
-    AutoOffsetReset, Consumer, ConsumerRecord, Error, IsolationLevel, Producer, ProducerRecord,
+    AutoOffsetReset, Consumer, ConsumerRecord, IsolationLevel, Producer, ProducerRecord,
     TopicPartition,
 };
 
@@ -242,10 +242,12 @@ async fn offsets_move_only_when_the_transaction_commits() {
         }
         p.begin_transaction().unwrap();
         for r in &records {
-            let _ = p
-                .send_record(ProducerRecord::new("out", r.value.clone().unwrap()))
-                .await
-                .unwrap();
+            // Delivery is checked by commit_transaction.
+            drop(
+                p.send_record(ProducerRecord::new("out", r.value.clone().unwrap()))
+                    .await
+                    .unwrap(),
+            );
         }
         p.send_offsets_to_transaction(&consumer.positions(), &consumer.group_metadata().unwrap())
             .await
@@ -284,5 +286,4 @@ async fn offsets_move_only_when_the_transaction_commits() {
     consumer.close().await.unwrap();
     out.close().await.unwrap();
     agent.shutdown().await.unwrap();
-    let _ = Error::Closed;
 }
