@@ -263,6 +263,7 @@ async fn idempotent_retries_get_their_original_offsets() {
         .init_producer_id(pb::InitProducerIdRequest {
             producer_id: Some(id.producer_id),
             producer_epoch: Some(id.producer_epoch),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -281,6 +282,7 @@ async fn idempotent_retries_get_their_original_offsets() {
         .init_producer_id(pb::InitProducerIdRequest {
             producer_id: Some(id.producer_id),
             producer_epoch: Some(id.producer_epoch),
+            ..Default::default()
         })
         .await
         .unwrap_err();
