@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod agent;
 mod bench;
 mod consume;
+mod copy;
 mod topic;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -56,6 +57,13 @@ enum Command {
         #[command(flatten)]
         args: consume::ConsumeArgs,
     },
+    /// Copy a topic into another exactly once (transactions).
+    Copy {
+        #[command(flatten)]
+        address: AgentAddress,
+        #[command(flatten)]
+        args: copy::CopyArgs,
+    },
     /// List, describe, reset and delete consumer groups.
     Groups {
         #[command(flatten)]
@@ -92,6 +100,7 @@ fn main() -> std::process::ExitCode {
                     Command::Consume { address, args } => {
                         consume::consume(&address.agent, args).await
                     }
+                    Command::Copy { address, args } => copy::copy(&address.agent, args).await,
                     Command::Groups { address, command } => {
                         consume::groups(&address.agent, command).await
                     }

@@ -6,7 +6,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use streamhouse_client::{Producer, ProducerRecord};
+use streamhouse_client::{
+    AutoOffsetReset, Consumer, IsolationLevel, Producer, ProducerRecord, TopicPartition,
+};
 use streamhouse_core::RecordBatch;
 use streamhouse_storage::{Reader, ReaderConfig, S3Options, open_object_store};
 
@@ -437,4 +439,169 @@ async fn consume_and_groups_commands() {
     assert!(ok && out.contains("deleted group readers"));
     let (ok, _, err) = cli(&["groups", "describe", "readers", "-a", a]);
     assert!(!ok && err.contains("does not exist"), "{err}");
+}
+
+/// A copier process (`streamhouse copy`) against `agent`.
+fn copier(agent: &str, extra: &[&str]) -> Child {
+    Command::new(BIN)
+        .args([
+            "copy",
+            "src",
+            "dst",
+            "--group",
+            "copiers",
+            "--transactional-id",
+            "copier-1",
+            "--session-timeout-ms",
+            "800",
+            "--max-records-per-transaction",
+            "20",
+            "-a",
+            agent,
+        ])
+        .args(extra)
+        .env("STREAMHOUSE_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_transform_produce_is_exactly_once_through_sigkills() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = AgentProcess::start(dir.path(), 2, &["--group-heartbeat-ms", "100"]);
+    let mut b = AgentProcess::start(dir.path(), 2, &["--group-heartbeat-ms", "100"]);
+    for topic in ["src", "dst"] {
+        let (ok, _, err) = cli(&[
+            "topic",
+            "create",
+            topic,
+            "--partitions",
+            "4",
+            "-a",
+            &a.address,
+        ]);
+        assert!(ok, "{err}");
+    }
+    // Input keeps arriving while copiers are killed, so every copier has
+    // work in flight when it dies.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (address, stop) = (a.address.clone(), stop.clone());
+        tokio::spawn(async move {
+            let producer = Producer::builder()
+                .bootstrap(address)
+                .build()
+                .await
+                .unwrap();
+            let mut written = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let mut pending = Vec::new();
+                for _ in 0..50 {
+                    let r = ProducerRecord::new("src", format!("r{written}"))
+                        .key(format!("k{}", written % 50));
+                    pending.push(producer.send_record(r).await.unwrap());
+                    written += 1;
+                }
+                for d in pending {
+                    d.await.unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            producer.close().await.unwrap();
+            written
+        })
+    };
+    // Kill the copier at random points, 20 times; every fifth time kill an
+    // agent too and start a new one in its place.
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut random = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    for round in 0..20 {
+        let agent = if round % 2 == 0 {
+            a.address.clone()
+        } else {
+            b.address.clone()
+        };
+        let mut child = copier(&agent, &[]);
+        tokio::time::sleep(Duration::from_millis(150 + random(400))).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if round % 5 == 4 {
+            b.child.kill().unwrap();
+            b.child.wait().unwrap();
+            b = AgentProcess::start(dir.path(), 2, &["--group-heartbeat-ms", "100"]);
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let total = writer.await.unwrap();
+    // The killed copiers committed some of the work in transactions.
+    let admin = streamhouse_client::Admin::connect(a.address.clone())
+        .await
+        .unwrap();
+    let progress: i64 = admin
+        .describe_group("copiers")
+        .await
+        .unwrap()
+        .offsets
+        .iter()
+        .map(|(_, o)| o)
+        .sum();
+    assert!(progress > 0, "no transaction committed before the kills");
+    eprintln!("committed by killed copiers: {progress} of {total}");
+    // Let the last copier finish the job.
+    let status = copier(&a.address, &["--idle-exit-ms", "3000"])
+        .wait()
+        .unwrap();
+    assert!(status.success(), "final copier exited with {status}");
+
+    // read_committed: every input record exactly once.
+    let consumer = Consumer::builder()
+        .bootstrap(a.address.clone())
+        .assign((0..4).map(|p| TopicPartition::new("dst", p)))
+        .enable_auto_commit(false)
+        .auto_offset_reset(AutoOffsetReset::Earliest)
+        .isolation_level(IsolationLevel::ReadCommitted)
+        .build()
+        .await
+        .unwrap();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut idle = 0;
+    while tokio::time::Instant::now() < deadline && idle < 10 {
+        let records = consumer.poll(Duration::from_millis(100)).await.unwrap();
+        idle = if records.is_empty() { idle + 1 } else { 0 };
+        for r in records {
+            *counts
+                .entry(String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+                .or_default() += 1;
+        }
+    }
+    consumer.close().await.unwrap();
+    let duplicated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        duplicated.is_empty(),
+        "{} duplicated, e.g. {:?}",
+        duplicated.len(),
+        duplicated.first()
+    );
+    let missing: Vec<_> = (0..total)
+        .map(|i| format!("r{i}"))
+        .filter(|v| !counts.contains_key(v))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} missing, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    drop(b);
 }
