@@ -49,6 +49,10 @@ pub struct Args {
     /// Records each task keeps unacknowledged at most.
     #[arg(long, default_value_t = 20_000)]
     window: usize,
+    /// Also run with transactional producers committing every this many
+    /// milliseconds, and report both runs.
+    #[arg(long, num_args = 0..=1, default_missing_value = "100")]
+    transactional: Option<u64>,
     /// Producer idempotence.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     idempotence: bool,
@@ -80,18 +84,6 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
         .await?
         .create_topic(&topic, args.partitions, None, HashMap::new())
         .await?;
-    let producer = std::sync::Arc::new(
-        Producer::builder()
-            .bootstrap(&address)
-            .batch_size(args.batch_size)
-            .batch_timeout(Duration::from_millis(args.batch_timeout_ms))
-            .compression(args.compression)
-            .idempotence(args.idempotence)
-            .max_batch_bytes(8 << 20)
-            .max_buffered_bytes(256 << 20)
-            .build()
-            .await?,
-    );
     eprintln!(
         "agent {address}{}; topic {topic} ({} partitions); {} tasks; values {} B; producer batch_size {} batch_timeout {} ms compression {} idempotence {}; rate {}",
         if agent.is_some() {
@@ -112,12 +104,128 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
             format!("{}/s", args.rate)
         },
     );
+    let plain = measure(&args, &address, &topic, None).await?;
+    plain.report("plain");
+    let transactional = match args.transactional {
+        Some(ms) => {
+            let t = measure(&args, &address, &topic, Some(Duration::from_millis(ms))).await?;
+            t.report(&format!(
+                "transactional ({ms} ms transactions, one producer per task)"
+            ));
+            eprintln!(
+                "transactional / plain throughput: {:.2}",
+                t.records_per_sec / plain.records_per_sec
+            );
+            Some(t)
+        }
+        None => None,
+    };
+    if let Some(agent) = agent {
+        agent.shutdown().await?;
+    }
+    println!(
+        r#"{{"bench":"produce","partitions":{},"record_size":{},"concurrency":{},"compression":"{}","batch_size":{},"batch_timeout_ms":{},"idempotence":{},"target_rate":{},{}{}}}"#,
+        args.partitions,
+        args.record_size,
+        args.concurrency,
+        args.compression,
+        args.batch_size,
+        args.batch_timeout_ms,
+        args.idempotence,
+        args.rate,
+        plain.json(),
+        match (&transactional, args.transactional) {
+            (Some(t), Some(ms)) => format!(
+                r#","transaction_ms":{ms},"transactional":{{{}}},"transactional_ratio":{:.3}"#,
+                t.json(),
+                t.records_per_sec / plain.records_per_sec
+            ),
+            _ => String::new(),
+        }
+    );
+    Ok(())
+}
+
+/// What one measured run gave.
+struct Measured {
+    records: f64,
+    seconds: f64,
+    records_per_sec: f64,
+    mb_per_sec: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+}
+
+impl Measured {
+    fn report(&self, what: &str) {
+        eprintln!(
+            "{what}: {:.0} records in {:.1} s: {:.0} records/s, {:.1} MB/s of values; ack latency p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms",
+            self.records,
+            self.seconds,
+            self.records_per_sec,
+            self.mb_per_sec,
+            self.p50,
+            self.p99,
+            self.p999
+        );
+    }
+
+    fn json(&self) -> String {
+        format!(
+            r#""records":{:.0},"seconds":{:.2},"records_per_sec":{:.0},"mb_per_sec":{:.1},"ack_p50_ms":{:.3},"ack_p99_ms":{:.3},"ack_p999_ms":{:.3}"#,
+            self.records,
+            self.seconds,
+            self.records_per_sec,
+            self.mb_per_sec,
+            self.p50,
+            self.p99,
+            self.p999
+        )
+    }
+}
+
+/// One run: `args.concurrency` tasks sending for `args.duration`, through
+/// one shared producer, or (with `transactions`) a transactional producer
+/// per task committing a transaction every `transactions`.
+async fn measure(
+    args: &Args,
+    address: &str,
+    topic: &str,
+    transactions: Option<Duration>,
+) -> Result<Measured, BoxError> {
+    let build = |transactional_id: Option<String>| {
+        let mut b = Producer::builder()
+            .bootstrap(address)
+            .batch_size(args.batch_size)
+            .batch_timeout(Duration::from_millis(args.batch_timeout_ms))
+            .compression(args.compression)
+            .idempotence(args.idempotence || transactional_id.is_some())
+            .max_batch_bytes(8 << 20)
+            .max_buffered_bytes(256 << 20);
+        if let Some(id) = transactional_id {
+            b = b.transactional_id(id);
+        }
+        b.build()
+    };
+    let shared = match transactions {
+        None => Some(std::sync::Arc::new(build(None).await?)),
+        Some(_) => None,
+    };
     let values: Vec<bytes::Bytes> = (0..1024).map(|i| value(i, args.record_size)).collect();
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(args.duration);
     let mut tasks = Vec::new();
     for t in 0..args.concurrency {
-        let (producer, topic, values) = (producer.clone(), topic.clone(), values.clone());
+        let producer = match &shared {
+            Some(p) => p.clone(),
+            None => {
+                let p = build(Some(format!("bench-{topic}-{t}"))).await?;
+                p.init_transactions().await?;
+                std::sync::Arc::new(p)
+            }
+        };
+        let (topic, values) = (topic.to_string(), values.clone());
         let per_task_rate = args.rate as f64 / args.concurrency as f64;
         let window = args.window;
         // The sender hands each group of deliveries to a collector that
@@ -139,8 +247,19 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
         tasks.push(tokio::spawn(async move {
             let mut sent = 0u64;
             let task_start = Instant::now();
+            let mut txn_start = None;
             loop {
                 let t0 = Instant::now();
+                if let Some(every) = transactions {
+                    if txn_start.is_some_and(|s: Instant| t0 - s >= every || t0 >= deadline) {
+                        producer.commit_transaction().await?;
+                        txn_start = None;
+                    }
+                    if txn_start.is_none() && t0 < deadline {
+                        producer.begin_transaction()?;
+                        txn_start = Some(t0);
+                    }
+                }
                 if t0 >= deadline {
                     break;
                 }
@@ -164,40 +283,30 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
                 }
             }
             drop(tx);
-            collector.await.expect("collector task")
+            let latencies = collector.await.expect("collector task")?;
+            if transactions.is_some() {
+                producer.close().await?;
+            }
+            Ok::<_, streamhouse_client::Error>(latencies)
         }));
     }
     let mut latencies: Vec<u64> = Vec::new();
     for t in tasks {
         latencies.extend(t.await??.into_iter().map(u64::from));
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    producer.close().await?;
-    if let Some(agent) = agent {
-        agent.shutdown().await?;
+    let seconds = start.elapsed().as_secs_f64();
+    if let Some(p) = shared {
+        p.close().await?;
     }
     latencies.sort_unstable();
     let records = latencies.len() as f64;
-    let records_per_sec = records / elapsed;
-    let mb_per_sec = records * args.record_size as f64 / elapsed / 1e6;
-    let (p50, p99, p999) = (
-        quantile(&latencies, 0.5) as f64 / 1000.0,
-        quantile(&latencies, 0.99) as f64 / 1000.0,
-        quantile(&latencies, 0.999) as f64 / 1000.0,
-    );
-    eprintln!(
-        "{records:.0} records in {elapsed:.1} s: {records_per_sec:.0} records/s, {mb_per_sec:.1} MB/s of values; ack latency p50 {p50:.2} ms, p99 {p99:.2} ms, p999 {p999:.2} ms"
-    );
-    println!(
-        r#"{{"bench":"produce","partitions":{},"record_size":{},"concurrency":{},"compression":"{}","batch_size":{},"batch_timeout_ms":{},"idempotence":{},"target_rate":{},"records":{records:.0},"seconds":{elapsed:.2},"records_per_sec":{records_per_sec:.0},"mb_per_sec":{mb_per_sec:.1},"ack_p50_ms":{p50:.3},"ack_p99_ms":{p99:.3},"ack_p999_ms":{p999:.3}}}"#,
-        args.partitions,
-        args.record_size,
-        args.concurrency,
-        args.compression,
-        args.batch_size,
-        args.batch_timeout_ms,
-        args.idempotence,
-        args.rate,
-    );
-    Ok(())
+    Ok(Measured {
+        records,
+        seconds,
+        records_per_sec: records / seconds,
+        mb_per_sec: records * args.record_size as f64 / seconds / 1e6,
+        p50: quantile(&latencies, 0.5) as f64 / 1000.0,
+        p99: quantile(&latencies, 0.99) as f64 / 1000.0,
+        p999: quantile(&latencies, 0.999) as f64 / 1000.0,
+    })
 }
