@@ -58,6 +58,9 @@ pub trait TopicStore: Send + Sync {
     async fn get_topic(&self, name: &str) -> Result<Option<Topic>>;
     /// Every topic, ordered by name.
     async fn list_topics(&self) -> Result<Vec<Topic>>;
+    /// Adds partitions, changes retention or config keys (validated as in
+    /// `create_topic`). Partitions can only be added.
+    async fn alter_topic(&self, name: &str, alter: TopicAlter) -> Result<Topic>;
     /// Deletes the topic, its partitions, segment rows and group offsets.
     /// Its objects are left for the object GC.
     async fn delete_topic(&self, name: &str) -> Result<()>;
@@ -157,6 +160,39 @@ pub trait TransactionStore: Send + Sync {
     ) -> Result<Vec<AbortedTransaction>>;
 }
 
+/// State of the background jobs: leases, retention, segment replacement
+/// (compaction) and the object references the object GC checks.
+#[async_trait]
+pub trait MaintenanceStore: Send + Sync {
+    /// Takes or renews `job`'s lease for `holder` for `ttl_ms` (by the
+    /// database clock). True when `holder` holds it now; an expired lease
+    /// can be taken by anyone.
+    async fn try_lease(&self, job: &str, holder: &str, ttl_ms: i64) -> Result<bool>;
+    /// Who holds `job`'s lease, if it has not expired.
+    async fn lease_holder(&self, job: &str) -> Result<Option<String>>;
+    /// Deletes a partition's oldest segments while all their records are
+    /// older than `min_timestamp`, then while its bytes exceed `max_bytes`,
+    /// never at or past the last stable offset, and advances the log start
+    /// offset. Returns the segments deleted and the new log start.
+    async fn apply_retention(
+        &self,
+        topic_id: TopicId,
+        partition: u32,
+        min_timestamp: Option<i64>,
+        max_bytes: Option<i64>,
+    ) -> Result<(u64, i64)>;
+    /// Replaces consecutive segments of one partition by one segment in a
+    /// new object, atomically. `Ok(false)` (nothing changed) when the old
+    /// segments are no longer exactly there.
+    async fn replace_segments(&self, old: &[Segment], new: &Segment) -> Result<bool>;
+    /// The keys among `keys` that a segment references.
+    async fn referenced_objects(&self, keys: &[String]) -> Result<Vec<String>>;
+    /// Forgets deleted objects (their rows in the objects table).
+    async fn forget_objects(&self, keys: &[String]) -> Result<()>;
+    /// Segment rows and bytes of each partition of a topic that has any.
+    async fn partition_usage(&self, topic_id: TopicId) -> Result<Vec<PartitionUsage>>;
+}
+
 /// Committed consumer group offsets.
 #[async_trait]
 pub trait OffsetStore: Send + Sync {
@@ -225,7 +261,14 @@ pub trait AgentStore: Send + Sync {
 
 /// Every metadata concern in one object-safe trait.
 pub trait MetadataStore:
-    TopicStore + LogStore + ProducerStore + TransactionStore + OffsetStore + GroupStore + AgentStore
+    TopicStore
+    + LogStore
+    + ProducerStore
+    + TransactionStore
+    + OffsetStore
+    + GroupStore
+    + MaintenanceStore
+    + AgentStore
 {
 }
 
@@ -236,6 +279,7 @@ impl<
         + TransactionStore
         + OffsetStore
         + GroupStore
+        + MaintenanceStore
         + AgentStore,
 > MetadataStore for T
 {

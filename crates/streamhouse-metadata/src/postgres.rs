@@ -32,6 +32,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_transactions.sql",
         include_str!("../migrations/postgres/0004_transactions.sql"),
     ),
+    (
+        "0005_job_leases.sql",
+        include_str!("../migrations/postgres/0005_job_leases.sql"),
+    ),
 ];
 
 impl PostgresMetadataStore {

@@ -630,6 +630,90 @@ macro_rules! sql_store {
                     .collect())
             }
 
+            async fn alter_topic(&self, name: &str, alter: TopicAlter) -> Result<Topic> {
+                let current = self
+                    .get_topic(name)
+                    .await?
+                    .ok_or_else(|| Error::TopicNotFound(name.to_string()))?;
+                let mut wanted = TopicConfig {
+                    name: current.name.clone(),
+                    partition_count: alter.partition_count.unwrap_or(current.partition_count),
+                    retention_ms: alter.retention_ms.unwrap_or(current.retention_ms),
+                    config: current.config.clone(),
+                };
+                for k in &alter.remove_config {
+                    wanted.config.remove(k);
+                }
+                wanted.config.extend(alter.set_config.clone());
+                wanted.validate()?;
+                if wanted.partition_count < current.partition_count {
+                    return Err(Error::InvalidArgument {
+                        field: "partition_count",
+                        reason: format!(
+                            "topic {name:?} has {} partitions; partitions can only be added",
+                            current.partition_count
+                        ),
+                    });
+                }
+                let mut tx = self.begin_write().await?;
+                let done = sqlx::query(
+                    "UPDATE topics SET partition_count = $2, retention_ms = $3 \
+                     WHERE topic_id = $1 AND partition_count <= $2",
+                )
+                .bind(current.id)
+                .bind(i64::from(wanted.partition_count))
+                .bind(wanted.retention_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(Error::db("altering topic"))?;
+                if done.rows_affected() == 0 {
+                    return Err(Error::TopicNotFound(name.to_string()));
+                }
+                let added: Vec<i64> = (i64::from(current.partition_count)
+                    ..i64::from(wanted.partition_count))
+                    .collect();
+                for rows in added.chunks(INSERT_CHUNK) {
+                    sqlx::QueryBuilder::<$Db>::new(
+                        "INSERT INTO partitions (topic_id, partition_id) ",
+                    )
+                    .push_values(rows, |mut b, p| {
+                        b.push_bind(current.id).push_bind(*p);
+                    })
+                    .push(" ON CONFLICT DO NOTHING")
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(Error::db("adding partitions"))?;
+                }
+                sqlx::query("DELETE FROM topic_configs WHERE topic_id = $1")
+                    .bind(current.id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(Error::db("altering topic config"))?;
+                let entries: Vec<_> = wanted.config.iter().collect();
+                for rows in entries.chunks(INSERT_CHUNK) {
+                    sqlx::QueryBuilder::<$Db>::new(
+                        "INSERT INTO topic_configs (topic_id, key, value) ",
+                    )
+                    .push_values(rows, |mut b, (k, v)| {
+                        b.push_bind(current.id).push_bind(k.as_str()).push_bind(v.as_str());
+                    })
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(Error::db("altering topic config"))?;
+                }
+                tx.commit().await.map_err(Error::db("altering topic"))?;
+                Ok(Topic {
+                    id: current.id,
+                    name: current.name,
+                    partition_count: wanted.partition_count,
+                    retention_ms: wanted.retention_ms,
+                    config: wanted.config,
+                    created_at_ms: current.created_at_ms,
+                })
+            }
+
             async fn delete_topic(&self, name: &str) -> Result<()> {
                 let mut tx = self.begin_write().await?;
                 let done = sqlx::query("DELETE FROM topics WHERE name = $1")
@@ -1512,6 +1596,273 @@ macro_rules! sql_store {
                         producer_id: r.get(0),
                         first_offset: r.get(1),
                         last_offset: r.get(2),
+                    })
+                    .collect())
+            }
+        }
+
+        #[async_trait]
+        impl crate::MaintenanceStore for $Store {
+            async fn try_lease(&self, job: &str, holder: &str, ttl_ms: i64) -> Result<bool> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(concat!(
+                    "INSERT INTO job_leases (job, holder, expires_at_ms) VALUES ($1, $2, ",
+                    $now,
+                    " + $3) ON CONFLICT (job) DO UPDATE SET holder = excluded.holder, \
+                     expires_at_ms = excluded.expires_at_ms \
+                     WHERE job_leases.holder = excluded.holder OR job_leases.expires_at_ms < ",
+                    $now
+                ))
+                .bind(job)
+                .bind(holder)
+                .bind(ttl_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(Error::db("taking job lease"))?;
+                let current: String =
+                    sqlx::query_scalar("SELECT holder FROM job_leases WHERE job = $1")
+                        .bind(job)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(Error::db("reading job lease"))?;
+                tx.commit().await.map_err(Error::db("taking job lease"))?;
+                Ok(current == holder)
+            }
+
+            async fn lease_holder(&self, job: &str) -> Result<Option<String>> {
+                sqlx::query_scalar(concat!(
+                    "SELECT holder FROM job_leases WHERE job = $1 AND expires_at_ms >= ",
+                    $now
+                ))
+                .bind(job)
+                .fetch_optional(&self.read)
+                .await
+                .map_err(Error::db("reading job lease"))
+            }
+
+            async fn apply_retention(
+                &self,
+                topic_id: TopicId,
+                partition: u32,
+                min_timestamp: Option<i64>,
+                max_bytes: Option<i64>,
+            ) -> Result<(u64, i64)> {
+                let p = i64::from(partition);
+                let mut tx = self.begin_write().await?;
+                let row = sqlx::query(
+                    "UPDATE partitions SET log_start_offset = log_start_offset \
+                     WHERE topic_id = $1 AND partition_id = $2 \
+                     RETURNING log_start_offset, next_offset, \
+                       COALESCE((SELECT MIN(t.first_offset) FROM transaction_partitions t \
+                                 WHERE t.topic_id = $1 AND t.partition_id = $2), next_offset)",
+                )
+                .bind(topic_id)
+                .bind(p)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(Error::db("locking partition"))?
+                .ok_or(Error::PartitionIdNotFound { topic_id, partition })?;
+                let (log_start, next, stable): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+                let segments = sqlx::query(
+                    "SELECT base_offset, last_offset, byte_length, max_timestamp FROM segments \
+                     WHERE topic_id = $1 AND partition_id = $2 ORDER BY base_offset",
+                )
+                .bind(topic_id)
+                .bind(p)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(Error::db("reading segments"))?;
+                let segs: Vec<(i64, i64, i64, i64)> = segments
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                    .collect();
+                let mut total: i64 = segs.iter().map(|s| s.2).sum();
+                let mut drop = 0;
+                for s in &segs {
+                    if s.1 >= stable {
+                        break;
+                    }
+                    let expired = min_timestamp.is_some_and(|t| s.3 < t);
+                    let oversize = max_bytes.is_some_and(|m| total > m);
+                    if !(expired || oversize) {
+                        break;
+                    }
+                    total -= s.2;
+                    drop += 1;
+                }
+                if drop == 0 {
+                    return Ok((0, log_start));
+                }
+                let new_start = segs.get(drop).map_or(next, |s| s.0).max(log_start);
+                sqlx::query(
+                    "DELETE FROM segments WHERE topic_id = $1 AND partition_id = $2 \
+                     AND base_offset < $3",
+                )
+                .bind(topic_id)
+                .bind(p)
+                .bind(new_start)
+                .execute(&mut *tx)
+                .await
+                .map_err(Error::db("deleting segments"))?;
+                sqlx::query(
+                    "UPDATE partitions SET log_start_offset = $3 \
+                     WHERE topic_id = $1 AND partition_id = $2",
+                )
+                .bind(topic_id)
+                .bind(p)
+                .bind(new_start)
+                .execute(&mut *tx)
+                .await
+                .map_err(Error::db("advancing log start"))?;
+                sqlx::query(
+                    "DELETE FROM aborted_transactions WHERE topic_id = $1 AND partition_id = $2 \
+                     AND last_offset < $3",
+                )
+                .bind(topic_id)
+                .bind(p)
+                .bind(new_start)
+                .execute(&mut *tx)
+                .await
+                .map_err(Error::db("dropping old aborted ranges"))?;
+                tx.commit().await.map_err(Error::db("applying retention"))?;
+                Ok((drop as u64, new_start))
+            }
+
+            async fn replace_segments(&self, old: &[Segment], new: &Segment) -> Result<bool> {
+                let (Some(first), Some(last)) = (old.first(), old.last()) else {
+                    return Ok(false);
+                };
+                let mut tx = self.begin_write().await?;
+                // Lock the partition, then check the old rows are all there.
+                sqlx::query(
+                    "UPDATE partitions SET next_offset = next_offset \
+                     WHERE topic_id = $1 AND partition_id = $2",
+                )
+                .bind(new.topic_id)
+                .bind(i64::from(new.partition))
+                .execute(&mut *tx)
+                .await
+                .map_err(Error::db("locking partition"))?;
+                let rows = sqlx::query(
+                    "SELECT base_offset, last_offset, object_key FROM segments \
+                     WHERE topic_id = $1 AND partition_id = $2 \
+                       AND base_offset >= $3 AND base_offset <= $4 ORDER BY base_offset",
+                )
+                .bind(new.topic_id)
+                .bind(i64::from(new.partition))
+                .bind(first.base_offset)
+                .bind(last.base_offset)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(Error::db("reading segments"))?;
+                let present: Vec<(i64, i64, String)> =
+                    rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+                let expected: Vec<(i64, i64, String)> = old
+                    .iter()
+                    .map(|s| (s.base_offset, s.last_offset, s.object_key.clone()))
+                    .collect();
+                if present != expected {
+                    return Ok(false);
+                }
+                sqlx::query(concat!(
+                    "INSERT INTO objects (object_key, size_bytes, created_at_ms) VALUES ($1, $2, ",
+                    $now,
+                    ")"
+                ))
+                .bind(&new.object_key)
+                .bind(new.object_size as i64)
+                .execute(&mut *tx)
+                .await
+                .map_err(Error::db("recording object"))?;
+                sqlx::query(
+                    "DELETE FROM segments WHERE topic_id = $1 AND partition_id = $2 \
+                     AND base_offset >= $3 AND base_offset <= $4",
+                )
+                .bind(new.topic_id)
+                .bind(i64::from(new.partition))
+                .bind(first.base_offset)
+                .bind(last.base_offset)
+                .execute(&mut *tx)
+                .await
+                .map_err(Error::db("deleting replaced segments"))?;
+                sqlx::query(
+                    "INSERT INTO segments (topic_id, partition_id, base_offset, last_offset, \
+                     record_count, object_key, byte_start, byte_length, min_timestamp, \
+                     max_timestamp) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(new.topic_id)
+                .bind(i64::from(new.partition))
+                .bind(new.base_offset)
+                .bind(new.last_offset)
+                .bind(new.record_count)
+                .bind(&new.object_key)
+                .bind(new.byte_start as i64)
+                .bind(new.byte_length as i64)
+                .bind(new.min_timestamp)
+                .bind(new.max_timestamp)
+                .execute(&mut *tx)
+                .await
+                .map_err(Error::db("inserting merged segment"))?;
+                tx.commit().await.map_err(Error::db("replacing segments"))?;
+                Ok(true)
+            }
+
+            async fn referenced_objects(&self, keys: &[String]) -> Result<Vec<String>> {
+                let mut out = Vec::new();
+                for chunk in keys.chunks(INSERT_CHUNK) {
+                    let mut q = sqlx::QueryBuilder::<$Db>::new(
+                        "SELECT DISTINCT object_key FROM segments WHERE object_key IN (",
+                    );
+                    let mut list = q.separated(", ");
+                    for k in chunk {
+                        list.push_bind(k.as_str());
+                    }
+                    q.push(")");
+                    let rows = q
+                        .build()
+                        .fetch_all(&self.read)
+                        .await
+                        .map_err(Error::db("checking object references"))?;
+                    out.extend(rows.iter().map(|r| r.get::<String, _>(0)));
+                }
+                Ok(out)
+            }
+
+            async fn forget_objects(&self, keys: &[String]) -> Result<()> {
+                let mut tx = self.begin_write().await?;
+                for chunk in keys.chunks(INSERT_CHUNK) {
+                    let mut q = sqlx::QueryBuilder::<$Db>::new(
+                        "DELETE FROM objects WHERE object_key NOT IN \
+                         (SELECT object_key FROM segments) AND object_key IN (",
+                    );
+                    let mut list = q.separated(", ");
+                    for k in chunk {
+                        list.push_bind(k.as_str());
+                    }
+                    q.push(")");
+                    q.build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(Error::db("forgetting objects"))?;
+                }
+                tx.commit().await.map_err(Error::db("forgetting objects"))
+            }
+
+            async fn partition_usage(&self, topic_id: TopicId) -> Result<Vec<PartitionUsage>> {
+                let rows = sqlx::query(
+                    "SELECT partition_id, COUNT(*), CAST(SUM(byte_length) AS BIGINT) FROM segments \
+                     WHERE topic_id = $1 GROUP BY partition_id ORDER BY partition_id",
+                )
+                .bind(topic_id)
+                .fetch_all(&self.read)
+                .await
+                .map_err(Error::db("reading partition usage"))?;
+                Ok(rows
+                    .iter()
+                    .map(|r| PartitionUsage {
+                        partition: r.get::<i64, _>(0) as u32,
+                        segments: r.get::<i64, _>(1) as u64,
+                        bytes: r.get::<Option<i64>, _>(2).unwrap_or(0) as u64,
                     })
                     .collect())
             }

@@ -35,6 +35,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_transactions.sql",
         include_str!("../migrations/sqlite/0004_transactions.sql"),
     ),
+    (
+        "0005_job_leases.sql",
+        include_str!("../migrations/sqlite/0005_job_leases.sql"),
+    ),
 ];
 
 impl SqliteMetadataStore {

@@ -132,6 +132,7 @@ impl crate::LogStore for FaultyMetadata {
 
 delegate!(crate::TopicStore {
         create_topic(config: crate::TopicConfig) -> crate::Topic;
+        alter_topic(name: &str, alter: crate::TopicAlter) -> crate::Topic;
         get_topic(name: &str) -> Option<crate::Topic>;
         list_topics() -> Vec<crate::Topic>;
         delete_topic(name: &str) -> ();
@@ -149,6 +150,16 @@ delegate!(crate::TransactionStore {
     add_transaction_offsets(producer: crate::ProducerIdentity, group: &str, member: Option<(&str, i32)>, offsets: &[crate::OffsetCommit]) -> ();
     end_transaction(end: &crate::EndTransaction) -> crate::ProducerIdentity;
     aborted_transactions(topic_id: crate::TopicId, partition: u32, from: i64, to: i64) -> Vec<crate::AbortedTransaction>;
+});
+
+delegate!(crate::MaintenanceStore {
+    try_lease(job: &str, holder: &str, ttl_ms: i64) -> bool;
+    lease_holder(job: &str) -> Option<String>;
+    apply_retention(topic_id: crate::TopicId, partition: u32, min_timestamp: Option<i64>, max_bytes: Option<i64>) -> (u64, i64);
+    replace_segments(old: &[crate::Segment], new: &crate::Segment) -> bool;
+    referenced_objects(keys: &[String]) -> Vec<String>;
+    forget_objects(keys: &[String]) -> ();
+    partition_usage(topic_id: crate::TopicId) -> Vec<crate::PartitionUsage>;
 });
 
 delegate!(crate::OffsetStore {

@@ -424,3 +424,24 @@ pub struct AbortedTransaction {
     /// The offset of its abort marker.
     pub last_offset: i64,
 }
+
+/// Changes to a topic; `None` leaves a setting as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TopicAlter {
+    /// A larger partition count (partitions can only be added).
+    pub partition_count: Option<u32>,
+    /// `Some(None)` keeps records forever.
+    pub retention_ms: Option<Option<i64>>,
+    /// Config keys to set.
+    pub set_config: HashMap<String, String>,
+    /// Config keys to remove.
+    pub remove_config: Vec<String>,
+}
+
+/// Segment rows and bytes of one partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionUsage {
+    pub partition: u32,
+    pub segments: u64,
+    pub bytes: u64,
+}

@@ -83,6 +83,10 @@ conformance!(
     transactions_commit_and_abort_with_markers_offsets_and_lso,
     ended_transactions_cannot_end_later_ones_and_zombies_are_fenced,
     expired_transactions_are_found_and_aborted,
+    job_leases_are_exclusive_and_expire,
+    retention_drops_old_segments_and_advances_log_start,
+    segments_are_replaced_atomically_and_objects_tracked,
+    topics_are_altered,
 );
 
 fn topic(name: &str, partitions: u32) -> TopicConfig {
@@ -1210,4 +1214,183 @@ async fn expired_transactions_are_found_and_aborted(b: &Backend) {
     assert!(s.expired_transactions().await.unwrap().is_empty());
     let st = s.partition_state(t.id, 0).await.unwrap();
     assert_eq!(st.last_stable_offset, st.next_offset);
+}
+
+async fn job_leases_are_exclusive_and_expire(b: &Backend) {
+    let s = &b.store;
+    assert!(s.try_lease("gc", "agent-a", 300).await.unwrap());
+    assert!(
+        !s.try_lease("gc", "agent-b", 300).await.unwrap(),
+        "held by a"
+    );
+    assert!(
+        s.try_lease("gc", "agent-a", 300).await.unwrap(),
+        "renewed by its holder"
+    );
+    assert!(
+        s.try_lease("retention", "agent-b", 300).await.unwrap(),
+        "another job"
+    );
+    assert_eq!(
+        s.lease_holder("gc").await.unwrap().as_deref(),
+        Some("agent-a")
+    );
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(s.lease_holder("gc").await.unwrap(), None, "expired");
+    assert!(
+        s.try_lease("gc", "agent-b", 300).await.unwrap(),
+        "taken over"
+    );
+    assert!(!s.try_lease("gc", "agent-a", 300).await.unwrap());
+}
+
+fn stamped(topic_id: TopicId, partition: u32, n: i64, bytes: u64, max_ts: i64) -> ChunkCommit {
+    let mut c = chunk(topic_id, partition, &[n]);
+    c.batches[0].byte_length = bytes;
+    c.batches[0].max_timestamp = max_ts;
+    c.batches[0].min_timestamp = max_ts;
+    c
+}
+
+async fn retention_drops_old_segments_and_advances_log_start(b: &Backend) {
+    let s = &b.store;
+    let t = s.create_topic(topic("ret", 1)).await.unwrap();
+    // Five segments of 10 offsets and 100 bytes, timestamps 1000..5000.
+    for i in 1..=5 {
+        s.commit_object(&object(vec![stamped(t.id, 0, 10, 100, i * 1000)]))
+            .await
+            .unwrap();
+    }
+    // By time: segments wholly older than 2500.
+    assert_eq!(
+        s.apply_retention(t.id, 0, Some(2500), None).await.unwrap(),
+        (2, 20)
+    );
+    let st = s.partition_state(t.id, 0).await.unwrap();
+    assert_eq!((st.log_start_offset, st.next_offset), (20, 50));
+    assert_eq!(s.segments(t.id, 0, 0, 10).await.unwrap()[0].base_offset, 20);
+    // By size: keep at most 150 bytes -> one segment left.
+    assert_eq!(
+        s.apply_retention(t.id, 0, None, Some(150)).await.unwrap(),
+        (2, 40)
+    );
+    assert_eq!(
+        s.apply_retention(t.id, 0, Some(0), Some(1000))
+            .await
+            .unwrap(),
+        (0, 40)
+    );
+    // Never past an open transaction.
+    let id = s
+        .init_transactional_producer("ret-tx", 60_000)
+        .await
+        .unwrap();
+    s.commit_object(&object(vec![txn_chunk(t.id, 0, id, 0, 1)]))
+        .await
+        .unwrap();
+    s.commit_object(&object(vec![stamped(t.id, 0, 10, 100, 1)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.apply_retention(t.id, 0, Some(i64::MAX), None)
+            .await
+            .unwrap(),
+        (1, 50)
+    );
+    let usage = s.partition_usage(t.id).await.unwrap();
+    assert_eq!(
+        usage,
+        [PartitionUsage {
+            partition: 0,
+            segments: 2,
+            bytes: 200
+        }]
+    );
+}
+
+async fn segments_are_replaced_atomically_and_objects_tracked(b: &Backend) {
+    let s = &b.store;
+    let t = s.create_topic(topic("cmp", 1)).await.unwrap();
+    let mut keys = Vec::new();
+    for _ in 0..3 {
+        let o = object(vec![chunk(t.id, 0, &[5])]);
+        keys.push(o.object_key.clone());
+        s.commit_object(&o).await.unwrap();
+    }
+    let old = s.segments(t.id, 0, 0, 10).await.unwrap();
+    assert_eq!(s.referenced_objects(&keys).await.unwrap().len(), 3);
+    let merged = Segment {
+        topic_id: t.id,
+        partition: 0,
+        base_offset: 0,
+        last_offset: 14,
+        record_count: 15,
+        object_key: format!("objects/{}.sho", unique()),
+        object_size: 1500,
+        byte_start: 0,
+        byte_length: 1500,
+        min_timestamp: 1000,
+        max_timestamp: 2000,
+    };
+    assert!(s.replace_segments(&old, &merged).await.unwrap());
+    let now = s.segments(t.id, 0, 0, 10).await.unwrap();
+    assert_eq!(now, [merged.clone()]);
+    // The old segments are gone: a second replacement is refused.
+    assert!(!s.replace_segments(&old, &merged).await.unwrap());
+    assert!(s.referenced_objects(&keys).await.unwrap().is_empty());
+    s.forget_objects(&keys).await.unwrap();
+    s.forget_objects(std::slice::from_ref(&merged.object_key))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.segments(t.id, 0, 7, 10).await.unwrap(),
+        [merged],
+        "referenced objects stay"
+    );
+}
+
+async fn topics_are_altered(b: &Backend) {
+    let s = &b.store;
+    let t = s.create_topic(topic("alt", 2)).await.unwrap();
+    let altered = s
+        .alter_topic(
+            "alt",
+            TopicAlter {
+                partition_count: Some(5),
+                retention_ms: Some(None),
+                set_config: HashMap::from([(CLEANUP_POLICY.to_string(), "compact".to_string())]),
+                remove_config: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((altered.partition_count, altered.retention_ms), (5, None));
+    assert_eq!(s.partition_state(t.id, 4).await.unwrap().next_offset, 0);
+    assert_eq!(s.get_topic("alt").await.unwrap().unwrap(), altered);
+    let err = s
+        .alter_topic(
+            "alt",
+            TopicAlter {
+                partition_count: Some(3),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("can only be added"), "{err}");
+    let err = s
+        .alter_topic(
+            "alt",
+            TopicAlter {
+                set_config: HashMap::from([("bogus".into(), "1".into())]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
+    assert!(matches!(
+        s.alter_topic("nope", TopicAlter::default()).await,
+        Err(Error::TopicNotFound(_))
+    ));
 }
