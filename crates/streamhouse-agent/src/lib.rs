@@ -27,10 +27,12 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 mod error;
+mod jobs;
 mod service;
 mod transactions;
 
 pub use error::{Error, Result};
+pub use jobs::JobsConfig;
 pub use service::RequestLimits;
 
 /// Everything an agent needs to run. [`Default`] is the embedded setup.
@@ -67,6 +69,9 @@ pub struct AgentConfig {
     pub pipeline: PipelineConfig,
     pub reader: ReaderConfig,
     pub limits: RequestLimits,
+    pub jobs: JobsConfig,
+    /// Serve Prometheus metrics on this address (`/metrics`). Default: off.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for AgentConfig {
@@ -87,6 +92,8 @@ impl Default for AgentConfig {
             pipeline: PipelineConfig::default(),
             reader: ReaderConfig::default(),
             limits: RequestLimits::default(),
+            jobs: JobsConfig::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -136,6 +143,7 @@ impl Agent {
             Some(pipeline.recent_objects()),
             config.reader.clone(),
         ));
+        let reader_for_jobs = reader.clone();
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Bind {
@@ -184,9 +192,29 @@ impl Agent {
         ));
         let aborter = tokio::spawn(transactions::abort_expired(
             metadata.clone(),
-            store,
+            store.clone(),
             config.transaction_check_interval,
         ));
+        if let Some(addr) = config.metrics_listen {
+            install_metrics(addr)?;
+        }
+        let jobs = Arc::new(jobs::Jobs {
+            metadata: metadata.clone(),
+            store,
+            reader: reader_for_jobs,
+            holder: agent_id.clone(),
+            config: config.jobs.clone(),
+        });
+        let mut background = vec![heartbeat, aborter];
+        for (job, every) in [
+            ("retention", config.jobs.retention_interval),
+            ("object-gc", config.jobs.gc_interval),
+            ("compaction", config.jobs.compaction_interval),
+            ("key-compaction", config.jobs.key_compaction_interval),
+        ] {
+            background.push(tokio::spawn(jobs.clone().run(job, every)));
+        }
+        background.push(tokio::spawn(group_gauges(metadata.clone())));
         tracing::info!(%agent_id, %addr, group = %config.group, "agent started");
         let id = agent_id.clone();
         let task = tokio::spawn(async move {
@@ -211,8 +239,9 @@ impl Agent {
                 let _ = flushed.await;
             }
             pipeline.close().await;
-            heartbeat.abort();
-            aborter.abort();
+            for task in &background {
+                task.abort();
+            }
             if let Err(e) = metadata.deregister_agent(&id).await {
                 tracing::warn!(agent_id = %id, error = %e, "deregistering failed");
             }
@@ -238,6 +267,57 @@ fn tokio_stream_listener(
         });
         Some((conn, listener))
     })
+}
+
+/// Serves the Prometheus exporter on `addr`. One recorder per process: a
+/// second agent in the same process shares the first one's.
+fn install_metrics(addr: SocketAddr) -> Result<()> {
+    match metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+    {
+        Ok(()) => Ok(()),
+        Err(metrics_exporter_prometheus::BuildError::FailedToSetGlobalRecorder(_)) => {
+            tracing::warn!(%addr, "metrics are already served by another agent in this process");
+            Ok(())
+        }
+        Err(e) => Err(Error::Config(format!(
+            "cannot serve metrics on {addr}: {e}"
+        ))),
+    }
+}
+
+/// Publishes group, member and consumer lag gauges every 10 s.
+async fn group_gauges(metadata: Arc<dyn MetadataStore>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        let Ok(groups) = metadata.list_groups().await else {
+            continue;
+        };
+        metrics::gauge!("streamhouse_groups").set(groups.len() as f64);
+        for (group, members) in groups {
+            metrics::gauge!("streamhouse_group_members", "group" => group.clone())
+                .set(members as f64);
+            let Ok(offsets) = metadata.fetch_offsets(&group).await else {
+                continue;
+            };
+            for o in offsets {
+                let Ok(Some(topic)) = metadata.get_topic(&o.topic).await else {
+                    continue;
+                };
+                if let Ok(state) = metadata.partition_state(topic.id, o.partition).await {
+                    metrics::gauge!(
+                        "streamhouse_consumer_lag",
+                        "group" => group.clone(),
+                        "topic" => o.topic.clone(),
+                        "partition" => o.partition.to_string()
+                    )
+                    .set((state.next_offset - o.offset).max(0) as f64);
+                }
+            }
+        }
+    }
 }
 
 async fn heartbeat(metadata: Arc<dyn MetadataStore>, agent_id: String, every: Duration) {

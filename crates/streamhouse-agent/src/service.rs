@@ -216,6 +216,8 @@ impl StreamHouse for Service {
         request: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
         self.check_running()?;
+        let started = std::time::Instant::now();
+        metrics::counter!("streamhouse_produce_requests_total").increment(1);
         let request = request.into_inner();
         self.check_partition_count(request.partitions.len(), "produce request")?;
         // Submit every batch first, so they all join the same flush, then
@@ -252,7 +254,7 @@ impl StreamHouse for Service {
                     p.partition,
                     describe(&e)
                 );
-                tracing::debug!(topic = %p.topic, partition = p.partition, %message, "rejected produce");
+                tracing::info!(topic = %p.topic, partition = p.partition, code = ?code, %message, "produce rejected");
                 pending.push(Err((code, message)));
                 continue;
             }
@@ -281,15 +283,21 @@ impl StreamHouse for Service {
                             Err(e) => Err(e),
                         };
                         result.batches.push(match outcome {
-                            Ok(a) => pb::BatchResult {
-                                base_offset: a.base_offset,
-                                duplicate: a.duplicate,
-                                ..Default::default()
-                            },
+                            Ok(a) => {
+                                metrics::counter!("streamhouse_produce_records_total")
+                                    .increment(a.offset_span as u64);
+                                pb::BatchResult {
+                                    base_offset: a.base_offset,
+                                    duplicate: a.duplicate,
+                                    ..Default::default()
+                                }
+                            }
                             Err(e) => {
                                 let code = error_code(&e);
                                 if code == ErrorCode::StorageUnavailable {
                                     tracing::warn!(topic = %p.topic, partition = p.partition, error = %describe(&e), "produce failed");
+                                } else {
+                                    tracing::info!(topic = %p.topic, partition = p.partition, code = ?code, error = %describe(&e), "produce rejected");
                                 }
                                 batch_error(code, describe(&e))
                             }
@@ -299,6 +307,10 @@ impl StreamHouse for Service {
             }
             results.push(result);
         }
+        let bytes: usize = request.partitions.iter().map(|p| p.records.len()).sum();
+        metrics::counter!("streamhouse_produce_bytes_total").increment(bytes as u64);
+        metrics::histogram!("streamhouse_produce_latency_seconds")
+            .record(started.elapsed().as_secs_f64());
         Ok(Response::new(pb::ProduceResponse { results }))
     }
 
@@ -322,6 +334,19 @@ impl StreamHouse for Service {
                 .await;
             let any_error = partitions.iter().any(|p| p.error != ErrorCode::None as i32);
             if any_data || any_error || tokio::time::Instant::now() >= deadline {
+                metrics::counter!("streamhouse_fetch_requests_total").increment(1);
+                for p in &partitions {
+                    metrics::counter!("streamhouse_fetch_bytes_total")
+                        .increment(p.records.len() as u64);
+                    let records: u64 = batches(&p.records)
+                        .filter_map(|b| b.ok())
+                        .map(|(h, _)| h.record_count.max(0) as u64)
+                        .sum();
+                    metrics::counter!("streamhouse_fetch_records_total").increment(records);
+                    if p.error != ErrorCode::None as i32 {
+                        tracing::info!(topic = %p.topic, partition = p.partition, error = %p.message, "fetch error");
+                    }
+                }
                 return Ok(Response::new(pb::FetchResponse { partitions }));
             }
             // Wake at once for this agent's commits; poll for other agents'.
@@ -407,6 +432,37 @@ impl StreamHouse for Service {
         Ok(Response::new(pb::DeleteTopicResponse {}))
     }
 
+    async fn alter_topic(
+        &self,
+        request: Request<pb::AlterTopicRequest>,
+    ) -> Result<Response<pb::TopicInfo>, Status> {
+        let r = request.into_inner();
+        let retention_ms = match (r.clear_retention, r.retention_ms) {
+            (true, Some(_)) => {
+                return Err(Status::invalid_argument(
+                    "set retention_ms or clear_retention, not both",
+                ));
+            }
+            (true, None) => Some(None),
+            (false, ms) => ms.map(Some),
+        };
+        let topic = self
+            .metadata
+            .alter_topic(
+                &r.name,
+                streamhouse_metadata::TopicAlter {
+                    partition_count: r.partition_count,
+                    retention_ms,
+                    set_config: r.set_config.into_iter().collect(),
+                    remove_config: r.remove_config,
+                },
+            )
+            .await
+            .map_err(|e| status(&e))?;
+        tracing::info!(topic = %topic.name, partitions = topic.partition_count, "altered topic");
+        Ok(Response::new(topic_info(&topic)))
+    }
+
     async fn list_topics(
         &self,
         _: Request<pb::ListTopicsRequest>,
@@ -428,6 +484,14 @@ impl StreamHouse for Service {
             .await
             .map_err(|e| status(&e))?
             .ok_or_else(|| Status::not_found(format!("topic {name:?} does not exist")))?;
+        let usage: HashMap<u32, streamhouse_metadata::PartitionUsage> = self
+            .metadata
+            .partition_usage(topic.id)
+            .await
+            .map_err(|e| status(&e))?
+            .into_iter()
+            .map(|u| (u.partition, u))
+            .collect();
         let mut partitions = Vec::with_capacity(topic.partition_count as usize);
         for p in 0..topic.partition_count {
             let s = self
@@ -439,6 +503,9 @@ impl StreamHouse for Service {
                 partition: p,
                 log_start_offset: s.log_start_offset,
                 high_watermark: s.next_offset,
+                last_stable_offset: s.last_stable_offset,
+                bytes: usage.get(&p).map_or(0, |u| u.bytes),
+                segments: usage.get(&p).map_or(0, |u| u.segments),
             });
         }
         Ok(Response::new(pb::DescribeTopicResponse {

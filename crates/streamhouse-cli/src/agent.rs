@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use streamhouse_agent::{AgentConfig, RequestLimits};
+use streamhouse_agent::{AgentConfig, JobsConfig, RequestLimits};
 use streamhouse_storage::{PipelineConfig, ReaderConfig, S3Options};
 
 use crate::BoxError;
@@ -88,6 +88,31 @@ pub struct Args {
     /// How often consumer group members heartbeat, in milliseconds.
     #[arg(long, env = "STREAMHOUSE_GROUP_HEARTBEAT_MS", default_value_t = 500)]
     group_heartbeat_ms: u64,
+    /// Serve Prometheus metrics on this address (GET /metrics) [default: off].
+    #[arg(long, env = "STREAMHOUSE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// How often retention runs, in seconds.
+    #[arg(long, env = "STREAMHOUSE_RETENTION_INTERVAL_S", default_value_t = 60)]
+    retention_interval_s: u64,
+    /// How often the object GC runs, in seconds.
+    #[arg(long, env = "STREAMHOUSE_GC_INTERVAL_S", default_value_t = 300)]
+    gc_interval_s: u64,
+    /// Objects younger than this many seconds are never collected.
+    #[arg(long, env = "STREAMHOUSE_GC_GRACE_S", default_value_t = 3600)]
+    gc_grace_s: u64,
+    /// How often small segments are merged, in seconds.
+    #[arg(long, env = "STREAMHOUSE_COMPACTION_INTERVAL_S", default_value_t = 60)]
+    compaction_interval_s: u64,
+    /// Size merged objects aim for, in bytes.
+    #[arg(long, env = "STREAMHOUSE_COMPACTION_TARGET_BYTES", default_value_t = 64 << 20)]
+    compaction_target_bytes: u64,
+    /// How often cleanup.policy=compact topics are compacted by key, in seconds.
+    #[arg(
+        long,
+        env = "STREAMHOUSE_KEY_COMPACTION_INTERVAL_S",
+        default_value_t = 600
+    )]
+    key_compaction_interval_s: u64,
     /// How often open transactions are checked against their timeout, in
     /// milliseconds.
     #[arg(long, env = "STREAMHOUSE_TRANSACTION_CHECK_MS", default_value_t = 1000)]
@@ -129,6 +154,15 @@ impl Args {
             reader: ReaderConfig {
                 cache_bytes: self.read_cache_bytes,
                 ..ReaderConfig::default()
+            },
+            metrics_listen: self.metrics_listen,
+            jobs: JobsConfig {
+                retention_interval: Duration::from_secs(self.retention_interval_s.max(1)),
+                gc_interval: Duration::from_secs(self.gc_interval_s.max(1)),
+                gc_grace: Duration::from_secs(self.gc_grace_s),
+                compaction_interval: Duration::from_secs(self.compaction_interval_s.max(1)),
+                compaction_target_bytes: self.compaction_target_bytes,
+                key_compaction_interval: Duration::from_secs(self.key_compaction_interval_s.max(1)),
             },
             limits: RequestLimits {
                 max_request_bytes: self.max_request_bytes,

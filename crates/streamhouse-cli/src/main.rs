@@ -6,6 +6,7 @@ mod agent;
 mod bench;
 mod consume;
 mod copy;
+mod status;
 mod topic;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -16,6 +17,15 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// How list commands print.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Human-readable tables.
+    Table,
+    /// JSON.
+    Json,
 }
 
 /// Where client commands send their requests.
@@ -35,7 +45,7 @@ struct AgentAddress {
 #[derive(Subcommand)]
 enum Command {
     /// Run an agent (the StreamHouse server).
-    Agent(agent::Args),
+    Agent(Box<agent::Args>),
     /// Create, list, describe and delete topics.
     Topic {
         #[command(flatten)]
@@ -71,6 +81,20 @@ enum Command {
         #[command(subcommand)]
         command: consume::GroupsCommand,
     },
+    /// List live agents.
+    Agents {
+        #[command(flatten)]
+        address: AgentAddress,
+        #[command(subcommand)]
+        command: status::AgentsCommand,
+    },
+    /// Topics, partitions, bytes, consumer lag and agents at a glance.
+    Status {
+        #[command(flatten)]
+        address: AgentAddress,
+        #[arg(long, short, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Measure StreamHouse on this machine.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -90,7 +114,7 @@ fn main() -> std::process::ExitCode {
         .and_then(|rt| {
             rt.block_on(async {
                 match cli.command {
-                    Command::Agent(args) => agent::run(args).await,
+                    Command::Agent(args) => agent::run(*args).await,
                     Command::Topic { address, command } => {
                         topic::topic(&address.agent, command).await
                     }
@@ -103,6 +127,12 @@ fn main() -> std::process::ExitCode {
                     Command::Copy { address, args } => copy::copy(&address.agent, args).await,
                     Command::Groups { address, command } => {
                         consume::groups(&address.agent, command).await
+                    }
+                    Command::Agents { address, command } => {
+                        status::agents(&address.agent, command).await
+                    }
+                    Command::Status { address, output } => {
+                        status::status(&address.agent, output).await
                     }
                     Command::Bench(b) => bench::run(b).await,
                 }

@@ -6,7 +6,7 @@ use std::io::BufRead;
 use clap::Subcommand;
 use streamhouse_client::{Admin, Producer, ProducerRecord};
 
-use crate::BoxError;
+use crate::{BoxError, Output};
 
 #[derive(Subcommand)]
 pub enum TopicCommand {
@@ -25,11 +25,33 @@ pub enum TopicCommand {
         config: Vec<(String, String)>,
     },
     /// List topics.
-    List,
+    List {
+        #[arg(long, short, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Show a topic and the offsets of its partitions.
     Describe { name: String },
     /// Delete a topic and its data.
     Delete { name: String },
+    /// Add partitions, change retention or config keys.
+    Alter {
+        name: String,
+        /// New (larger) partition count.
+        #[arg(long, short)]
+        partitions: Option<u32>,
+        /// Delete records older than this many milliseconds.
+        #[arg(long, conflicts_with = "retention_forever")]
+        retention_ms: Option<i64>,
+        /// Keep records forever.
+        #[arg(long)]
+        retention_forever: bool,
+        /// Set a config key KEY=VALUE; repeatable.
+        #[arg(long = "config", value_parser = parse_key_value)]
+        config: Vec<(String, String)>,
+        /// Remove a config key; repeatable.
+        #[arg(long = "delete-config")]
+        delete_config: Vec<String>,
+    },
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -60,7 +82,27 @@ pub async fn topic(agent: &str, command: TopicCommand) -> Result<(), BoxError> {
                 t.name, t.partition_count
             );
         }
-        TopicCommand::List => {
+        TopicCommand::List {
+            output: Output::Json,
+        } => {
+            let topics: Vec<_> = admin
+                .list_topics()
+                .await?
+                .into_iter()
+                .map(|t| {
+                    serde_json::json!({
+                        "name": t.name,
+                        "partitions": t.partition_count,
+                        "retention_ms": t.retention_ms,
+                        "config": t.config,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&topics)?);
+        }
+        TopicCommand::List {
+            output: Output::Table,
+        } => {
             let topics = admin.list_topics().await?;
             println!(
                 "{:<40} {:>10} {:>14}",
@@ -87,16 +129,54 @@ pub async fn topic(agent: &str, command: TopicCommand) -> Result<(), BoxError> {
                 println!("config:     {k}={v}");
             }
             println!(
-                "{:>9} {:>16} {:>16}",
-                "PARTITION", "LOG_START", "HIGH_WATERMARK"
+                "{:>9} {:>16} {:>16} {:>16} {:>14} {:>9}",
+                "PARTITION", "LOG_START", "HIGH_WATERMARK", "LAST_STABLE", "BYTES", "SEGMENTS"
             );
-            for (p, (start, end)) in t.partitions.iter().enumerate() {
-                println!("{p:>9} {start:>16} {end:>16}");
+            for p in &t.partitions {
+                println!(
+                    "{:>9} {:>16} {:>16} {:>16} {:>14} {:>9}",
+                    p.partition,
+                    p.log_start_offset,
+                    p.high_watermark,
+                    p.last_stable_offset,
+                    p.bytes,
+                    p.segments
+                );
             }
         }
         TopicCommand::Delete { name } => {
             admin.delete_topic(&name).await?;
             println!("deleted topic {name}");
+        }
+        TopicCommand::Alter {
+            name,
+            partitions,
+            retention_ms,
+            retention_forever,
+            config,
+            delete_config,
+        } => {
+            let retention = if retention_forever {
+                Some(None)
+            } else {
+                retention_ms.map(Some)
+            };
+            let t = admin
+                .alter_topic(
+                    &name,
+                    partitions,
+                    retention,
+                    config.into_iter().collect(),
+                    delete_config,
+                )
+                .await?;
+            println!(
+                "altered topic {}: {} partitions, retention {}",
+                t.name,
+                t.partition_count,
+                t.retention_ms
+                    .map_or("forever".to_string(), |r| format!("{r} ms"))
+            );
         }
     }
     Ok(())
@@ -124,6 +204,9 @@ pub struct ProduceArgs {
     /// Print partition and offset of every record.
     #[arg(long, short)]
     verbose: bool,
+    /// Read values from this file, one per line (with a progress bar).
+    #[arg(long, short, conflicts_with = "values")]
+    file: Option<std::path::PathBuf>,
 }
 
 pub async fn produce(agent: &str, args: ProduceArgs) -> Result<(), BoxError> {
@@ -133,7 +216,21 @@ pub async fn produce(agent: &str, args: ProduceArgs) -> Result<(), BoxError> {
         .batch_size(1000)
         .build()
         .await?;
-    let lines: Box<dyn Iterator<Item = std::io::Result<String>>> = if args.values.is_empty() {
+    let mut progress = None;
+    let lines: Box<dyn Iterator<Item = std::io::Result<String>>> = if let Some(path) = &args.file {
+        let file = std::fs::File::open(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let bar = indicatif::ProgressBar::new(file.metadata()?.len());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {per_sec} eta {eta}",
+            )
+            .expect("a valid template"),
+        );
+        let reader = bar.wrap_read(file);
+        progress = Some(bar);
+        Box::new(std::io::BufReader::new(reader).lines())
+    } else if args.values.is_empty() {
         Box::new(std::io::stdin().lock().lines())
     } else {
         Box::new(args.values.clone().into_iter().map(Ok))
@@ -166,6 +263,9 @@ pub async fn produce(agent: &str, args: ProduceArgs) -> Result<(), BoxError> {
     }
     report(pending, args.verbose, &mut counts).await?;
     producer.close().await?;
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
     let total: u64 = counts.values().sum();
     let mut parts: Vec<_> = counts.into_iter().collect();
     parts.sort();

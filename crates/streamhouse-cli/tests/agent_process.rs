@@ -309,7 +309,7 @@ async fn topic_and_produce_commands() {
         .lines()
         .skip_while(|l| !l.contains("HIGH_WATERMARK"))
         .skip(1)
-        .map(|l| l.split_whitespace().last().unwrap().parse::<i64>().unwrap())
+        .map(|l| l.split_whitespace().nth(2).unwrap().parse::<i64>().unwrap())
         .sum();
     assert_eq!(total, 7, "{out}");
 

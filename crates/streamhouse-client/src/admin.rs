@@ -19,9 +19,19 @@ pub struct TopicDescription {
     pub retention_ms: Option<i64>,
     pub config: HashMap<String, String>,
     pub created_at_ms: i64,
-    /// Per partition: (log start offset, high watermark); empty from
-    /// [`Admin::list_topics`].
-    pub partitions: Vec<(i64, i64)>,
+    /// Per partition; empty from [`Admin::list_topics`].
+    pub partitions: Vec<PartitionDescription>,
+}
+
+/// Offsets and storage of one partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionDescription {
+    pub partition: u32,
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    pub bytes: u64,
+    pub segments: u64,
 }
 
 impl From<pb::TopicInfo> for TopicDescription {
@@ -117,6 +127,33 @@ impl Admin {
         Ok(t.into())
     }
 
+    /// Adds partitions (`partition_count`), sets or clears retention
+    /// (`Some(None)` keeps records forever), sets and removes config keys.
+    pub async fn alter_topic(
+        &self,
+        name: &str,
+        partition_count: Option<u32>,
+        retention_ms: Option<Option<i64>>,
+        set_config: HashMap<String, String>,
+        remove_config: Vec<String>,
+    ) -> Result<TopicDescription> {
+        let request = pb::AlterTopicRequest {
+            name: name.to_string(),
+            partition_count,
+            retention_ms: retention_ms.flatten(),
+            clear_retention: retention_ms == Some(None),
+            set_config,
+            remove_config,
+        };
+        let t = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.alter_topic(r).await }
+            })
+            .await?;
+        Ok(t.into())
+    }
+
     /// Deletes a topic.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         let request = pb::DeleteTopicRequest {
@@ -156,7 +193,14 @@ impl Admin {
         t.partitions = r
             .partitions
             .iter()
-            .map(|p| (p.log_start_offset, p.high_watermark))
+            .map(|p| PartitionDescription {
+                partition: p.partition,
+                log_start_offset: p.log_start_offset,
+                high_watermark: p.high_watermark,
+                last_stable_offset: p.last_stable_offset,
+                bytes: p.bytes,
+                segments: p.segments,
+            })
             .collect();
         Ok(t)
     }

@@ -15,7 +15,8 @@ pub mod partitioner;
 mod producer;
 
 pub use admin::{
-    Admin, AgentDescription, GroupInfo, GroupMemberInfo, OffsetSpec, TopicDescription,
+    Admin, AgentDescription, GroupInfo, GroupMemberInfo, OffsetSpec, PartitionDescription,
+    TopicDescription,
 };
 pub use consumer::{
     AutoOffsetReset, Consumer, ConsumerBuilder, ConsumerConfig, ConsumerRecord, IsolationLevel,

@@ -1334,7 +1334,7 @@ async fn segments_are_replaced_atomically_and_objects_tracked(b: &Backend) {
     };
     assert!(s.replace_segments(&old, &merged).await.unwrap());
     let now = s.segments(t.id, 0, 0, 10).await.unwrap();
-    assert_eq!(now, [merged.clone()]);
+    assert_eq!(now, std::slice::from_ref(&merged));
     // The old segments are gone: a second replacement is refused.
     assert!(!s.replace_segments(&old, &merged).await.unwrap());
     assert!(s.referenced_objects(&keys).await.unwrap().is_empty());

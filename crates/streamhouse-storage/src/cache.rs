@@ -165,10 +165,12 @@ impl BlockCache {
             let cell = cell.clone();
             if cell.initialized() {
                 b.hits += 1;
+                metrics::counter!("streamhouse_read_cache_hits_total").increment(1);
             }
             return cell;
         }
         b.misses += 1;
+        metrics::counter!("streamhouse_read_cache_misses_total").increment(1);
         let cell = Arc::new(OnceCell::new());
         b.lru.put(id, cell.clone());
         cell

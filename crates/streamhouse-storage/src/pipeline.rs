@@ -169,6 +169,7 @@ struct Waiting {
 
 /// One flush on its way: its upload and who waits for its commit.
 struct Flush {
+    started: std::time::Instant,
     key: String,
     object: Bytes,
     commit: ObjectCommit,
@@ -443,6 +444,7 @@ fn start_flush(shared: &Arc<Shared>, taken: BTreeMap<(TopicId, u32), PartitionBu
     shared.counters.flushes.fetch_add(1, Ordering::Relaxed);
     let upload = tokio::spawn(upload(shared.store.clone(), key.clone(), object.clone()));
     Flush {
+        started: std::time::Instant::now(),
         commit: ObjectCommit {
             object_key: key.clone(),
             size_bytes: object.len() as u64,
@@ -467,10 +469,20 @@ async fn upload(store: Arc<dyn ObjectStore>, key: String, object: Bytes) -> Resu
         mode: PutMode::Create,
         ..PutOptions::default()
     };
-    match store
+    let started = std::time::Instant::now();
+    let size = object.len() as u64;
+    let result = store
         .put_opts(&Path::from(key.as_str()), object.into(), opts)
-        .await
-    {
+        .await;
+    metrics::histogram!("streamhouse_upload_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    metrics::counter!("streamhouse_object_store_requests_total", "op" => "put", "result" => outcome)
+        .increment(1);
+    if result.is_ok() {
+        metrics::counter!("streamhouse_object_store_bytes_total", "op" => "put").increment(size);
+    }
+    match result {
         Ok(_) => Ok(()),
         // Keys are unique to this flush: "already exists" means an earlier
         // attempt of this very PUT (retried by the client) landed.
@@ -503,17 +515,25 @@ async fn run_committer(shared: Arc<Shared>, mut flushes: mpsc::Receiver<Flush>) 
                 c.bytes_written
                     .fetch_add(flush.object.len() as u64, Ordering::Relaxed);
                 shared.recent.insert(&flush.key, flush.object.clone());
-                shared
+                let started = std::time::Instant::now();
+                let committed = shared
                     .metadata
                     .commit_object(&flush.commit)
                     .await
-                    .map_err(Error::from)
+                    .map_err(Error::from);
+                metrics::histogram!("streamhouse_commit_duration_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                committed
             }
             Err(e) => Err(e),
         };
+        metrics::histogram!("streamhouse_flush_duration_seconds")
+            .record(flush.started.elapsed().as_secs_f64());
         match committed {
             Ok(outcome) => {
                 c.commits.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("streamhouse_objects_written_total").increment(1);
+                metrics::histogram!("streamhouse_flush_bytes").record(flush.object.len() as f64);
                 shared.committed.send_modify(|n| *n += 1);
                 for ((topic, waiting), result) in flush.waiters.into_iter().zip(outcome) {
                     match result {
@@ -553,6 +573,7 @@ async fn run_committer(shared: Arc<Shared>, mut flushes: mpsc::Receiver<Flush>) 
             }
             Err(e) => {
                 c.failed_flushes.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("streamhouse_failed_flushes_total").increment(1);
                 tracing::warn!(object = %flush.key, error = %e, "flush failed");
                 let e = Arc::new(e);
                 for w in flush.waiters.into_iter().flat_map(|(_, w)| w) {

@@ -161,8 +161,20 @@ impl Reader {
         let mut bytes = 0usize;
         let mut at = offset;
         'segments: while at < end && (result.batches.is_empty() || bytes < max_bytes) {
-            let segment = self.segment(t.id, partition, at).await?;
-            let data = self.segment_bytes(&segment).await?;
+            let mut segment = self.segment(t.id, partition, at).await?;
+            let data = match self.segment_bytes(&segment).await {
+                // The segment was replaced (compaction) and its object
+                // collected: forget the cached rows and look again.
+                Err(Error::ObjectStore {
+                    source: object_store::Error::NotFound { .. },
+                    ..
+                }) => {
+                    self.forget_segments(t.id, partition);
+                    segment = self.segment(t.id, partition, at).await?;
+                    self.segment_bytes(&segment).await?
+                }
+                r => r?,
+            };
             let mut base = segment.base_offset;
             for item in batches(&data) {
                 let (header, raw) = item.map_err(|e| Error::CorruptObject {
@@ -263,6 +275,14 @@ impl Reader {
         Ok(Some(segment.last_offset + 1))
     }
 
+    /// Drops the cached segment rows of a partition.
+    pub fn forget_segments(&self, topic_id: TopicId, partition: u32) {
+        self.segments
+            .lock()
+            .expect("segment cache lock")
+            .remove(&(topic_id, partition));
+    }
+
     /// The segment holding `offset`, from the cache or the metadata store.
     async fn segment(
         &self,
@@ -302,7 +322,8 @@ impl Reader {
         })
     }
 
-    async fn segment_bytes(&self, s: &Segment) -> Result<Bytes> {
+    /// The stored bytes of a segment: whole batches, base offsets 0.
+    pub async fn segment_bytes(&self, s: &Segment) -> Result<Bytes> {
         let (start, end) = (s.byte_start, s.byte_start + s.byte_length);
         if let Some(bytes) = self
             .recent

@@ -1,0 +1,142 @@
+//! `streamhouse agents` and `streamhouse status`.
+
+use clap::Subcommand;
+use streamhouse_client::{Admin, OffsetSpec};
+
+use crate::{BoxError, Output};
+
+#[derive(Subcommand)]
+pub enum AgentsCommand {
+    /// List live agents: id, group, zone, address, heartbeat age.
+    List {
+        #[arg(long, short, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+}
+
+pub async fn agents(agent: &str, command: AgentsCommand) -> Result<(), BoxError> {
+    let admin = Admin::connect(agent).await?;
+    let AgentsCommand::List { output } = command;
+    let agents = admin.agents().await?;
+    match output {
+        Output::Json => {
+            let list: Vec<_> = agents
+                .iter()
+                .map(|a| {
+                    serde_json::json!({
+                        "agent_id": a.agent_id,
+                        "group": a.group,
+                        "zone": a.zone,
+                        "address": a.address,
+                        "heartbeat_age_ms": a.heartbeat_age.as_millis() as u64,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&list)?);
+        }
+        Output::Table => {
+            println!(
+                "{:<28} {:<12} {:<10} {:<24} {:>12}",
+                "AGENT", "GROUP", "ZONE", "ADDRESS", "HEARTBEAT_MS"
+            );
+            for a in agents {
+                println!(
+                    "{:<28} {:<12} {:<10} {:<24} {:>12}",
+                    a.agent_id,
+                    a.group,
+                    a.zone.as_deref().unwrap_or("-"),
+                    a.address,
+                    a.heartbeat_age.as_millis()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn status(agent: &str, output: Output) -> Result<(), BoxError> {
+    let admin = Admin::connect(agent).await?;
+    let mut topics = Vec::new();
+    for t in admin.list_topics().await? {
+        let d = admin.describe_topic(&t.name).await?;
+        let records: i64 = d
+            .partitions
+            .iter()
+            .map(|p| p.high_watermark - p.log_start_offset)
+            .sum();
+        let bytes: u64 = d.partitions.iter().map(|p| p.bytes).sum();
+        let segments: u64 = d.partitions.iter().map(|p| p.segments).sum();
+        topics.push((d, records, bytes, segments));
+    }
+    let mut groups = Vec::new();
+    for (g, members) in admin.list_groups().await? {
+        let info = admin.describe_group(&g).await?;
+        let partitions: Vec<_> = info.offsets.iter().map(|(tp, _)| tp.clone()).collect();
+        let ends: std::collections::HashMap<_, _> = if partitions.is_empty() {
+            Default::default()
+        } else {
+            admin
+                .list_offsets(&partitions, OffsetSpec::Latest)
+                .await?
+                .into_iter()
+                .collect()
+        };
+        let lag: i64 = info
+            .offsets
+            .iter()
+            .map(|(tp, o)| (ends.get(tp).copied().unwrap_or(*o) - o).max(0))
+            .sum();
+        groups.push((g, members, lag));
+    }
+    let agents = admin.agents().await?;
+    match output {
+        Output::Json => {
+            let json = serde_json::json!({
+                "topics": topics.iter().map(|(d, records, bytes, segments)| serde_json::json!({
+                    "name": d.name,
+                    "partitions": d.partition_count,
+                    "records": records,
+                    "bytes": bytes,
+                    "segments": segments,
+                    "retention_ms": d.retention_ms,
+                })).collect::<Vec<_>>(),
+                "groups": groups.iter().map(|(g, members, lag)| serde_json::json!({
+                    "group": g, "members": members, "lag": lag,
+                })).collect::<Vec<_>>(),
+                "agents": agents.iter().map(|a| serde_json::json!({
+                    "agent_id": a.agent_id, "group": a.group, "zone": a.zone,
+                    "address": a.address, "heartbeat_age_ms": a.heartbeat_age.as_millis() as u64,
+                })).collect::<Vec<_>>(),
+            });
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        }
+        Output::Table => {
+            println!(
+                "{:<32} {:>10} {:>14} {:>14} {:>9}",
+                "TOPIC", "PARTITIONS", "RECORDS", "BYTES", "SEGMENTS"
+            );
+            for (d, records, bytes, segments) in &topics {
+                println!(
+                    "{:<32} {:>10} {:>14} {:>14} {:>9}",
+                    d.name, d.partition_count, records, bytes, segments
+                );
+            }
+            println!();
+            println!("{:<32} {:>8} {:>14}", "GROUP", "MEMBERS", "LAG");
+            for (g, members, lag) in &groups {
+                println!("{g:<32} {members:>8} {lag:>14}");
+            }
+            println!();
+            println!(
+                "{} live agent(s): {}",
+                agents.len(),
+                agents
+                    .iter()
+                    .map(|a| a.address.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    Ok(())
+}
