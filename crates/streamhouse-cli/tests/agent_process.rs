@@ -313,6 +313,48 @@ async fn topic_and_produce_commands() {
         .sum();
     assert_eq!(total, 7, "{out}");
 
+    // Alter: more partitions, retention forever, a config key.
+    let (ok, out, err) = cli(&[
+        "topic",
+        "alter",
+        "cli",
+        "--partitions",
+        "5",
+        "--retention-forever",
+        "--delete-config",
+        "cleanup.policy",
+        "-a",
+        a,
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("5 partitions, retention forever"), "{out}");
+    let (ok, _, err) = cli(&["topic", "alter", "cli", "--partitions", "2", "-a", a]);
+    assert!(!ok && err.contains("can only be added"), "{err}");
+    let (ok, out, _) = cli(&["topic", "list", "--output", "json", "-a", a]);
+    assert!(ok);
+    assert!(out.contains("\"partitions\": 5"), "{out}");
+    // Bulk produce from a file.
+    let file = dir.path().join("lines.txt");
+    std::fs::write(
+        &file,
+        (0..100).map(|i| format!("line{i}\n")).collect::<String>(),
+    )
+    .unwrap();
+    let (ok, _, err) = cli(&["produce", "cli", "--file", file.to_str().unwrap(), "-a", a]);
+    assert!(ok && err.contains("produced 100 records"), "{err}");
+    // Agents and status.
+    let (ok, out, _) = cli(&["agents", "list", "-a", a]);
+    assert!(ok && out.contains(a), "{out}");
+    let (ok, out, _) = cli(&["agents", "list", "--output", "json", "-a", a]);
+    assert!(ok && out.contains("\"heartbeat_age_ms\""), "{out}");
+    let (ok, out, _) = cli(&["status", "-a", a]);
+    assert!(
+        ok && out.contains("cli") && out.contains("1 live agent"),
+        "{out}"
+    );
+    let (ok, out, _) = cli(&["status", "--output", "json", "-a", a]);
+    assert!(ok && out.contains("\"records\": 107"), "{out}");
+
     let (ok, out, _) = cli(&["topic", "delete", "cli", "-a", a]);
     assert!(ok && out.contains("deleted topic cli"));
     let (ok, _, err) = cli(&["topic", "describe", "cli", "-a", a]);

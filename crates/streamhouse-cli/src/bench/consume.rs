@@ -129,8 +129,11 @@ pub async fn consume(args: ConsumeArgs) -> Result<(), BoxError> {
     let start = Instant::now();
     let mut records = 0u64;
     let mut bytes = 0u64;
+    let bar = indicatif::ProgressBar::new(args.records);
     while records < args.records {
-        for r in consumer.poll(Duration::from_secs(5)).await? {
+        let polled = consumer.poll(Duration::from_secs(5)).await?;
+        bar.inc(polled.len() as u64);
+        for r in polled {
             records += 1;
             bytes += r.value.as_ref().map_or(0, |v| v.len() as u64);
         }
@@ -139,6 +142,7 @@ pub async fn consume(args: ConsumeArgs) -> Result<(), BoxError> {
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
+    bar.finish_and_clear();
     consumer.close().await?;
     reader.shutdown().await?;
     let rps = records as f64 / elapsed;

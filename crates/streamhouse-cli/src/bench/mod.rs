@@ -37,6 +37,32 @@ pub async fn run(bench: Bench) -> Result<(), BoxError> {
     }
 }
 
+/// A progress bar (on a terminal) over `seconds` of a timed run; abort the
+/// returned task when the run ends.
+pub fn time_bar(seconds: f64) -> tokio::task::JoinHandle<()> {
+    let bar = indicatif::ProgressBar::new((seconds * 10.0) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {elapsed}/{duration}")
+            .expect("a valid template"),
+    );
+    tokio::spawn(async move {
+        let _clear = ClearOnDrop(bar.clone());
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            bar.inc(1);
+        }
+    })
+}
+
+/// Clears a progress bar when its task ends.
+struct ClearOnDrop(indicatif::ProgressBar);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
 /// The value at quantile `q` of sorted samples.
 pub fn quantile(sorted: &[u64], q: f64) -> u64 {
     if sorted.is_empty() {

@@ -215,6 +215,7 @@ async fn measure(
     let values: Vec<bytes::Bytes> = (0..1024).map(|i| value(i, args.record_size)).collect();
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(args.duration);
+    let bar = super::time_bar(args.duration);
     let mut tasks = Vec::new();
     for t in 0..args.concurrency {
         let producer = match &shared {
@@ -295,6 +296,7 @@ async fn measure(
         latencies.extend(t.await??.into_iter().map(u64::from));
     }
     let seconds = start.elapsed().as_secs_f64();
+    bar.abort();
     if let Some(p) = shared {
         p.close().await?;
     }
