@@ -63,6 +63,7 @@ pub async fn consume(agent: &str, args: ConsumeArgs) -> Result<(), BoxError> {
     };
     let builder = Consumer::builder()
         .bootstrap(agent)
+        .agent_group(crate::group_of(agent).await?)
         .auto_offset_reset(reset)
         .fetch_max_wait(Duration::from_millis(200));
     let consumer = match &args.group {

@@ -36,6 +36,7 @@ pub struct CopyArgs {
 pub async fn copy(agent: &str, args: CopyArgs) -> Result<(), BoxError> {
     let consumer = Consumer::builder()
         .bootstrap(agent)
+        .agent_group(crate::group_of(agent).await?)
         .group_id(args.group.clone())
         .subscribe([args.source.clone()])
         .enable_auto_commit(false)
@@ -48,6 +49,7 @@ pub async fn copy(agent: &str, args: CopyArgs) -> Result<(), BoxError> {
         .await?;
     let producer = Producer::builder()
         .bootstrap(agent)
+        .agent_group(crate::group_of(agent).await?)
         .transactional_id(args.transactional_id.clone())
         .batch_timeout(Duration::from_millis(1))
         .build()

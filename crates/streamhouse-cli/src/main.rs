@@ -11,6 +11,19 @@ mod topic;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The agent group of the agent at `address` (clients then use that
+/// group's agents), or `default` if it is not listed.
+pub async fn group_of(address: &str) -> Result<String, BoxError> {
+    let agents = streamhouse_client::Admin::connect(address)
+        .await?
+        .agents()
+        .await?;
+    Ok(agents
+        .into_iter()
+        .find(|a| a.address == address)
+        .map_or_else(|| "default".to_string(), |a| a.group))
+}
+
 /// StreamHouse: event streaming on object storage.
 #[derive(Parser)]
 #[command(name = "streamhouse", version, about)]

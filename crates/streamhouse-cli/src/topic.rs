@@ -212,6 +212,7 @@ pub struct ProduceArgs {
 pub async fn produce(agent: &str, args: ProduceArgs) -> Result<(), BoxError> {
     let producer = Producer::builder()
         .bootstrap(agent)
+        .agent_group(crate::group_of(agent).await?)
         .batch_timeout(std::time::Duration::from_millis(5))
         .batch_size(1000)
         .build()
