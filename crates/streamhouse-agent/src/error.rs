@@ -71,6 +71,11 @@ pub(crate) fn error_code(e: &streamhouse_storage::Error) -> ErrorCode {
 pub(crate) fn status(e: &streamhouse_metadata::Error) -> Status {
     use streamhouse_metadata::Error as M;
     let msg = describe(e);
+    if e.is_retryable() {
+        tracing::warn!(error = %msg, "request failed");
+    } else {
+        tracing::info!(error = %msg, "request refused");
+    }
     match e {
         M::TopicAlreadyExists(_) => Status::already_exists(msg),
         M::TopicNotFound(_)

@@ -8,7 +8,7 @@ use streamhouse_client::{
     Admin, AutoOffsetReset, Consumer, ConsumerRecord, OffsetSpec, TopicPartition,
 };
 
-use crate::BoxError;
+use crate::{BoxError, Output};
 
 /// Print records of a topic. Without --group it reads every partition (or
 /// --partition) on its own; with --group it joins that consumer group and
@@ -154,7 +154,10 @@ fn print_record(r: &ConsumerRecord, args: &ConsumeArgs) {
 #[derive(Subcommand)]
 pub enum GroupsCommand {
     /// List consumer groups.
-    List,
+    List {
+        #[arg(long, short, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Show a group's members, offsets and lag.
     Describe { group: String },
     /// Move a group's committed offsets (the group must have no live
@@ -183,7 +186,20 @@ pub enum GroupsCommand {
 pub async fn groups(agent: &str, command: GroupsCommand) -> Result<(), BoxError> {
     let admin = Admin::connect(agent).await?;
     match command {
-        GroupsCommand::List => {
+        GroupsCommand::List {
+            output: Output::Json,
+        } => {
+            let groups: Vec<_> = admin
+                .list_groups()
+                .await?
+                .into_iter()
+                .map(|(g, members)| serde_json::json!({ "group": g, "members": members }))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&groups)?);
+        }
+        GroupsCommand::List {
+            output: Output::Table,
+        } => {
             println!("{:<40} {:>8}", "GROUP", "MEMBERS");
             for (g, members) in admin.list_groups().await? {
                 println!("{g:<40} {members:>8}");
