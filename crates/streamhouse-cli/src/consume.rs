@@ -222,17 +222,7 @@ pub async fn groups(agent: &str, command: GroupsCommand) -> Result<(), BoxError>
                     owned.join(" ")
                 );
             }
-            let partitions: Vec<TopicPartition> =
-                g.offsets.iter().map(|(tp, _)| tp.clone()).collect();
-            let ends: BTreeMap<TopicPartition, i64> = if partitions.is_empty() {
-                BTreeMap::new()
-            } else {
-                admin
-                    .list_offsets(&partitions, OffsetSpec::Latest)
-                    .await?
-                    .into_iter()
-                    .collect()
-            };
+            let ends = crate::status::group_ends(&admin, &g.offsets).await?;
             println!(
                 "{:<40} {:>9} {:>14} {:>14} {:>10}",
                 "TOPIC", "PARTITION", "COMMITTED", "END", "LAG"

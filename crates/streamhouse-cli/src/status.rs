@@ -1,7 +1,9 @@
 //! `streamhouse agents` and `streamhouse status`.
 
 use clap::Subcommand;
-use streamhouse_client::{Admin, OffsetSpec};
+use std::collections::HashMap;
+
+use streamhouse_client::{Admin, OffsetSpec, TopicPartition};
 
 use crate::{BoxError, Output};
 
@@ -54,6 +56,22 @@ pub async fn agents(agent: &str, command: AgentsCommand) -> Result<(), BoxError>
     Ok(())
 }
 
+/// The end offset of every partition a group committed offsets for.
+pub async fn group_ends(
+    admin: &Admin,
+    offsets: &[(TopicPartition, i64)],
+) -> Result<HashMap<TopicPartition, i64>, BoxError> {
+    let partitions: Vec<_> = offsets.iter().map(|(tp, _)| tp.clone()).collect();
+    if partitions.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(admin
+        .list_offsets(&partitions, OffsetSpec::Latest)
+        .await?
+        .into_iter()
+        .collect())
+}
+
 pub async fn status(agent: &str, output: Output) -> Result<(), BoxError> {
     let admin = Admin::connect(agent).await?;
     let mut topics = Vec::new();
@@ -71,16 +89,7 @@ pub async fn status(agent: &str, output: Output) -> Result<(), BoxError> {
     let mut groups = Vec::new();
     for (g, members) in admin.list_groups().await? {
         let info = admin.describe_group(&g).await?;
-        let partitions: Vec<_> = info.offsets.iter().map(|(tp, _)| tp.clone()).collect();
-        let ends: std::collections::HashMap<_, _> = if partitions.is_empty() {
-            Default::default()
-        } else {
-            admin
-                .list_offsets(&partitions, OffsetSpec::Latest)
-                .await?
-                .into_iter()
-                .collect()
-        };
+        let ends = group_ends(&admin, &info.offsets).await?;
         let lag: i64 = info
             .offsets
             .iter()

@@ -310,6 +310,16 @@ pub(crate) fn validate_group_id(group: &str) -> Result<()> {
     Ok(())
 }
 
+pub(crate) fn validate_offsets(offsets: &[OffsetCommit]) -> Result<()> {
+    match offsets.iter().find(|o| o.offset < 0) {
+        Some(o) => Err(Error::InvalidArgument {
+            field: "offset",
+            reason: format!("{} for {}/{} is negative", o.offset, o.topic, o.partition),
+        }),
+        None => Ok(()),
+    }
+}
+
 pub(crate) fn migrator(files: &[(&'static str, &'static str)]) -> sqlx::migrate::Migrator {
     use sqlx::SqlSafeStr;
     let migrations = files

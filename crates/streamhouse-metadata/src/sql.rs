@@ -1233,12 +1233,7 @@ macro_rules! sql_store {
                 offsets: &[OffsetCommit],
             ) -> Result<()> {
                 validate_group_id(group)?;
-                if let Some(o) = offsets.iter().find(|o| o.offset < 0) {
-                    return Err(Error::InvalidArgument {
-                        field: "offset",
-                        reason: format!("{} for {}/{} is negative", o.offset, o.topic, o.partition),
-                    });
-                }
+                crate::validate_offsets(offsets)?;
                 let mut tx = self.begin_write().await?;
                 Self::check_member(&mut tx, group, member).await?;
                 for o in offsets {
@@ -1367,12 +1362,7 @@ macro_rules! sql_store {
                 offsets: &[OffsetCommit],
             ) -> Result<()> {
                 validate_group_id(group)?;
-                if let Some(o) = offsets.iter().find(|o| o.offset < 0) {
-                    return Err(Error::InvalidArgument {
-                        field: "offset",
-                        reason: format!("{} for {}/{} is negative", o.offset, o.topic, o.partition),
-                    });
-                }
+                crate::validate_offsets(offsets)?;
                 let mut tx = self.begin_write().await?;
                 Self::lock_producer_epoch(&mut tx, producer).await?;
                 if member.is_some() {
