@@ -25,11 +25,15 @@ async fn start() -> (TestCluster, streamhouse_agent::RunningAgent, String) {
 }
 
 async fn transactional(address: &str, id: &str) -> Producer {
+    transactional_with_timeout(address, id, Duration::from_secs(60)).await
+}
+
+async fn transactional_with_timeout(address: &str, id: &str, timeout: Duration) -> Producer {
     let p = Producer::builder()
         .bootstrap(address)
         .transactional_id(id)
         .batch_timeout(Duration::from_millis(1))
-        .transaction_timeout(Duration::from_millis(1500))
+        .transaction_timeout(timeout)
         .build()
         .await
         .unwrap();
@@ -187,7 +191,7 @@ async fn a_zombie_is_fenced_on_produce_offsets_and_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_producers_transaction_is_aborted_after_its_timeout() {
     let (_c, agent, a) = start().await;
-    let p = transactional(&a, "tx-d").await;
+    let p = transactional_with_timeout(&a, "tx-d", Duration::from_millis(1500)).await;
     p.begin_transaction().unwrap();
     send_all(&p, "orphan", 3).await;
     drop(p);
