@@ -147,7 +147,7 @@ impl Jobs {
     /// Deletes objects older than the grace period that no segment
     /// references; returns objects deleted.
     pub(crate) async fn object_gc(&self) -> Result<u64, JobError> {
-        let cutoff = chrono_cutoff(self.config.gc_grace);
+        let cutoff = cutoff_ms(self.config.gc_grace);
         let old: Vec<String> = self
             .store
             .list(Some(&Path::from("objects")))
@@ -397,6 +397,6 @@ impl Jobs {
 }
 
 /// Milliseconds since the epoch `grace` ago.
-fn chrono_cutoff(grace: Duration) -> i64 {
+fn cutoff_ms(grace: Duration) -> i64 {
     now_ms() - grace.as_millis() as i64
 }

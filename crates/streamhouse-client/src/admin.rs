@@ -421,14 +421,3 @@ impl Admin {
         Ok(offsets)
     }
 }
-
-// Admin errors keep the agent's status: NOT_FOUND, ALREADY_EXISTS, ...
-impl Error {
-    /// The gRPC status code behind an error from an agent, if any.
-    pub fn status_code(&self) -> Option<tonic::Code> {
-        match self {
-            Error::Rpc { status, .. } => Some(status.code()),
-            _ => None,
-        }
-    }
-}

@@ -324,9 +324,7 @@ impl ConsumerBuilder {
             closed: AtomicBool::new(false),
         });
         if !subscribed {
-            inner
-                .set_assignment(self.assign.into_iter().collect())
-                .await?;
+            inner.add_partitions(&self.assign).await?;
         }
         let mut tasks = vec![tokio::spawn(run_fetcher(inner.clone()))];
         if subscribed {
@@ -868,11 +866,6 @@ impl Inner {
             );
         }
         Ok(())
-    }
-
-    async fn set_assignment(&self, partitions: BTreeSet<TopicPartition>) -> Result<()> {
-        let added: Vec<_> = partitions.into_iter().collect();
-        self.add_partitions(&added).await
     }
 
     async fn heartbeat(

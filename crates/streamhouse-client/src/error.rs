@@ -99,6 +99,17 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The gRPC status code behind an error from an agent, if any
+    /// (admin calls keep the agent's NOT_FOUND, ALREADY_EXISTS, ...).
+    pub fn status_code(&self) -> Option<tonic::Code> {
+        match self {
+            Error::Rpc { status, .. } => Some(status.code()),
+            _ => None,
+        }
+    }
+}
+
 /// Whether an agent's per-partition error code is worth a retry.
 pub(crate) fn code_is_retryable(code: ErrorCode) -> bool {
     matches!(

@@ -7,6 +7,16 @@
 //! than each machine's). The macro expands the trait implementations for a
 //! backend struct that has `write` and `read` pools.
 
+/// The columns [`segment`] reads, in its order, from `segments s` joined
+/// with `objects o`.
+macro_rules! segment_select {
+    () => {
+        "SELECT s.base_offset, s.last_offset, s.record_count, s.object_key, o.size_bytes, \
+         s.byte_start, s.byte_length, s.min_timestamp, s.max_timestamp \
+         FROM segments s JOIN objects o ON o.object_key = s.object_key"
+    };
+}
+
 macro_rules! sql_store {
     ($Store:ty, $Db:ty, now = $now:literal) => {
         use std::collections::HashMap;
@@ -776,18 +786,15 @@ macro_rules! sql_store {
             ) -> Result<Vec<Segment>> {
                 // The first segment is the last one starting at or before
                 // `from_offset`; the primary key serves both lookups.
-                let rows = sqlx::query(
-                    "SELECT s.base_offset, s.last_offset, s.record_count, s.object_key, \
-                            o.size_bytes, s.byte_start, s.byte_length, s.min_timestamp, \
-                            s.max_timestamp \
-                     FROM segments s JOIN objects o ON o.object_key = s.object_key \
-                     WHERE s.topic_id = $1 AND s.partition_id = $2 AND s.base_offset >= \
+                let rows = sqlx::query(concat!(
+                    segment_select!(),
+                    " WHERE s.topic_id = $1 AND s.partition_id = $2 AND s.base_offset >= \
                         COALESCE((SELECT MAX(base_offset) FROM segments \
                                   WHERE topic_id = $1 AND partition_id = $2 \
                                     AND base_offset <= $3), $3) \
                        AND s.last_offset >= $3 \
-                     ORDER BY s.base_offset LIMIT $4",
-                )
+                     ORDER BY s.base_offset LIMIT $4"
+                ))
                 .bind(topic_id)
                 .bind(i64::from(partition))
                 .bind(from_offset)
@@ -804,14 +811,11 @@ macro_rules! sql_store {
                 partition: u32,
                 timestamp: i64,
             ) -> Result<Option<Segment>> {
-                let row = sqlx::query(
-                    "SELECT s.base_offset, s.last_offset, s.record_count, s.object_key, \
-                            o.size_bytes, s.byte_start, s.byte_length, s.min_timestamp, \
-                            s.max_timestamp \
-                     FROM segments s JOIN objects o ON o.object_key = s.object_key \
-                     WHERE s.topic_id = $1 AND s.partition_id = $2 AND s.max_timestamp >= $3 \
-                     ORDER BY s.base_offset LIMIT 1",
-                )
+                let row = sqlx::query(concat!(
+                    segment_select!(),
+                    " WHERE s.topic_id = $1 AND s.partition_id = $2 AND s.max_timestamp >= $3 \
+                     ORDER BY s.base_offset LIMIT 1"
+                ))
                 .bind(topic_id)
                 .bind(i64::from(partition))
                 .bind(timestamp)
@@ -2095,9 +2099,7 @@ pub(crate) struct MemberRow {
     pub dirty: bool,
 }
 
-/// A segment from a row of `base_offset, last_offset, record_count,
-/// object_key, size_bytes, byte_start, byte_length, min_timestamp,
-/// max_timestamp`.
+/// A segment from a row of `segment_select!()`.
 pub(crate) fn segment<R: sqlx::Row>(
     row: &R,
     topic_id: crate::TopicId,

@@ -512,6 +512,7 @@ async fn run_committer(shared: Arc<Shared>, mut flushes: mpsc::Receiver<Flush>) 
         let committed = match uploaded {
             Ok(()) => {
                 c.objects_written.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("streamhouse_objects_written_total").increment(1);
                 c.bytes_written
                     .fetch_add(flush.object.len() as u64, Ordering::Relaxed);
                 shared.recent.insert(&flush.key, flush.object.clone());
@@ -532,7 +533,6 @@ async fn run_committer(shared: Arc<Shared>, mut flushes: mpsc::Receiver<Flush>) 
         match committed {
             Ok(outcome) => {
                 c.commits.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("streamhouse_objects_written_total").increment(1);
                 metrics::histogram!("streamhouse_flush_bytes").record(flush.object.len() as f64);
                 shared.committed.send_modify(|n| *n += 1);
                 for ((topic, waiting), result) in flush.waiters.into_iter().zip(outcome) {
