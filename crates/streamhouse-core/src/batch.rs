@@ -19,8 +19,10 @@
 //!     61  records                (compressed as a whole when a codec is set)
 //! ```
 //!
-//! Agents use [`BatchHeader::validate`], which checks a batch without
-//! decompressing it; clients use [`RecordBatch::encode`] and
+//! [`BatchHeader::validate`] checks a batch's framing and CRC without
+//! decompressing it; agents run the full produce-side check,
+//! [`validate_produced`](crate::validate::validate_produced), before they
+//! accept a batch; clients use [`RecordBatch::encode`] and
 //! [`RecordBatch::decode`].
 
 use bytes::{BufMut, Bytes};

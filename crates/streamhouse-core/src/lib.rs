@@ -5,6 +5,7 @@ pub mod batch;
 pub mod compression;
 pub mod error;
 pub mod names;
+pub mod validate;
 pub mod varint;
 
 pub use batch::{
@@ -13,3 +14,4 @@ pub use batch::{
 };
 pub use compression::Compression;
 pub use error::{Error, Result};
+pub use validate::{ProduceRules, check_producer_fields, validate_produced};
