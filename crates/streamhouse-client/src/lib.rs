@@ -19,13 +19,12 @@ pub use admin::{
     TopicDescription,
 };
 pub use consumer::{
-    AutoOffsetReset, Consumer, ConsumerBuilder, ConsumerConfig, ConsumerRecord, IsolationLevel,
-    RebalanceListener,
+    AutoOffsetReset, Consumer, ConsumerBuilder, ConsumerConfig, ConsumerGroupMetadata,
+    ConsumerRecord, IsolationLevel, RebalanceListener,
 };
 pub use error::{Error, Result};
 pub use producer::{
-    ConsumerGroupMetadata, DeliveryFuture, Producer, ProducerBuilder, ProducerConfig,
-    ProducerRecord, SendResult,
+    DeliveryFuture, Producer, ProducerBuilder, ProducerConfig, ProducerRecord, SendResult,
 };
 pub use streamhouse_core::{Compression, Header};
 pub use streamhouse_metadata::TopicPartition;

@@ -1,0 +1,205 @@
+//! The fetch task: prefetches records of assigned partitions, bounded in
+//! bytes, and decodes fetched batches (skipping aborted transactions).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use streamhouse_core::RecordBatch;
+use streamhouse_metadata::TopicPartition;
+use streamhouse_proto as pb;
+use streamhouse_proto::ErrorCode;
+
+use super::{AutoOffsetReset, ConsumerRecord, Inner, IsolationLevel, record_size};
+use crate::error::{Error, Result};
+
+pub(super) fn isolation(level: IsolationLevel) -> pb::IsolationLevel {
+    match level {
+        IsolationLevel::ReadUncommitted => pb::IsolationLevel::ReadUncommitted,
+        IsolationLevel::ReadCommitted => pb::IsolationLevel::ReadCommitted,
+    }
+}
+
+/// Prefetches records of assigned partitions, bounded in bytes.
+pub(super) async fn run_fetcher(inner: Arc<Inner>) {
+    loop {
+        let wake = inner.fetch_wake.notified();
+        let wanted: Vec<(TopicPartition, i64, u64)> = {
+            let mut state = inner.state.lock().expect("consumer state");
+            if state.buffered_bytes >= inner.config.max_prefetch_bytes {
+                Vec::new()
+            } else {
+                let per_partition_cap = inner.config.max_partition_fetch_bytes.max(1);
+                state
+                    .partitions
+                    .iter_mut()
+                    .filter(|(_, p)| {
+                        !p.in_flight && p.position.is_some() && p.buffered_bytes < per_partition_cap
+                    })
+                    .map(|(tp, p)| {
+                        p.in_flight = true;
+                        (tp.clone(), p.fetch_offset, p.generation)
+                    })
+                    .collect()
+            }
+        };
+        if wanted.is_empty() {
+            tokio::select! {
+                _ = wake => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+            continue;
+        }
+        let budget = {
+            let state = inner.state.lock().expect("consumer state");
+            inner
+                .config
+                .max_prefetch_bytes
+                .saturating_sub(state.buffered_bytes)
+                .clamp(1, inner.config.fetch_max_bytes)
+        };
+        let request = pb::FetchRequest {
+            partitions: wanted
+                .iter()
+                .map(|(tp, offset, _)| pb::FetchPartition {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    offset: *offset,
+                    max_bytes: inner.config.max_partition_fetch_bytes as u32,
+                })
+                .collect(),
+            max_wait_ms: inner.config.fetch_max_wait.as_millis() as u32,
+            max_bytes: budget as u32,
+            isolation_level: isolation(inner.config.isolation_level) as i32,
+        };
+        let result = inner
+            .cluster
+            .call(2, |mut c| {
+                let r = request.clone();
+                async move { c.fetch(r).await }
+            })
+            .await;
+        let response = match result {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "fetch failed");
+                {
+                    let mut state = inner.state.lock().expect("consumer state");
+                    for (tp, _, _) in &wanted {
+                        if let Some(p) = state.partitions.get_mut(tp) {
+                            p.in_flight = false;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let mut any = false;
+        let mut resets = Vec::new();
+        for (fetched, (tp, offset, generation)) in response.partitions.into_iter().zip(wanted) {
+            let records = if fetched.error == ErrorCode::None as i32 {
+                decode_records(&tp, &fetched.records, offset, &fetched.aborted)
+            } else {
+                Ok(Vec::new())
+            };
+            let mut state = inner.state.lock().expect("consumer state");
+            let s = &mut *state;
+            let Some(p) = s.partitions.get_mut(&tp) else {
+                continue;
+            };
+            p.in_flight = false;
+            if p.generation != generation {
+                continue;
+            }
+            if fetched.error == ErrorCode::OffsetOutOfRange as i32 {
+                resets.push(tp.clone());
+                continue;
+            }
+            if fetched.error != ErrorCode::None as i32 {
+                tracing::warn!(%tp, message = %fetched.message, "fetch error");
+                continue;
+            }
+            p.high_watermark = Some(fetched.high_watermark);
+            match records {
+                Ok(records) => {
+                    if let Some(last) = records.last() {
+                        p.fetch_offset = last.offset + 1;
+                    }
+                    for r in records {
+                        let size = record_size(&r);
+                        p.buffered_bytes += size;
+                        s.buffered_bytes += size;
+                        p.buffer.push_back(r);
+                        any = true;
+                    }
+                }
+                Err(e) => s.error = Some(e),
+            }
+        }
+        for tp in resets {
+            let reset = match inner.config.auto_offset_reset {
+                AutoOffsetReset::Earliest => inner.list_offset(&tp, -2).await,
+                AutoOffsetReset::Latest => inner.list_offset(&tp, -1).await,
+                AutoOffsetReset::None => Err(Error::OffsetOutOfRange(tp.clone())),
+            };
+            let mut state = inner.state.lock().expect("consumer state");
+            match reset {
+                Ok(offset) => {
+                    if let Some(p) = state.partitions.get_mut(&tp) {
+                        p.position = Some(offset);
+                        p.fetch_offset = offset;
+                        p.generation += 1;
+                    }
+                }
+                Err(e) => {
+                    state.error = Some(e);
+                    any = true;
+                }
+            }
+        }
+        if any {
+            inner.data.notify_one();
+        }
+    }
+}
+
+/// The records of fetched batches at or after `from`, without control
+/// batches and without batches of `aborted` transactions.
+pub(super) fn decode_records(
+    tp: &TopicPartition,
+    bytes: &Bytes,
+    from: i64,
+    aborted: &[pb::AbortedTransactionInfo],
+) -> Result<Vec<ConsumerRecord>> {
+    let mut out = Vec::new();
+    for item in streamhouse_core::batches(bytes) {
+        let (header, raw) = item?;
+        if header.attributes.is_control() || header.base_offset + header.offset_span() <= from {
+            continue;
+        }
+        if header.attributes.is_transactional()
+            && aborted.iter().any(|a| {
+                a.producer_id == header.producer_id
+                    && (a.first_offset..=a.last_offset).contains(&header.base_offset)
+            })
+        {
+            continue;
+        }
+        let batch = RecordBatch::decode(&bytes.slice_ref(raw))?;
+        for (offset, timestamp, r) in batch.iter() {
+            if offset >= from {
+                out.push(ConsumerRecord {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    offset,
+                    timestamp,
+                    key: r.key.clone(),
+                    value: r.value.clone(),
+                    headers: r.headers.clone(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,442 @@
+//! The sender task: gathers sealed batches into produce requests, applies
+//! the answers (offsets, retries with backoff, failures) and bumps the
+//! producer epoch when sequence continuity is lost.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use streamhouse_metadata::ProducerIdentity;
+use streamhouse_proto as pb;
+use streamhouse_proto::ErrorCode;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::accumulator::{PartitionQueue, Sealed, restamp};
+use super::delivery::BatchWait;
+use super::{Command, Inner};
+use crate::cluster::{Cluster, Source};
+use crate::error::{Error, Result, code_is_retryable};
+
+pub(super) async fn init_producer_id(
+    cluster: &Cluster,
+    source: &Source,
+    current: Option<ProducerIdentity>,
+) -> Result<ProducerIdentity> {
+    match source {
+        Source::Metadata(store) => Ok(store.init_producer_id(current).await?),
+        Source::Bootstrap(_) => {
+            let request = pb::InitProducerIdRequest {
+                producer_id: current.map(|c| c.producer_id),
+                producer_epoch: current.map(|c| i32::from(c.epoch)),
+                ..Default::default()
+            };
+            let r = cluster
+                .call(3, |mut c| {
+                    let r = request.clone();
+                    async move { c.init_producer_id(r).await }
+                })
+                .await?;
+            Ok(ProducerIdentity {
+                producer_id: r.producer_id,
+                epoch: r.producer_epoch as i16,
+            })
+        }
+    }
+}
+
+/// Batches of one partition travelling in one request.
+pub(super) struct InFlight {
+    pub(super) queue: Arc<Mutex<PartitionQueue>>,
+    pub(super) batches: Vec<Sealed>,
+}
+
+pub(super) type RequestDone = (Vec<InFlight>, Option<String>, Result<pb::ProduceResponse>);
+
+/// The sender task: seals due batches, sends requests, handles answers.
+pub(super) async fn run_sender(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<Command>) {
+    let mut requests: FuturesUnordered<BoxFuture<'static, RequestDone>> = FuturesUnordered::new();
+    let mut bump_needed = false;
+    let mut bump_not_before: Option<Instant> = None;
+    loop {
+        if bump_needed && inner.config.transactional_id.is_some() {
+            // Sequence continuity is lost inside a transaction: it can only
+            // be aborted (which starts a new epoch).
+            let e = Error::Transaction(
+                "a batch of the transaction failed; abort the transaction".into(),
+            );
+            inner.make_abortable(e.clone());
+            fail_everything(&inner, &e);
+            bump_needed = false;
+        }
+        if bump_needed && bump_not_before.is_none_or(|t| t <= Instant::now()) {
+            match bump_epoch(&inner).await {
+                Ok(()) => bump_needed = false,
+                Err(e) if e.is_retryable() => {
+                    bump_not_before = Some(Instant::now() + inner.backoff(1));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "producer fenced; failing buffered records");
+                    fail_everything(&inner, &e);
+                    inner.closed.store(true, Ordering::Relaxed);
+                    bump_needed = false;
+                }
+            }
+        }
+        let (deadline, pending) = gather(&inner, &mut requests, bump_needed);
+        if inner.closed.load(Ordering::Relaxed) && !pending && requests.is_empty() {
+            // Answer flushes still queued; nothing is left to deliver.
+            while let Ok(Command::Flush(reply)) = commands.try_recv() {
+                let _ = reply.send(Vec::new());
+            }
+            return;
+        }
+        let deadline = match (deadline, bump_needed.then_some(bump_not_before).flatten()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        tokio::select! {
+            Some(command) = commands.recv() => match command {
+                Command::Flush(reply) => {
+                    let mut batches = Vec::new();
+                    for queue in inner.queues() {
+                        let mut q = queue.lock().expect("partition queue lock");
+                        if let Err(e) = inner.seal(&mut q) {
+                            tracing::warn!(error = %e, "sealing batch failed");
+                        }
+                        batches.extend(q.in_flight.iter().map(|cell| BatchWait {
+                            cell: cell.clone(),
+                            slot: None,
+                        }));
+                        batches.extend(q.sealed.iter().map(|b| b.done.waiter()));
+                    }
+                    let _ = reply.send(batches);
+                }
+            },
+            Some((flights, agent, result)) = requests.next(), if !requests.is_empty() => {
+                if let Some(agent) = &agent
+                    && result.as_ref().is_err_and(Error::is_retryable)
+                {
+                    inner.cluster.report_failure(agent);
+                }
+                bump_needed |= handle_response(&inner, flights, result);
+            }
+            _ = inner.wake.notified() => {}
+            _ = sleep_until(deadline) => {}
+        }
+    }
+}
+
+pub(super) async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Seals batches whose timeout passed and starts a request with every
+/// partition ready to send. Returns the next time something is due and
+/// whether any record is still waiting.
+pub(super) fn gather(
+    inner: &Arc<Inner>,
+    requests: &mut FuturesUnordered<BoxFuture<'static, RequestDone>>,
+    hold: bool,
+) -> (Option<Instant>, bool) {
+    let now = Instant::now();
+    let closing = inner.closed.load(Ordering::Relaxed);
+    let identity = *inner.identity.lock().expect("identity lock");
+    let mut deadline: Option<Instant> = None;
+    let mut pending = false;
+    let mut flights = Vec::new();
+    let mut bytes = 0usize;
+    let mut due = |t: Instant| deadline = Some(deadline.map_or(t, |d| d.min(t)));
+    for queue in inner.queues() {
+        let mut q = queue.lock().expect("partition queue lock");
+        if let Some(open) = &q.open {
+            let at = open.started + inner.config.batch_timeout;
+            if at <= now || closing {
+                if let Err(e) = inner.seal(&mut q) {
+                    tracing::warn!(error = %e, "sealing batch failed");
+                }
+            } else {
+                due(at);
+            }
+        }
+        pending |= q.open.is_some() || !q.sealed.is_empty() || !q.in_flight.is_empty();
+        if hold || !q.in_flight.is_empty() || q.sealed.is_empty() {
+            continue;
+        }
+        if let Some(t) = q.not_before.filter(|&t| t > now) {
+            due(t);
+            continue;
+        }
+        if bytes >= inner.config.max_request_bytes {
+            due(now);
+            continue;
+        }
+        if let Some(id) = identity
+            && let Err(e) = restamp(&mut q, id)
+        {
+            tracing::error!(error = %e, "re-sequencing batch failed");
+            continue;
+        }
+        // One request per partition at a time, with batches of one epoch.
+        let epoch = q.sealed.front().and_then(|b| b.stamp.map(|s| s.0));
+        let mut batches = Vec::new();
+        while let Some(b) = q.sealed.front() {
+            let fits =
+                batches.is_empty() || bytes + b.bytes.len() <= inner.config.max_request_bytes;
+            if !fits || b.stamp.map(|s| s.0) != epoch {
+                break;
+            }
+            bytes += b.bytes.len();
+            batches.push(q.sealed.pop_front().expect("front exists"));
+        }
+        q.in_flight = batches.iter().map(|b| b.done.0.clone()).collect();
+        q.not_before = None;
+        drop(q);
+        flights.push(InFlight { queue, batches });
+    }
+    if !flights.is_empty() {
+        requests.push(Box::pin(send_request(inner.clone(), flights)));
+    }
+    (deadline, pending)
+}
+
+pub(super) async fn send_request(inner: Arc<Inner>, flights: Vec<InFlight>) -> RequestDone {
+    let mut request = pb::ProduceRequest {
+        partitions: Vec::with_capacity(flights.len()),
+    };
+    for f in &flights {
+        let q = f.queue.lock().expect("partition queue lock");
+        let records = if f.batches.len() == 1 {
+            f.batches[0].bytes.clone()
+        } else {
+            let mut buf = Vec::with_capacity(f.batches.iter().map(|b| b.bytes.len()).sum());
+            for b in &f.batches {
+                buf.extend_from_slice(&b.bytes);
+            }
+            buf.into()
+        };
+        request.partitions.push(pb::PartitionRecords {
+            topic: q.topic.to_string(),
+            partition: q.partition,
+            records,
+        });
+    }
+    let conn = match inner.cluster.agent().await {
+        Ok(c) => c,
+        Err(e) => return (flights, None, Err(e)),
+    };
+    let timeout = inner.config.request_timeout;
+    let mut client = conn.client.clone();
+    let result = match tokio::time::timeout(timeout, client.produce(request)).await {
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(status)) => Err(Error::Rpc {
+            address: conn.address.clone(),
+            status: Arc::new(status),
+        }),
+        Err(_) => Err(Error::Timeout {
+            address: conn.address.clone(),
+            timeout,
+        }),
+    };
+    (flights, Some(conn.id), result)
+}
+
+/// What to do with one batch after an answer.
+pub(super) enum Fate {
+    Done(i64),
+    /// Retry; `uncertain` when the batch may have been committed.
+    Retry {
+        uncertain: bool,
+        error: Error,
+    },
+    Fail(Error),
+}
+
+/// Applies a produce answer; returns whether the producer epoch must be
+/// bumped (sequence continuity was lost).
+pub(super) fn handle_response(
+    inner: &Arc<Inner>,
+    flights: Vec<InFlight>,
+    result: Result<pb::ProduceResponse>,
+) -> bool {
+    let mut bump = false;
+    let current_epoch = inner
+        .identity
+        .lock()
+        .expect("identity lock")
+        .map(|i| i.epoch);
+    let mut results = match &result {
+        Ok(r) => r.results.iter().map(Some).collect::<Vec<_>>(),
+        Err(_) => vec![None; flights.len()],
+    };
+    results.resize(flights.len(), None);
+    for (flight, partition_result) in flights.into_iter().zip(results) {
+        let mut q = flight.queue.lock().expect("partition queue lock");
+        q.in_flight.clear();
+        let (topic, partition) = (q.topic.to_string(), q.partition);
+        let rejected = |code: ErrorCode, message: &str| Error::Rejected {
+            topic: topic.clone(),
+            partition,
+            code,
+            message: message.to_string(),
+        };
+        let mut fates = Vec::with_capacity(flight.batches.len());
+        let mut earlier_retry = false;
+        for (i, b) in flight.batches.iter().enumerate() {
+            let fate = match (&result, partition_result) {
+                (Err(e), _) => Fate::Retry {
+                    uncertain: true,
+                    error: e.clone(),
+                },
+                (Ok(_), None) => Fate::Retry {
+                    uncertain: true,
+                    error: rejected(
+                        ErrorCode::Internal,
+                        "the agent's answer omitted this partition",
+                    ),
+                },
+                (Ok(_), Some(pr)) if pr.error != ErrorCode::None as i32 => {
+                    let code = ErrorCode::try_from(pr.error).unwrap_or(ErrorCode::Internal);
+                    if matches!(code, ErrorCode::UnknownPartition | ErrorCode::UnknownTopic) {
+                        inner.cluster.invalidate_topic(&topic);
+                    }
+                    let error = rejected(code, &pr.message);
+                    if code_is_retryable(code) {
+                        Fate::Retry {
+                            uncertain: false,
+                            error,
+                        }
+                    } else {
+                        Fate::Fail(error)
+                    }
+                }
+                (Ok(_), Some(pr)) => match pr.batches.get(i) {
+                    None => Fate::Retry {
+                        uncertain: true,
+                        error: rejected(ErrorCode::Internal, "the agent's answer omitted a batch"),
+                    },
+                    Some(br) if br.error == ErrorCode::None as i32 => Fate::Done(br.base_offset),
+                    Some(br) => {
+                        let code = ErrorCode::try_from(br.error).unwrap_or(ErrorCode::Internal);
+                        let error = rejected(code, &br.message);
+                        match code {
+                            c if code_is_retryable(c) => Fate::Retry {
+                                uncertain: true,
+                                error,
+                            },
+                            ErrorCode::OutOfOrderSequence => {
+                                // Follows a batch being retried: retry in order.
+                                // Otherwise the sequence was lost: new epoch.
+                                if !earlier_retry {
+                                    bump = true;
+                                }
+                                Fate::Retry {
+                                    uncertain: false,
+                                    error,
+                                }
+                            }
+                            ErrorCode::ProducerFenced if b.stamp.map(|s| s.0) < current_epoch => {
+                                // Stamped before our own epoch bump: not
+                                // committed; re-sequence and resend.
+                                Fate::Retry {
+                                    uncertain: false,
+                                    error,
+                                }
+                            }
+                            _ => Fate::Fail(error),
+                        }
+                    }
+                },
+            };
+            earlier_retry |= matches!(fate, Fate::Retry { .. });
+            fates.push(fate);
+        }
+        // Apply in order; batches to retry go back to the front, in order.
+        let mut retry = Vec::new();
+        let mut gave_up: Option<Error> = None;
+        for (mut b, fate) in flight.batches.into_iter().zip(fates) {
+            if let Some(e) = &gave_up {
+                // Behind a batch given up on: fail what may be committed
+                // after it; the rest is re-sequenced after the epoch bump.
+                if b.uncertain {
+                    b.done.complete(Err(e.clone()));
+                    continue;
+                }
+            }
+            match fate {
+                Fate::Done(base) => {
+                    b.done.complete(Ok(base));
+                }
+                Fate::Fail(e) => {
+                    b.done.complete(Err(e));
+                }
+                Fate::Retry { uncertain, error } => {
+                    b.attempts += 1;
+                    b.uncertain = uncertain;
+                    if b.attempts > inner.config.max_retries {
+                        let e = Error::RetriesExhausted {
+                            topic: topic.clone(),
+                            partition,
+                            attempts: b.attempts,
+                            last: Arc::new(error),
+                        };
+                        if b.uncertain && b.stamp.is_some() {
+                            bump = true;
+                        }
+                        b.done.complete(Err(e.clone()));
+                        gave_up = Some(e);
+                    } else {
+                        b.last_error = Some(error);
+                        retry.push(b);
+                    }
+                }
+            }
+        }
+        if let Some(first) = retry.first() {
+            if let Some(e) = &first.last_error {
+                tracing::debug!(%topic, partition, attempts = first.attempts, error = %e, "retrying");
+            }
+            let attempts = first.attempts;
+            q.not_before = Some(Instant::now() + inner.backoff(attempts));
+        }
+        for b in retry.into_iter().rev() {
+            q.sealed.push_front(b);
+        }
+    }
+    inner.wake.notify_one();
+    bump
+}
+
+/// Bumps the producer epoch after sequence continuity was lost; every
+/// partition then re-sequences its unsent batches from 0.
+pub(super) async fn bump_epoch(inner: &Arc<Inner>) -> Result<()> {
+    let current = *inner.identity.lock().expect("identity lock");
+    let Some(current) = current else {
+        return Ok(());
+    };
+    let next = init_producer_id(&inner.cluster, &inner.source, Some(current)).await?;
+    tracing::info!(
+        producer_id = next.producer_id,
+        epoch = next.epoch,
+        "bumped producer epoch"
+    );
+    *inner.identity.lock().expect("identity lock") = Some(next);
+    Ok(())
+}
+
+pub(super) fn fail_everything(inner: &Arc<Inner>, e: &Error) {
+    for queue in inner.queues() {
+        let mut q = queue.lock().expect("partition queue lock");
+        if let Some(open) = q.open.take() {
+            open.done.complete(Err(e.clone()));
+        }
+        for b in q.sealed.drain(..) {
+            b.done.complete(Err(e.clone()));
+        }
+    }
+}
