@@ -26,7 +26,76 @@ pub enum Error {
 /// Result with the agent [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The error message with its causes, for clients.
+/// Longest piece of client input (a name, an id) quoted back to a client
+/// or into a log line, in characters.
+pub(crate) const MAX_QUOTED_CHARS: usize = 256;
+/// Longest message sent to a client, in bytes: common gRPC clients drop
+/// trailers over 8 KiB and report RESOURCE_EXHAUSTED instead of the error.
+pub(crate) const MAX_MESSAGE_BYTES: usize = 2048;
+
+/// Client input shortened to [`MAX_QUOTED_CHARS`] for a message or a log.
+pub(crate) fn bounded(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(MAX_QUOTED_CHARS) {
+        None => s.into(),
+        Some((cut, _)) => format!("{}… ({} bytes in all)", &s[..cut], s.len()).into(),
+    }
+}
+
+/// `msg` with every quoted string (as `{:?}` prints client input) cut to
+/// [`MAX_QUOTED_CHARS`], and the whole cut to [`MAX_MESSAGE_BYTES`].
+pub(crate) fn bound_message(msg: String) -> String {
+    let mut out = String::with_capacity(msg.len().min(MAX_MESSAGE_BYTES));
+    let mut rest = msg.as_str();
+    while let Some(open) = rest.find('"') {
+        out.push_str(&rest[..=open]);
+        rest = &rest[open + 1..];
+        // The closing quote: the first one not escaped by a backslash.
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in rest.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => {
+                    end = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let end = end.unwrap_or(rest.len());
+        let quoted = &rest[..end];
+        match quoted.char_indices().nth(MAX_QUOTED_CHARS) {
+            None => out.push_str(quoted),
+            Some((cut, _)) => {
+                out.push_str(&quoted[..cut]);
+                out.push('…');
+            }
+        }
+        if end < rest.len() {
+            out.push('"');
+            if quoted.len() > MAX_QUOTED_CHARS {
+                out.push_str(&format!(" ({} bytes)", quoted.len()));
+            }
+            rest = &rest[end + 1..];
+        } else {
+            rest = "";
+        }
+    }
+    out.push_str(rest);
+    if out.len() > MAX_MESSAGE_BYTES {
+        let mut cut = MAX_MESSAGE_BYTES - '…'.len_utf8();
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}
+
+/// The error message with its causes, for clients, bounded by
+/// [`bound_message`].
 pub(crate) fn describe(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
@@ -38,7 +107,7 @@ pub(crate) fn describe(e: &dyn std::error::Error) -> String {
         }
         source = s.source();
     }
-    out
+    bound_message(out)
 }
 
 /// The per-partition code of a storage error.
@@ -95,5 +164,32 @@ pub(crate) fn status(e: &streamhouse_metadata::Error) -> Status {
         | M::GroupNotEmpty(_) => Status::failed_precondition(msg),
         e if e.is_retryable() => Status::unavailable(msg),
         _ => Status::internal(msg),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_quoted_input_is_cut() {
+        let name = "t".repeat(10_000);
+        let msg = bound_message(format!("topic {name:?} does not exist"));
+        assert!(msg.len() < 400, "{}", msg.len());
+        assert!(msg.starts_with("topic \"ttt"));
+        assert!(msg.ends_with("\" (10000 bytes) does not exist"), "{msg}");
+        let short = "topic \"orders\" partition 3: bad \\\"quote\\\"";
+        assert_eq!(bound_message(short.to_string()), short);
+    }
+
+    #[test]
+    fn messages_are_capped() {
+        let msg = bound_message("é".repeat(5_000));
+        assert!(msg.len() <= MAX_MESSAGE_BYTES);
+        assert!(msg.ends_with('…'));
+        let unclosed = bound_message(format!("name \"{}", "x".repeat(1_000)));
+        assert!(unclosed.len() < 300, "{unclosed}");
+        assert_eq!(bounded("abc"), "abc");
+        assert!(bounded(&"a".repeat(300)).ends_with("(300 bytes in all)"));
     }
 }

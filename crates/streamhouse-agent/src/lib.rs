@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 
 mod error;
 mod jobs;
+mod produce;
 mod service;
 mod transactions;
 

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use streamhouse_core::{BatchHeader, batches};
 use streamhouse_metadata::{
     GroupHeartbeat, MetadataStore, OffsetCommit, Topic, TopicConfig, TopicPartition,
 };
@@ -16,7 +15,8 @@ use streamhouse_proto::stream_house_server::StreamHouse;
 use streamhouse_storage::{Reader, WritePipeline};
 use tonic::{Request, Response, Status};
 
-use crate::error::{describe, error_code, status};
+use crate::error::{bound_message, bounded, describe, error_code, status};
+use crate::produce::{self, BatchFailure, PartitionInput, PartitionOutcome};
 
 /// Limits on what one request may ask for.
 #[derive(Clone, Debug)]
@@ -24,7 +24,8 @@ pub struct RequestLimits {
     /// Largest encoded request accepted (bigger ones get OUT_OF_RANGE).
     /// Default 64 MiB.
     pub max_request_bytes: usize,
-    /// Largest record batch accepted (RECORD_TOO_LARGE). Default 8 MiB.
+    /// Largest record batch accepted (RECORD_TOO_LARGE), as sent and once
+    /// decompressed. Default 8 MiB.
     pub max_batch_bytes: usize,
     /// Most partitions one produce or fetch request may name. Default 10,000.
     pub max_partitions_per_request: usize,
@@ -220,68 +221,31 @@ impl StreamHouse for Service {
         metrics::counter!("streamhouse_produce_requests_total").increment(1);
         let request = request.into_inner();
         self.check_partition_count(request.partitions.len(), "produce request")?;
-        // Submit every batch first, so they all join the same flush, then
-        // wait for their commits.
-        let mut pending = Vec::with_capacity(request.partitions.len());
-        for p in &request.partitions {
-            let mut split = Vec::new();
-            let mut invalid = None;
-            for item in batches(&p.records) {
-                match item.and_then(|(_, raw)| {
-                    BatchHeader::validate(raw, self.limits.max_batch_bytes).map(|_| raw)
-                }) {
-                    Ok(raw) => split.push(p.records.slice_ref(raw)),
-                    Err(e) => {
-                        invalid = Some(e);
-                        break;
-                    }
-                }
-            }
-            if split.is_empty() && invalid.is_none() {
-                invalid = Some(streamhouse_core::Error::InvalidField {
-                    field: "records",
-                    reason: "no record batch".into(),
-                });
-            }
-            if let Some(e) = invalid {
-                let code = match e {
-                    streamhouse_core::Error::TooLarge { .. } => ErrorCode::RecordTooLarge,
-                    _ => ErrorCode::InvalidRecord,
-                };
-                let message = format!(
-                    "topic {:?} partition {}: {}",
-                    p.topic,
-                    p.partition,
-                    describe(&e)
-                );
-                tracing::info!(topic = %p.topic, partition = p.partition, code = ?code, %message, "produce rejected");
-                pending.push(Err((code, message)));
-                continue;
-            }
-            let mut appends = Vec::with_capacity(split.len());
-            for batch in split {
-                appends.push(self.pipeline.submit(&p.topic, p.partition, batch).await);
-            }
-            pending.push(Ok(appends));
-        }
-        let mut results = Vec::with_capacity(pending.len());
-        for (p, entry) in request.partitions.iter().zip(pending) {
+        let inputs: Vec<PartitionInput<'_>> = request
+            .partitions
+            .iter()
+            .map(|p| PartitionInput {
+                topic: &p.topic,
+                partition: p.partition,
+                records: &p.records,
+            })
+            .collect();
+        let outcomes = produce::produce(&self.pipeline, &inputs).await;
+        let mut results = Vec::with_capacity(outcomes.len());
+        for (p, outcome) in request.partitions.iter().zip(outcomes) {
             let mut result = pb::PartitionResult {
                 topic: p.topic.clone(),
                 partition: p.partition,
                 ..Default::default()
             };
-            match entry {
-                Err((code, message)) => {
+            match outcome {
+                PartitionOutcome::Refused { code, message } => {
+                    tracing::info!(topic = %bounded(&p.topic), partition = p.partition, code = ?code, %message, "produce refused");
                     result.error = code as i32;
                     result.message = message;
                 }
-                Ok(appends) => {
-                    for submitted in appends {
-                        let outcome = match submitted {
-                            Ok(appending) => appending.await,
-                            Err(e) => Err(e),
-                        };
+                PartitionOutcome::Batches(appends) => {
+                    for outcome in appends {
                         result.batches.push(match outcome {
                             Ok(a) => {
                                 metrics::counter!("streamhouse_produce_records_total")
@@ -292,14 +256,13 @@ impl StreamHouse for Service {
                                     ..Default::default()
                                 }
                             }
-                            Err(e) => {
-                                let code = error_code(&e);
+                            Err(BatchFailure { code, message }) => {
                                 if code == ErrorCode::StorageUnavailable {
-                                    tracing::warn!(topic = %p.topic, partition = p.partition, error = %describe(&e), "produce failed");
+                                    tracing::warn!(topic = %bounded(&p.topic), partition = p.partition, error = %message, "produce failed");
                                 } else {
-                                    tracing::info!(topic = %p.topic, partition = p.partition, code = ?code, error = %describe(&e), "produce rejected");
+                                    tracing::info!(topic = %bounded(&p.topic), partition = p.partition, code = ?code, error = %message, "produce rejected");
                                 }
-                                batch_error(code, describe(&e))
+                                batch_error(code, message)
                             }
                         });
                     }
@@ -338,13 +301,13 @@ impl StreamHouse for Service {
                 for p in &partitions {
                     metrics::counter!("streamhouse_fetch_bytes_total")
                         .increment(p.records.len() as u64);
-                    let records: u64 = batches(&p.records)
+                    let records: u64 = streamhouse_core::batches(&p.records)
                         .filter_map(|b| b.ok())
                         .map(|(h, _)| h.record_count.max(0) as u64)
                         .sum();
                     metrics::counter!("streamhouse_fetch_records_total").increment(records);
                     if p.error != ErrorCode::None as i32 {
-                        tracing::info!(topic = %p.topic, partition = p.partition, error = %p.message, "fetch error");
+                        tracing::info!(topic = %bounded(&p.topic), partition = p.partition, error = %p.message, "fetch error");
                     }
                 }
                 return Ok(Response::new(pb::FetchResponse { partitions }));
@@ -483,7 +446,9 @@ impl StreamHouse for Service {
             .get_topic(&name)
             .await
             .map_err(|e| status(&e))?
-            .ok_or_else(|| Status::not_found(format!("topic {name:?} does not exist")))?;
+            .ok_or_else(|| {
+                Status::not_found(bound_message(format!("topic {name:?} does not exist")))
+            })?;
         let usage: HashMap<u32, streamhouse_metadata::PartitionUsage> = self
             .metadata
             .partition_usage(topic.id)

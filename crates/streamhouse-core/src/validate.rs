@@ -141,15 +141,18 @@ fn check_records(mut data: &[u8], h: &BatchHeader, rules: &ProduceRules) -> Resu
             });
         }
         let record = check_record(&mut data, count)?;
-        let timestamp = h.base_timestamp.checked_add(record.timestamp_delta).ok_or_else(|| {
-            Error::invalid(
-                "record timestamp delta",
-                format!(
-                    "record {count}: {} overflows the base timestamp {}",
-                    record.timestamp_delta, h.base_timestamp
-                ),
-            )
-        })?;
+        let timestamp = h
+            .base_timestamp
+            .checked_add(record.timestamp_delta)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "record timestamp delta",
+                    format!(
+                        "record {count}: {} overflows the base timestamp {}",
+                        record.timestamp_delta, h.base_timestamp
+                    ),
+                )
+            })?;
         max_timestamp = max_timestamp.max(timestamp);
         if rules.require_keys && !record.has_key {
             return Err(Error::invalid(
@@ -194,7 +197,9 @@ fn check_record(buf: &mut &[u8], index: i32) -> Result<RecordShape> {
     if offset_delta != index {
         return Err(Error::invalid(
             "record offset delta",
-            format!("record {index} has offset delta {offset_delta}; produced deltas run 0, 1, 2, …"),
+            format!(
+                "record {index} has offset delta {offset_delta}; produced deltas run 0, 1, 2, …"
+            ),
         ));
     }
     let has_key = skip_bytes(&mut body, "record key")?.is_some();
@@ -370,7 +375,13 @@ mod tests {
 
     #[test]
     fn producer_fields_are_all_none_or_all_valid() {
-        for (pid, epoch, seq) in [(5, 0, -1), (5, -1, 0), (-1, 0, 0), (-1, -1, 0), (-7, -1, -1)] {
+        for (pid, epoch, seq) in [
+            (5, 0, -1),
+            (5, -1, 0),
+            (-1, 0, 0),
+            (-1, -1, 0),
+            (-7, -1, -1),
+        ] {
             let b = RecordBatch::from_records(records(2))
                 .with_producer(pid, epoch, seq)
                 .encode()

@@ -18,7 +18,8 @@ mod topics;
 
 pub use error::{Error, Result};
 pub use pipeline::{
-    Appended, Appending, PipelineConfig, PipelineStats, WritePipeline, upload_object,
+    Appended, Appending, BatchValidator, PipelineConfig, PipelineStats, ValidBatch, WritePipeline,
+    upload_object,
 };
 pub use reader::{ReadResult, Reader, ReaderConfig};
-pub use store::{S3Options, open_object_store};
+pub use store::{S3Options, open_object_store, open_object_store_without_fsync};

@@ -36,10 +36,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use object_store::{ObjectStore, PutMode, PutOptions, path::Path};
-use streamhouse_core::BatchHeader;
+use streamhouse_core::{BatchHeader, ProduceRules, validate_produced};
 use streamhouse_metadata::{
     BatchCommit, BatchOutcome, ChunkCommit, ChunkRejected, MetadataStore, ObjectCommit,
-    ProducerBatch, TopicId,
+    ProducerBatch, Topic, TopicId,
 };
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -213,6 +213,67 @@ impl Future for Appending {
     }
 }
 
+/// The produce-side checks for one partition of a topic; made by
+/// [`WritePipeline::validator`].
+#[derive(Clone, Debug)]
+pub struct BatchValidator {
+    topic: Arc<Topic>,
+    partition: u32,
+    rules: ProduceRules,
+}
+
+impl BatchValidator {
+    /// Fully validates one batch sent by a producer (see
+    /// [`streamhouse_core::validate`]): CPU work only, one pass over the
+    /// records plus a bounded decompression for compressed batches.
+    pub fn validate(&self, batch: Bytes) -> Result<ValidBatch> {
+        let header =
+            validate_produced(&batch, &self.rules).map_err(|source| Error::InvalidBatch {
+                topic: self.topic.name.clone(),
+                partition: self.partition,
+                source,
+            })?;
+        Ok(ValidBatch {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            batch,
+            header,
+        })
+    }
+
+    /// The rules this validator applies.
+    pub fn rules(&self) -> &ProduceRules {
+        &self.rules
+    }
+
+    /// The topic's name.
+    pub fn topic(&self) -> &str {
+        &self.topic.name
+    }
+
+    /// The partition batches are checked for.
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+}
+
+/// A record batch that passed [`BatchValidator::validate`]; only
+/// validation makes one, so [`WritePipeline::submit_valid`] trusts it.
+#[derive(Debug)]
+pub struct ValidBatch {
+    topic: Arc<Topic>,
+    partition: u32,
+    batch: Bytes,
+    header: BatchHeader,
+}
+
+impl ValidBatch {
+    /// The batch's header.
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+}
+
 impl WritePipeline {
     /// Starts a pipeline writing objects to `store` and committing to
     /// `metadata`. Must be called within a Tokio runtime.
@@ -276,19 +337,44 @@ impl WritePipeline {
 
     /// Validates and buffers one record batch (waiting while the buffer is
     /// full) and returns a future of its commit, so one task can keep many
-    /// appends in flight. The batch must be one complete RecordBatch v2;
+    /// appends in flight. The batch must be one complete RecordBatch v2
+    /// that passes [`validate_produced`](streamhouse_core::validate_produced);
     /// its base offset is ignored (objects store 0).
     pub async fn submit(&self, topic: &str, partition: u32, batch: Bytes) -> Result<Appending> {
+        let valid = self.validator(topic, partition).await?.validate(batch)?;
+        self.submit_valid(valid).await
+    }
+
+    /// The checks a batch for `partition` of `topic` must pass, with the
+    /// topic resolved (cached). The returned validator is cheap to clone
+    /// and can run on any thread, so callers validate large or compressed
+    /// batches in parallel, off the async reactor.
+    pub async fn validator(&self, topic: &str, partition: u32) -> Result<BatchValidator> {
+        let t = self.shared.topics.resolve(topic, partition).await?;
+        let require_keys = t
+            .config
+            .get(streamhouse_metadata::CLEANUP_POLICY)
+            .is_some_and(|p| p.split(',').any(|p| p.trim() == "compact"));
+        Ok(BatchValidator {
+            rules: ProduceRules {
+                max_batch_bytes: self.shared.config.max_batch_bytes,
+                require_keys,
+            },
+            topic: t,
+            partition,
+        })
+    }
+
+    /// Buffers a batch that passed [`BatchValidator::validate`] (waiting
+    /// while the buffer is full) and returns a future of its commit.
+    pub async fn submit_valid(&self, valid: ValidBatch) -> Result<Appending> {
         let shared = &self.shared;
-        let header =
-            BatchHeader::validate(&batch, shared.config.max_batch_bytes).map_err(|source| {
-                Error::InvalidBatch {
-                    topic: topic.to_string(),
-                    partition,
-                    source,
-                }
-            })?;
-        let t = shared.topics.resolve(topic, partition).await?;
+        let ValidBatch {
+            topic: t,
+            partition,
+            batch,
+            header,
+        } = valid;
         let budget = shared
             .budget
             .clone()
