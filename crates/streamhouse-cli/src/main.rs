@@ -3,9 +3,12 @@
 use clap::{Parser, Subcommand};
 
 mod agent;
+mod agents;
 mod bench;
 mod consume;
 mod copy;
+mod groups;
+mod produce;
 mod status;
 mod topic;
 
@@ -22,6 +25,13 @@ pub async fn group_of(address: &str) -> Result<String, BoxError> {
         .into_iter()
         .find(|a| a.address == address)
         .map_or_else(|| "default".to_string(), |a| a.group))
+}
+
+/// Parses a repeatable KEY=VALUE argument (topic config, record headers).
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
 }
 
 /// StreamHouse: event streaming on object storage.
@@ -71,7 +81,7 @@ enum Command {
         #[command(flatten)]
         address: AgentAddress,
         #[command(flatten)]
-        args: topic::ProduceArgs,
+        args: produce::ProduceArgs,
     },
     /// Print records of a topic, alone or as a consumer group member.
     Consume {
@@ -92,14 +102,14 @@ enum Command {
         #[command(flatten)]
         address: AgentAddress,
         #[command(subcommand)]
-        command: consume::GroupsCommand,
+        command: groups::GroupsCommand,
     },
     /// List live agents.
     Agents {
         #[command(flatten)]
         address: AgentAddress,
         #[command(subcommand)]
-        command: status::AgentsCommand,
+        command: agents::AgentsCommand,
     },
     /// Topics, partitions, bytes, consumer lag and agents at a glance.
     Status {
@@ -132,17 +142,17 @@ fn main() -> std::process::ExitCode {
                         topic::topic(&address.agent, command).await
                     }
                     Command::Produce { address, args } => {
-                        topic::produce(&address.agent, args).await
+                        produce::produce(&address.agent, args).await
                     }
                     Command::Consume { address, args } => {
                         consume::consume(&address.agent, args).await
                     }
                     Command::Copy { address, args } => copy::copy(&address.agent, args).await,
                     Command::Groups { address, command } => {
-                        consume::groups(&address.agent, command).await
+                        groups::groups(&address.agent, command).await
                     }
                     Command::Agents { address, command } => {
-                        status::agents(&address.agent, command).await
+                        agents::agents(&address.agent, command).await
                     }
                     Command::Status { address, output } => {
                         status::status(&address.agent, output).await
