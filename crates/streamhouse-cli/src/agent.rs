@@ -42,9 +42,9 @@ pub struct Args {
     /// S3 region [default: AWS_REGION].
     #[arg(long, env = "STREAMHOUSE_S3_REGION")]
     s3_region: Option<String>,
-    /// Allow plain-HTTP S3 endpoints [default: AWS_ALLOW_HTTP, or true for http:// endpoints].
+    /// Allow plain-HTTP S3 endpoints [default: on for an http:// --s3-endpoint, else AWS_ALLOW_HTTP].
     #[arg(long, env = "STREAMHOUSE_S3_ALLOW_HTTP")]
-    s3_allow_http: Option<bool>,
+    s3_allow_http: bool,
     /// Agent id [default: a new ULID].
     #[arg(long, env = "STREAMHOUSE_AGENT_ID")]
     agent_id: Option<String>,
@@ -132,9 +132,12 @@ impl Args {
             s3: S3Options {
                 endpoint: self.s3_endpoint.clone(),
                 region: self.s3_region.clone(),
-                allow_http: self
-                    .s3_allow_http
-                    .or_else(|| self.s3_endpoint.as_ref().map(|e| e.starts_with("http://"))),
+                allow_http: (self.s3_allow_http
+                    || self
+                        .s3_endpoint
+                        .as_ref()
+                        .is_some_and(|e| e.starts_with("http://")))
+                .then_some(true),
                 ..S3Options::default()
             },
             agent_id: self.agent_id.clone(),
@@ -187,5 +190,42 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        args: super::Args,
+    }
+
+    fn allow_http(argv: &[&str]) -> Option<bool> {
+        let argv = std::iter::once("agent").chain(argv.iter().copied());
+        Command::try_parse_from(argv)
+            .expect("valid arguments")
+            .args
+            .config()
+            .s3
+            .allow_http
+    }
+
+    #[test]
+    fn s3_allow_http_is_a_switch() {
+        assert_eq!(allow_http(&["--s3-allow-http"]), Some(true));
+        assert!(
+            Command::try_parse_from(["agent", "--s3-allow-http", "true"]).is_err(),
+            "the switch takes no value"
+        );
+        assert_eq!(
+            allow_http(&["--s3-endpoint", "http://127.0.0.1:9000"]),
+            Some(true)
+        );
+        // Left to AWS_ALLOW_HTTP.
+        assert_eq!(allow_http(&["--s3-endpoint", "https://s3.example"]), None);
+        assert_eq!(allow_http(&[]), None);
     }
 }
