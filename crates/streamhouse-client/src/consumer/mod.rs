@@ -97,7 +97,8 @@ pub struct ConsumerRecord {
     pub headers: Vec<Header>,
 }
 
-/// Reads records; see the [module docs](self).
+/// Reads records; the design is in the `consumer` module docs
+/// (`cargo doc --document-private-items`).
 pub struct Consumer {
     inner: Arc<Inner>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,

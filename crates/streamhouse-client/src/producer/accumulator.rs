@@ -77,7 +77,7 @@ impl Inner {
     }
 
     pub(super) async fn refresh_topic(&self, name: &str) -> Result<Arc<TopicQueues>> {
-        let count = self.cluster.partitions(name).await?;
+        let count = self.transport.partitions(name).await?;
         let mut topics = self.topics.write().expect("topics lock");
         let old = topics.get(name).cloned();
         let mut queues = old.as_ref().map(|t| t.queues.clone()).unwrap_or_default();

@@ -1,18 +1,14 @@
 //! Producer settings and the builder that validates them and starts a
 //! producer.
 
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use streamhouse_core::Compression;
 use streamhouse_metadata::MetadataStore;
-use tokio::sync::{Notify, mpsc};
 
-use super::budget::ByteBudget;
-use super::sender::{init_producer_id, run_sender};
-use super::transactions::TxnState;
-use super::{Inner, Producer};
+use super::Producer;
+use super::transport::{ClusterTransport, Transport};
 use crate::cluster::{Cluster, ClusterConfig, Source};
 use crate::error::{Error, Result};
 
@@ -234,30 +230,17 @@ impl ProducerBuilder {
         ));
         // Fail early and clearly when no agent can be found.
         cluster.agent().await?;
+        let transport = Arc::new(ClusterTransport {
+            cluster: cluster.clone(),
+            source,
+        });
         let identity = if c.transactional_id.is_some() {
             None
         } else if c.idempotence {
-            Some(init_producer_id(&cluster, &source, None).await?)
+            Some(transport.init_producer_id(None).await?)
         } else {
             None
         };
-        let (commands, rx) = mpsc::unbounded_channel();
-        let inner = Arc::new(Inner {
-            buffer: Arc::new(ByteBudget::new(self.config.max_buffered_bytes)),
-            config: self.config,
-            cluster,
-            source,
-            topics: RwLock::default(),
-            wake: Notify::new(),
-            commands,
-            identity: Mutex::new(identity),
-            txn: Mutex::new(TxnState::Uninitialized),
-            closed: AtomicBool::new(false),
-        });
-        let sender = tokio::spawn(run_sender(inner.clone(), rx));
-        Ok(Producer {
-            inner,
-            sender: tokio::sync::Mutex::new(Some(sender)),
-        })
+        Ok(Producer::start(self.config, cluster, transport, identity))
     }
 }

@@ -43,7 +43,10 @@ mod config;
 mod delivery;
 mod record;
 mod sender;
+#[cfg(test)]
+mod sender_tests;
 mod transactions;
+mod transport;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,7 +58,7 @@ use streamhouse_metadata::ProducerIdentity;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::cluster::{Cluster, Source};
+use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::partitioner::partition_for_key;
 
@@ -63,12 +66,14 @@ use accumulator::{OpenBatch, TopicQueues};
 use budget::{ByteBudget, Reservation};
 use delivery::{BatchHandle, BatchWait};
 use transactions::TxnState;
+use transport::Transport;
 
 pub use config::{ProducerBuilder, ProducerConfig};
 pub use delivery::DeliveryFuture;
 pub use record::{ProducerRecord, SendResult};
 
-/// Sends records to StreamHouse; see the [module docs](self).
+/// Sends records to StreamHouse; the design is in the `producer` module docs
+/// (`cargo doc --document-private-items`).
 pub struct Producer {
     inner: Arc<Inner>,
     sender: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -76,8 +81,10 @@ pub struct Producer {
 
 struct Inner {
     config: ProducerConfig,
+    /// Where transaction calls go.
     cluster: Arc<Cluster>,
-    source: Source,
+    /// Where the sender's requests go.
+    transport: Arc<dyn Transport>,
     topics: RwLock<HashMap<String, Arc<TopicQueues>>>,
     wake: Notify,
     commands: mpsc::UnboundedSender<Command>,
@@ -94,6 +101,33 @@ enum Command {
 }
 
 impl Producer {
+    /// Starts the sender task of a producer with these settings.
+    fn start(
+        config: ProducerConfig,
+        cluster: Arc<Cluster>,
+        transport: Arc<dyn Transport>,
+        identity: Option<ProducerIdentity>,
+    ) -> Producer {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            buffer: Arc::new(ByteBudget::new(config.max_buffered_bytes)),
+            config,
+            cluster,
+            transport,
+            topics: RwLock::default(),
+            wake: Notify::new(),
+            commands,
+            identity: Mutex::new(identity),
+            txn: Mutex::new(TxnState::Uninitialized),
+            closed: AtomicBool::new(false),
+        });
+        let sender = tokio::spawn(sender::run_sender(inner.clone(), rx));
+        Producer {
+            inner,
+            sender: tokio::sync::Mutex::new(Some(sender)),
+        }
+    }
+
     /// A builder with the defaults of the configuration table.
     pub fn builder() -> ProducerBuilder {
         ProducerBuilder::default()
@@ -151,7 +185,7 @@ impl Producer {
             (Some(p), _) if p < partitions => p,
             (Some(p), _) => {
                 // The topic may have grown since it was looked up.
-                inner.cluster.invalidate_topic(&record.topic);
+                inner.transport.invalidate_topic(&record.topic);
                 let grown = inner.refresh_topic(&record.topic).await?;
                 if p >= grown.queues.len() as u32 {
                     return Err(Error::UnknownPartition {

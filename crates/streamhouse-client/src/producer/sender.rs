@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use streamhouse_metadata::ProducerIdentity;
 use streamhouse_proto as pb;
 use streamhouse_proto::ErrorCode;
 use tokio::sync::mpsc;
@@ -17,35 +16,7 @@ use tokio::time::Instant;
 use super::accumulator::{PartitionQueue, Sealed, restamp};
 use super::delivery::BatchWait;
 use super::{Command, Inner};
-use crate::cluster::{Cluster, Source};
 use crate::error::{Error, Result, code_is_retryable};
-
-pub(super) async fn init_producer_id(
-    cluster: &Cluster,
-    source: &Source,
-    current: Option<ProducerIdentity>,
-) -> Result<ProducerIdentity> {
-    match source {
-        Source::Metadata(store) => Ok(store.init_producer_id(current).await?),
-        Source::Bootstrap(_) => {
-            let request = pb::InitProducerIdRequest {
-                producer_id: current.map(|c| c.producer_id),
-                producer_epoch: current.map(|c| i32::from(c.epoch)),
-                ..Default::default()
-            };
-            let r = cluster
-                .call(3, |mut c| {
-                    let r = request.clone();
-                    async move { c.init_producer_id(r).await }
-                })
-                .await?;
-            Ok(ProducerIdentity {
-                producer_id: r.producer_id,
-                epoch: r.producer_epoch as i16,
-            })
-        }
-    }
-}
 
 /// Batches of one partition travelling in one request.
 pub(super) struct InFlight {
@@ -53,7 +24,7 @@ pub(super) struct InFlight {
     pub(super) batches: Vec<Sealed>,
 }
 
-pub(super) type RequestDone = (Vec<InFlight>, Option<String>, Result<pb::ProduceResponse>);
+pub(super) type RequestDone = (Vec<InFlight>, Result<pb::ProduceResponse>);
 
 /// The sender task: seals due batches, sends requests, handles answers.
 pub(super) async fn run_sender(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<Command>) {
@@ -115,12 +86,7 @@ pub(super) async fn run_sender(inner: Arc<Inner>, mut commands: mpsc::UnboundedR
                     let _ = reply.send(batches);
                 }
             },
-            Some((flights, agent, result)) = requests.next(), if !requests.is_empty() => {
-                if let Some(agent) = &agent
-                    && result.as_ref().is_err_and(Error::is_retryable)
-                {
-                    inner.cluster.report_failure(agent);
-                }
+            Some((flights, result)) = requests.next(), if !requests.is_empty() => {
                 bump_needed |= handle_response(&inner, flights, result);
             }
             _ = inner.wake.notified() => {}
@@ -226,24 +192,8 @@ pub(super) async fn send_request(inner: Arc<Inner>, flights: Vec<InFlight>) -> R
             records,
         });
     }
-    let conn = match inner.cluster.agent().await {
-        Ok(c) => c,
-        Err(e) => return (flights, None, Err(e)),
-    };
-    let timeout = inner.config.request_timeout;
-    let mut client = conn.client.clone();
-    let result = match tokio::time::timeout(timeout, client.produce(request)).await {
-        Ok(Ok(r)) => Ok(r.into_inner()),
-        Ok(Err(status)) => Err(Error::Rpc {
-            address: conn.address.clone(),
-            status: Arc::new(status),
-        }),
-        Err(_) => Err(Error::Timeout {
-            address: conn.address.clone(),
-            timeout,
-        }),
-    };
-    (flights, Some(conn.id), result)
+    let result = inner.transport.produce(request).await;
+    (flights, result)
 }
 
 /// What to do with one batch after an answer.
@@ -303,7 +253,7 @@ pub(super) fn handle_response(
                 (Ok(_), Some(pr)) if pr.error != ErrorCode::None as i32 => {
                     let code = ErrorCode::try_from(pr.error).unwrap_or(ErrorCode::Internal);
                     if matches!(code, ErrorCode::UnknownPartition | ErrorCode::UnknownTopic) {
-                        inner.cluster.invalidate_topic(&topic);
+                        inner.transport.invalidate_topic(&topic);
                     }
                     let error = rejected(code, &pr.message);
                     if code_is_retryable(code) {
@@ -419,7 +369,7 @@ pub(super) async fn bump_epoch(inner: &Arc<Inner>) -> Result<()> {
     let Some(current) = current else {
         return Ok(());
     };
-    let next = init_producer_id(&inner.cluster, &inner.source, Some(current)).await?;
+    let next = inner.transport.init_producer_id(Some(current)).await?;
     tracing::info!(
         producer_id = next.producer_id,
         epoch = next.epoch,
