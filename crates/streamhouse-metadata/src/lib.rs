@@ -33,7 +33,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub mod assignment;
-#[macro_use]
 mod sql;
 mod error;
 mod postgres;

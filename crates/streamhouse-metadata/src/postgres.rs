@@ -5,15 +5,11 @@
 
 use std::str::FromStr;
 
+use sqlx::Postgres;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres};
 
 /// Metadata in a PostgreSQL database.
-#[derive(Clone, Debug)]
-pub struct PostgresMetadataStore {
-    write: PgPool,
-    read: PgPool,
-}
+pub type PostgresMetadataStore = crate::sql::SqlStore<Postgres>;
 
 const MIGRATIONS: &[(&str, &str)] = &[
     (
@@ -62,17 +58,4 @@ impl PostgresMetadataStore {
             read: pool,
         })
     }
-
-    async fn begin_write(&self) -> crate::Result<sqlx::Transaction<'static, Postgres>> {
-        self.write
-            .begin()
-            .await
-            .map_err(crate::Error::db("beginning write transaction"))
-    }
 }
-
-sql_store!(
-    PostgresMetadataStore,
-    Postgres,
-    now = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
-);

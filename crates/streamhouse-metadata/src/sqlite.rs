@@ -8,15 +8,11 @@
 
 use std::str::FromStr;
 
+use sqlx::Sqlite;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool};
 
 /// Metadata in one SQLite file.
-#[derive(Clone, Debug)]
-pub struct SqliteMetadataStore {
-    write: SqlitePool,
-    read: SqlitePool,
-}
+pub type SqliteMetadataStore = crate::sql::SqlStore<Sqlite>;
 
 const MIGRATIONS: &[(&str, &str)] = &[
     (
@@ -84,17 +80,4 @@ impl SqliteMetadataStore {
             .map_err(crate::Error::db("opening SQLite database"))?;
         Ok(SqliteMetadataStore { write, read })
     }
-
-    async fn begin_write(&self) -> crate::Result<sqlx::Transaction<'static, Sqlite>> {
-        self.write
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(crate::Error::db("beginning write transaction"))
-    }
 }
-
-sql_store!(
-    SqliteMetadataStore,
-    Sqlite,
-    now = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
-);

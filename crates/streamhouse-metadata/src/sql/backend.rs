@@ -1,0 +1,94 @@
+//! What differs between the SQL backends, in one place: the database clock,
+//! how a write transaction begins, and how many rows a statement changed.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use sqlx::{Database, IntoArguments, Pool, Postgres, Sqlite, Transaction};
+
+/// The placeholder in SQL text for the backend's clock ([`Backend::NOW`]).
+const NOW_PLACEHOLDER: &str = "{now}";
+
+/// A SQL database the metadata store runs on.
+pub trait Backend: Database<Arguments: IntoArguments<Self>> {
+    /// The database clock as an SQL expression in epoch milliseconds, so
+    /// leases, sessions and heartbeats use one clock rather than each
+    /// machine's.
+    const NOW: &'static str;
+
+    /// Begins a transaction that will write.
+    fn begin_write(
+        pool: &Pool<Self>,
+    ) -> impl Future<Output = Result<Transaction<'static, Self>, sqlx::Error>> + Send;
+
+    /// How many rows the statement inserted, updated or deleted.
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+
+    /// This backend's SQL texts with the clock spliced in (see [`sql`]).
+    fn spliced() -> &'static Spliced;
+}
+
+/// SQL texts with [`Backend::NOW`] spliced in, by their template.
+pub struct Spliced(Mutex<BTreeMap<&'static str, &'static str>>);
+
+impl Spliced {
+    const fn new() -> Self {
+        Spliced(Mutex::new(BTreeMap::new()))
+    }
+}
+
+/// `template` with every `{now}` replaced by the backend's clock
+/// expression. Each template is spliced once per backend and kept for the
+/// life of the process (the templates are a fixed set of literals).
+pub(crate) fn sql<DB: Backend>(template: &'static str) -> &'static str {
+    let mut texts = DB::spliced()
+        .0
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    texts
+        .entry(template)
+        .or_insert_with(|| Box::leak(template.replace(NOW_PLACEHOLDER, DB::NOW).into_boxed_str()))
+}
+
+/// SQLite: the one writer connection takes the database write lock up
+/// front with `BEGIN IMMEDIATE` (SQLite has no row locks, so a transaction
+/// never fails half-way on a lock upgrade).
+impl Backend for Sqlite {
+    const NOW: &'static str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+
+    fn begin_write(
+        pool: &Pool<Self>,
+    ) -> impl Future<Output = Result<Transaction<'static, Self>, sqlx::Error>> + Send {
+        pool.begin_with("BEGIN IMMEDIATE")
+    }
+
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    fn spliced() -> &'static Spliced {
+        static SPLICED: Spliced = Spliced::new();
+        &SPLICED
+    }
+}
+
+/// PostgreSQL: write transactions run at READ COMMITTED and lock the rows
+/// they change.
+impl Backend for Postgres {
+    const NOW: &'static str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
+
+    fn begin_write(
+        pool: &Pool<Self>,
+    ) -> impl Future<Output = Result<Transaction<'static, Self>, sqlx::Error>> + Send {
+        pool.begin()
+    }
+
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    fn spliced() -> &'static Spliced {
+        static SPLICED: Spliced = Spliced::new();
+        &SPLICED
+    }
+}

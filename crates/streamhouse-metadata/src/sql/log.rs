@@ -1,0 +1,271 @@
+//! [`LogStore`] on SQL: the log commit that assigns offsets, partition
+//! state and segment lookups.
+
+use async_trait::async_trait;
+use sqlx::{ColumnIndex, Decode, Encode, Executor, QueryBuilder, Row, Type};
+
+use super::backend::{Backend, sql};
+use super::placement::{SegmentRow, place_batches};
+use super::sequences::ProducerEpochs;
+use super::{INSERT_CHUNK, SqlStore, Tx};
+use crate::LogStore;
+use crate::error::{Error, Result};
+use crate::types::{
+    BatchOutcome, ChunkCommit, ChunkRejected, CommitOutcome, ObjectCommit, PartitionState, Segment,
+    TopicId,
+};
+
+/// The columns [`segment`] reads, in its order, from `segments s` joined
+/// with `objects o`.
+macro_rules! segment_select {
+    () => {
+        "SELECT s.base_offset, s.last_offset, s.record_count, s.object_key, o.size_bytes, \
+         s.byte_start, s.byte_length, s.min_timestamp, s.max_timestamp \
+         FROM segments s JOIN objects o ON o.object_key = s.object_key"
+    };
+}
+
+/// What the commit did with one chunk.
+pub(super) type ChunkOutcome = std::result::Result<Vec<BatchOutcome>, ChunkRejected>;
+
+impl<DB: Backend> SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'s> &'s str: ColumnIndex<DB::Row> + Type<DB> + Encode<'s, DB>,
+    i64: Type<DB> + for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB>,
+    bool: Type<DB> + for<'a> Decode<'a, DB>,
+    String: Type<DB> + for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB>,
+    Option<i64>: for<'a> Encode<'a, DB>,
+    Option<String>: for<'a> Encode<'a, DB>,
+    for<'s> Option<&'s str>: Encode<'s, DB>,
+{
+    /// The log commit of one object inside `tx` (see
+    /// [`LogStore::commit_object`]).
+    pub(super) async fn commit_object_in(
+        tx: &mut Tx<DB>,
+        commit: &ObjectCommit,
+    ) -> Result<CommitOutcome> {
+        Self::record_object(tx, &commit.object_key, commit.size_bytes).await?;
+        // Lock partition rows in one global order so that concurrent
+        // commits cannot deadlock.
+        let mut order: Vec<usize> = (0..commit.chunks.len()).collect();
+        order.sort_by_key(|&i| (commit.chunks[i].topic_id, commit.chunks[i].partition));
+        let mut outcome: CommitOutcome = vec![Ok(Vec::new()); commit.chunks.len()];
+        let mut segments = Vec::with_capacity(commit.chunks.len());
+        let mut producers = ProducerEpochs::default();
+        for i in order {
+            let chunk = &commit.chunks[i];
+            outcome[i] = if chunk.batches.iter().any(|b| b.producer.is_some()) {
+                Self::commit_idempotent_chunk(tx, chunk, &mut producers, &mut segments).await?
+            } else {
+                Self::commit_plain_chunk(tx, chunk, &mut segments).await?
+            };
+        }
+        Self::insert_segments(tx, &commit.object_key, &segments).await?;
+        Ok(outcome)
+    }
+
+    /// Records a new object.
+    pub(super) async fn record_object(
+        tx: &mut Tx<DB>,
+        object_key: &str,
+        size_bytes: u64,
+    ) -> Result<()> {
+        sqlx::query(sql::<DB>(
+            "INSERT INTO objects (object_key, size_bytes, created_at_ms) VALUES ($1, $2, {now})",
+        ))
+        .bind(object_key)
+        .bind(size_bytes as i64)
+        .execute(&mut **tx)
+        .await
+        .map_err(Error::db("recording object"))?;
+        Ok(())
+    }
+
+    /// Inserts the segment rows of one object.
+    async fn insert_segments(
+        tx: &mut Tx<DB>,
+        object_key: &str,
+        segments: &[SegmentRow],
+    ) -> Result<()> {
+        for rows in segments.chunks(INSERT_CHUNK) {
+            QueryBuilder::<DB>::new(
+                "INSERT INTO segments (topic_id, partition_id, base_offset, last_offset, \
+                 record_count, object_key, byte_start, byte_length, min_timestamp, \
+                 max_timestamp) ",
+            )
+            .push_values(rows, |mut b, s| {
+                b.push_bind(s.topic_id)
+                    .push_bind(i64::from(s.partition))
+                    .push_bind(s.base_offset)
+                    .push_bind(s.last_offset)
+                    .push_bind(s.record_count)
+                    .push_bind(object_key)
+                    .push_bind(s.byte_start as i64)
+                    .push_bind(s.byte_length as i64)
+                    .push_bind(s.min_timestamp)
+                    .push_bind(s.max_timestamp);
+            })
+            .build()
+            .execute(&mut **tx)
+            .await
+            .map_err(Error::db("inserting segments"))?;
+        }
+        Ok(())
+    }
+
+    /// Commits a chunk without producer ids: one statement takes the
+    /// offsets and locks the partition row.
+    async fn commit_plain_chunk(
+        tx: &mut Tx<DB>,
+        chunk: &ChunkCommit,
+        segments: &mut Vec<SegmentRow>,
+    ) -> Result<ChunkOutcome> {
+        let span: i64 = chunk.batches.iter().map(|b| b.offset_span).sum();
+        let next: Option<i64> = sqlx::query_scalar(
+            "UPDATE partitions SET next_offset = next_offset + $1 \
+             WHERE topic_id = $2 AND partition_id = $3 RETURNING next_offset",
+        )
+        .bind(span)
+        .bind(chunk.topic_id)
+        .bind(i64::from(chunk.partition))
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(Error::db("advancing partition offset"))?;
+        let Some(next) = next else {
+            return Ok(Err(ChunkRejected::PartitionGone {
+                topic_id: chunk.topic_id,
+                partition: chunk.partition,
+            }));
+        };
+        let accepted = vec![true; chunk.batches.len()];
+        let placed = place_batches(chunk, next - span, &accepted, segments);
+        Ok(Ok(placed
+            .into_iter()
+            .map(|base| BatchOutcome::Appended {
+                base_offset: base.expect("every batch accepted"),
+            })
+            .collect()))
+    }
+}
+
+/// A segment from a row of `segment_select!()`.
+fn segment<R: Row>(row: &R, topic_id: TopicId, partition: u32) -> Segment
+where
+    usize: sqlx::ColumnIndex<R>,
+    i64: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+    String: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+{
+    Segment {
+        topic_id,
+        partition,
+        base_offset: row.get(0),
+        last_offset: row.get(1),
+        record_count: row.get(2),
+        object_key: row.get(3),
+        object_size: row.get::<i64, _>(4) as u64,
+        byte_start: row.get::<i64, _>(5) as u64,
+        byte_length: row.get::<i64, _>(6) as u64,
+        min_timestamp: row.get(7),
+        max_timestamp: row.get(8),
+    }
+}
+
+#[async_trait]
+impl<DB: Backend> LogStore for SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'s> &'s str: ColumnIndex<DB::Row> + Type<DB> + Encode<'s, DB>,
+    i64: Type<DB> + for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB>,
+    bool: Type<DB> + for<'a> Decode<'a, DB>,
+    String: Type<DB> + for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB>,
+    Option<i64>: for<'a> Encode<'a, DB>,
+    Option<String>: for<'a> Encode<'a, DB>,
+    for<'s> Option<&'s str>: Encode<'s, DB>,
+{
+    async fn commit_object(&self, commit: &ObjectCommit) -> Result<CommitOutcome> {
+        let mut tx = self.begin_write().await?;
+        let outcome = Self::commit_object_in(&mut tx, commit).await?;
+        tx.commit().await.map_err(Error::db("committing object"))?;
+        Ok(outcome)
+    }
+
+    async fn partition_state(&self, topic_id: TopicId, partition: u32) -> Result<PartitionState> {
+        let row = sqlx::query(
+            "SELECT p.log_start_offset, p.next_offset, \
+                    COALESCE((SELECT MIN(t.first_offset) FROM transaction_partitions t \
+                              WHERE t.topic_id = p.topic_id \
+                                AND t.partition_id = p.partition_id), p.next_offset) \
+             FROM partitions p WHERE p.topic_id = $1 AND p.partition_id = $2",
+        )
+        .bind(topic_id)
+        .bind(i64::from(partition))
+        .fetch_optional(&self.read)
+        .await
+        .map_err(Error::db("reading partition"))?
+        .ok_or(Error::PartitionIdNotFound {
+            topic_id,
+            partition,
+        })?;
+        Ok(PartitionState {
+            topic_id,
+            partition,
+            log_start_offset: row.get(0),
+            next_offset: row.get(1),
+            last_stable_offset: row.get(2),
+        })
+    }
+
+    async fn segments(
+        &self,
+        topic_id: TopicId,
+        partition: u32,
+        from_offset: i64,
+        limit: u32,
+    ) -> Result<Vec<Segment>> {
+        // The first segment is the last one starting at or before
+        // `from_offset`; the primary key serves both lookups.
+        let rows = sqlx::query(concat!(
+            segment_select!(),
+            " WHERE s.topic_id = $1 AND s.partition_id = $2 AND s.base_offset >= \
+                COALESCE((SELECT MAX(base_offset) FROM segments \
+                          WHERE topic_id = $1 AND partition_id = $2 \
+                            AND base_offset <= $3), $3) \
+               AND s.last_offset >= $3 \
+             ORDER BY s.base_offset LIMIT $4"
+        ))
+        .bind(topic_id)
+        .bind(i64::from(partition))
+        .bind(from_offset)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await
+        .map_err(Error::db("reading segments"))?;
+        Ok(rows
+            .iter()
+            .map(|row| segment(row, topic_id, partition))
+            .collect())
+    }
+
+    async fn segment_for_timestamp(
+        &self,
+        topic_id: TopicId,
+        partition: u32,
+        timestamp: i64,
+    ) -> Result<Option<Segment>> {
+        let row = sqlx::query(concat!(
+            segment_select!(),
+            " WHERE s.topic_id = $1 AND s.partition_id = $2 AND s.max_timestamp >= $3 \
+             ORDER BY s.base_offset LIMIT 1"
+        ))
+        .bind(topic_id)
+        .bind(i64::from(partition))
+        .bind(timestamp)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(Error::db("finding segment by timestamp"))?;
+        Ok(row.map(|row| segment(&row, topic_id, partition)))
+    }
+}

@@ -1,0 +1,245 @@
+//! A consumer group's membership during one heartbeat, as plain data: the
+//! heartbeat's argument checks, session expiry, joining, leaving and
+//! refreshing a member, recomputing the target assignment, and the answer
+//! to the member. The SQL around it is in `heartbeat.rs`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::assignment::{MemberInput, assign};
+use crate::error::{Error, Result};
+use crate::types::{
+    GroupAssignment, GroupHeartbeat, JOIN_GROUP_EPOCH, LEAVE_GROUP_EPOCH, TopicPartition,
+};
+use crate::validate_group_id;
+
+/// A group member row during a heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct MemberRow {
+    pub member_epoch: i64,
+    pub client_id: String,
+    /// Subscribed topics, sorted, deduplicated and joined by `,`.
+    pub subscription: String,
+    pub session_timeout_ms: i64,
+    pub last_heartbeat_ms: i64,
+    pub target: BTreeSet<TopicPartition>,
+    pub owned: BTreeSet<TopicPartition>,
+    /// Changed by this heartbeat (to be written back).
+    pub dirty: bool,
+}
+
+impl MemberRow {
+    /// The subscribed topic names.
+    fn topics(&self) -> impl Iterator<Item = String> + '_ {
+        split_subscription(&self.subscription)
+    }
+}
+
+/// A group's state during one heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct GroupState {
+    pub group_id: String,
+    /// The database clock when the group row was locked.
+    pub now: i64,
+    /// Bumped by every membership or subscription change.
+    pub group_epoch: i64,
+    /// The group epoch the members' targets were computed for.
+    pub assignment_epoch: i64,
+    /// Live members by id.
+    pub members: BTreeMap<String, MemberRow>,
+    /// Members removed by this heartbeat (expired or left).
+    pub gone: Vec<String>,
+}
+
+/// Checks a heartbeat's arguments.
+pub(crate) fn validate_heartbeat(hb: &GroupHeartbeat) -> Result<()> {
+    validate_group_id(&hb.group_id)?;
+    if hb.session_timeout_ms <= 0 {
+        return Err(Error::InvalidArgument {
+            field: "session timeout",
+            reason: format!("{} ms is not positive", hb.session_timeout_ms),
+        });
+    }
+    if hb.member_epoch < LEAVE_GROUP_EPOCH {
+        return Err(Error::InvalidArgument {
+            field: "member epoch",
+            reason: format!("{} is below -1", hb.member_epoch),
+        });
+    }
+    Ok(())
+}
+
+/// A subscription as stored: sorted, deduplicated, joined by `,`.
+pub(crate) fn join_subscription(topics: &[String]) -> String {
+    let mut s = topics.to_vec();
+    s.sort();
+    s.dedup();
+    s.join(",")
+}
+
+/// The topic names of a stored subscription.
+pub(crate) fn split_subscription(subscription: &str) -> impl Iterator<Item = String> + '_ {
+    subscription
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+}
+
+impl GroupState {
+    /// Removes the members whose session expired by `now`.
+    pub fn expire_members(&mut self) {
+        let now = self.now;
+        let expired: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| now - m.last_heartbeat_ms > m.session_timeout_ms)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.members.remove(&id);
+            self.gone.push(id);
+            self.group_epoch += 1;
+        }
+    }
+
+    /// Leaves, joins or refreshes the heartbeat's member. Returns its id,
+    /// or `None` when it left.
+    pub fn apply_heartbeat(&mut self, hb: &GroupHeartbeat) -> Result<Option<String>> {
+        let subscription = join_subscription(&hb.subscription);
+        match hb.member_epoch {
+            LEAVE_GROUP_EPOCH => {
+                if self.members.remove(&hb.member_id).is_some() {
+                    self.gone.push(hb.member_id.clone());
+                    self.group_epoch += 1;
+                }
+                Ok(None)
+            }
+            JOIN_GROUP_EPOCH => {
+                self.group_epoch += 1;
+                let id = if hb.member_id.is_empty() {
+                    let client = if hb.client_id.is_empty() {
+                        "consumer"
+                    } else {
+                        hb.client_id.as_str()
+                    };
+                    format!("{client}-{}-{}", self.group_epoch, self.now)
+                } else {
+                    hb.member_id.clone()
+                };
+                let member = MemberRow {
+                    member_epoch: self.group_epoch,
+                    client_id: hb.client_id.clone(),
+                    subscription,
+                    session_timeout_ms: hb.session_timeout_ms,
+                    last_heartbeat_ms: self.now,
+                    target: BTreeSet::new(),
+                    owned: hb.owned.iter().cloned().collect(),
+                    dirty: true,
+                };
+                self.members.insert(id.clone(), member);
+                Ok(Some(id))
+            }
+            epoch => {
+                let m =
+                    self.members
+                        .get_mut(&hb.member_id)
+                        .ok_or_else(|| Error::UnknownMember {
+                            group: self.group_id.clone(),
+                            member_id: hb.member_id.clone(),
+                        })?;
+                if i64::from(epoch) > m.member_epoch {
+                    return Err(Error::FencedMemberEpoch {
+                        group: self.group_id.clone(),
+                        member_id: hb.member_id.clone(),
+                        epoch,
+                        current: m.member_epoch as i32,
+                    });
+                }
+                if m.subscription != subscription {
+                    m.subscription = subscription;
+                    self.group_epoch += 1;
+                }
+                m.owned = hb.owned.iter().cloned().collect();
+                m.session_timeout_ms = hb.session_timeout_ms;
+                m.last_heartbeat_ms = self.now;
+                m.dirty = true;
+                Ok(Some(hb.member_id.clone()))
+            }
+        }
+    }
+
+    /// Whether membership or subscriptions changed since the targets were
+    /// computed.
+    pub fn needs_assignment(&self) -> bool {
+        self.group_epoch > self.assignment_epoch
+    }
+
+    /// Every topic some member subscribes to.
+    pub fn subscribed_topics(&self) -> BTreeSet<String> {
+        self.members.values().flat_map(MemberRow::topics).collect()
+    }
+
+    /// Recomputes every member's target from the partition counts of the
+    /// subscribed topics that exist.
+    pub fn reassign(&mut self, topics: &BTreeMap<String, u32>) {
+        let inputs: Vec<MemberInput> = self
+            .members
+            .iter()
+            .map(|(id, m)| MemberInput {
+                member_id: id.clone(),
+                subscription: m.topics().collect(),
+                previous: m.target.clone(),
+            })
+            .collect();
+        for (id, target) in assign(&inputs, topics) {
+            let m = self.members.get_mut(&id).expect("assigned member exists");
+            if m.target != target {
+                m.target = target;
+                m.dirty = true;
+            }
+        }
+        self.assignment_epoch = self.group_epoch;
+    }
+
+    /// The answer to member `id`: the partitions of its target that no
+    /// other member still owns, and those it must wait for. Records what it
+    /// is given as owned.
+    pub fn answer(&mut self, id: &str) -> GroupAssignment {
+        let others: BTreeSet<TopicPartition> = self
+            .members
+            .iter()
+            .filter(|(other, _)| *other != id)
+            .flat_map(|(_, m)| m.owned.iter().cloned())
+            .collect();
+        let group_epoch = self.group_epoch;
+        let m = self.members.get_mut(id).expect("member is present");
+        let assigned: BTreeSet<TopicPartition> = m.target.difference(&others).cloned().collect();
+        let pending: Vec<TopicPartition> = m.target.intersection(&others).cloned().collect();
+        // A new epoch marks a new assignment for the member; it commits
+        // offsets with the epoch it was last given.
+        if assigned != m.owned && m.member_epoch < group_epoch {
+            m.member_epoch = group_epoch;
+        }
+        // Until its next heartbeat reports what it released, the member
+        // owns what it reported plus what it is given now.
+        m.owned.extend(assigned.iter().cloned());
+        m.dirty = true;
+        GroupAssignment {
+            member_id: id.to_string(),
+            member_epoch: m.member_epoch as i32,
+            group_epoch: group_epoch as i32,
+            assigned: assigned.into_iter().collect(),
+            pending,
+        }
+    }
+
+    /// The answer to a member that left.
+    pub fn left(&self, member_id: String) -> GroupAssignment {
+        GroupAssignment {
+            member_id,
+            member_epoch: LEAVE_GROUP_EPOCH,
+            group_epoch: self.group_epoch as i32,
+            assigned: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+}

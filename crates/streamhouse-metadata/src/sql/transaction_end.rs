@@ -1,0 +1,294 @@
+//! Ending a transaction (see [`crate::TransactionStore::end_transaction`]):
+//! check the producer's epoch, check the markers cover the partitions
+//! written, commit the markers, apply or drop the offsets, close the
+//! transaction and move the producer to its next epoch.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sqlx::{ColumnIndex, Decode, Encode, Executor, Row, Type};
+
+use super::backend::Backend;
+use super::{SqlStore, Tx};
+use crate::error::{Error, Result};
+use crate::types::{BatchOutcome, EndTransaction, ObjectCommit, ProducerIdentity, TopicId};
+
+/// The producer row as an end of its transaction reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ProducerRow {
+    epoch: i16,
+    /// Epoch and outcome of the last transaction it ended.
+    last_end: (Option<i64>, Option<i64>),
+    transactional_id: Option<String>,
+    transaction_timeout_ms: i64,
+}
+
+/// A partition a transaction wrote to, with the first offset it wrote.
+type TransactionPartition = (TopicId, u32, i64);
+
+/// What an end request with its epoch means for the producer.
+#[derive(Debug, PartialEq, Eq)]
+enum EpochCheck {
+    /// End the open transaction.
+    Proceed,
+    /// A retry of an end that already happened: answer the current
+    /// identity.
+    AlreadyEnded,
+}
+
+/// Checks an end request's epoch against the producer's current one.
+fn check_end_epoch(
+    producer_id: i64,
+    end: &EndTransaction,
+    row: &ProducerRow,
+) -> Result<EpochCheck> {
+    let current = row.epoch;
+    let Some(epoch) = end.epoch.filter(|&e| e != current) else {
+        return Ok(EpochCheck::Proceed);
+    };
+    if row.last_end == (Some(i64::from(epoch)), Some(i64::from(end.commit))) {
+        return Ok(EpochCheck::AlreadyEnded);
+    }
+    Err(if epoch < current {
+        Error::ProducerFenced {
+            producer_id,
+            epoch,
+            current_epoch: current,
+        }
+    } else {
+        Error::InvalidTransactionState {
+            producer_id,
+            reason: format!("epoch {epoch} is ahead of the current {current}"),
+        }
+    })
+}
+
+/// Checks the markers cover exactly the partitions the transaction wrote.
+fn check_markers(
+    producer_id: i64,
+    partitions: &[TransactionPartition],
+    markers: Option<&ObjectCommit>,
+) -> Result<()> {
+    let wrote: BTreeSet<(TopicId, u32)> = partitions.iter().map(|&(t, p, _)| (t, p)).collect();
+    let marked: BTreeSet<(TopicId, u32)> = markers
+        .iter()
+        .flat_map(|m| m.chunks.iter().map(|c| (c.topic_id, c.partition)))
+        .collect();
+    if wrote != marked {
+        return Err(Error::TransactionPartitionsChanged(producer_id));
+    }
+    Ok(())
+}
+
+impl<DB: Backend> SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'s> &'s str: ColumnIndex<DB::Row> + Type<DB> + Encode<'s, DB>,
+    i64: Type<DB> + for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB>,
+    bool: Type<DB> + for<'a> Decode<'a, DB>,
+    String: Type<DB> + for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB>,
+    Option<i64>: for<'a> Encode<'a, DB>,
+    Option<String>: for<'a> Encode<'a, DB>,
+    for<'s> Option<&'s str>: Encode<'s, DB>,
+{
+    /// See [`crate::TransactionStore::end_transaction`].
+    pub(super) async fn end(&self, end: &EndTransaction) -> Result<ProducerIdentity> {
+        let pid = end.producer_id;
+        let mut tx = self.begin_write().await?;
+        let producer = Self::lock_producer(&mut tx, pid).await?;
+        let identity = ProducerIdentity {
+            producer_id: pid,
+            epoch: producer.epoch,
+        };
+        if check_end_epoch(pid, end, &producer)? == EpochCheck::AlreadyEnded {
+            return Ok(identity);
+        }
+        let open = Self::open_transaction_epoch(&mut tx, pid).await?;
+        if open.is_none() && end.epoch.is_none() {
+            return Ok(identity);
+        }
+        let partitions = Self::transaction_partitions(&mut tx, pid).await?;
+        check_markers(pid, &partitions, end.markers.as_ref())?;
+        let marker_offsets = match &end.markers {
+            Some(markers) => Self::commit_markers(&mut tx, markers).await?,
+            None => BTreeMap::new(),
+        };
+        if end.commit {
+            Self::apply_transaction_offsets(&mut tx, pid).await?;
+        } else {
+            Self::record_aborted(&mut tx, pid, &partitions, &marker_offsets).await?;
+        }
+        Self::close_transaction(&mut tx, pid).await?;
+        let ended_epoch = open.unwrap_or(i64::from(producer.epoch));
+        let next =
+            Self::next_producer_epoch(&mut tx, pid, &producer, ended_epoch, end.commit).await?;
+        tx.commit().await.map_err(Error::db("ending transaction"))?;
+        Ok(next)
+    }
+
+    /// Locks the producer row and reads it.
+    async fn lock_producer(tx: &mut Tx<DB>, pid: i64) -> Result<ProducerRow> {
+        let row = sqlx::query(
+            "UPDATE producers SET epoch = epoch WHERE producer_id = $1 \
+             RETURNING epoch, last_end_epoch, last_end_committed, transactional_id, \
+             transaction_timeout_ms",
+        )
+        .bind(pid)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(Error::db("locking producer"))?
+        .ok_or(Error::UnknownProducer(pid))?;
+        Ok(ProducerRow {
+            epoch: row.get::<i64, _>(0) as i16,
+            last_end: (row.get(1), row.get(2)),
+            transactional_id: row.get(3),
+            transaction_timeout_ms: row.get(4),
+        })
+    }
+
+    /// The partitions the producer's transaction wrote to.
+    async fn transaction_partitions(
+        tx: &mut Tx<DB>,
+        pid: i64,
+    ) -> Result<Vec<TransactionPartition>> {
+        let rows = sqlx::query(
+            "SELECT topic_id, partition_id, first_offset FROM transaction_partitions \
+             WHERE producer_id = $1",
+        )
+        .bind(pid)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(Error::db("reading transaction partitions"))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get::<i64, _>(1) as u32, r.get(2)))
+            .collect())
+    }
+
+    /// Commits the markers object; returns the offset of each partition's
+    /// marker.
+    async fn commit_markers(
+        tx: &mut Tx<DB>,
+        markers: &ObjectCommit,
+    ) -> Result<BTreeMap<(TopicId, u32), i64>> {
+        let outcome = Self::commit_object_in(tx, markers).await?;
+        let mut offsets = BTreeMap::new();
+        for (chunk, result) in markers.chunks.iter().zip(outcome) {
+            if let Ok(batches) = result
+                && let Some(BatchOutcome::Appended { base_offset }) = batches.first()
+            {
+                offsets.insert((chunk.topic_id, chunk.partition), *base_offset);
+            }
+        }
+        Ok(offsets)
+    }
+
+    /// Applies the offset commits of a committed transaction.
+    async fn apply_transaction_offsets(tx: &mut Tx<DB>, pid: i64) -> Result<()> {
+        let offsets = sqlx::query(
+            "SELECT group_id, topic_id, partition_id, committed_offset, metadata \
+             FROM transaction_offsets WHERE producer_id = $1",
+        )
+        .bind(pid)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(Error::db("reading transaction offsets"))?;
+        for o in &offsets {
+            let (group, metadata): (String, Option<String>) = (o.get(0), o.get(4));
+            Self::upsert_offset(
+                tx,
+                &group,
+                o.get(1),
+                o.get::<i64, _>(2) as u32,
+                o.get(3),
+                metadata.as_deref(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Records the aborted range of each partition that got a marker, from
+    /// the transaction's first offset to its marker.
+    async fn record_aborted(
+        tx: &mut Tx<DB>,
+        pid: i64,
+        partitions: &[TransactionPartition],
+        marker_offsets: &BTreeMap<(TopicId, u32), i64>,
+    ) -> Result<()> {
+        for &(topic_id, partition, first_offset) in partitions {
+            let Some(marker) = marker_offsets.get(&(topic_id, partition)) else {
+                continue;
+            };
+            sqlx::query(
+                "INSERT INTO aborted_transactions (topic_id, partition_id, producer_id, \
+                 first_offset, last_offset) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(topic_id)
+            .bind(i64::from(partition))
+            .bind(pid)
+            .bind(first_offset)
+            .bind(*marker)
+            .execute(&mut **tx)
+            .await
+            .map_err(Error::db("recording aborted transaction"))?;
+        }
+        Ok(())
+    }
+
+    /// Forgets the transaction's partitions and offsets and closes it.
+    async fn close_transaction(tx: &mut Tx<DB>, pid: i64) -> Result<()> {
+        for statement in [
+            "DELETE FROM transaction_partitions WHERE producer_id = $1",
+            "DELETE FROM transaction_offsets WHERE producer_id = $1",
+            "DELETE FROM open_transactions WHERE producer_id = $1",
+        ] {
+            sqlx::query(statement)
+                .bind(pid)
+                .execute(&mut **tx)
+                .await
+                .map_err(Error::db("closing transaction"))?;
+        }
+        Ok(())
+    }
+
+    /// Bumps the producer's epoch and remembers the end (so a retry is
+    /// recognised). When its epochs are used up, a new producer id takes
+    /// over its transactional id.
+    async fn next_producer_epoch(
+        tx: &mut Tx<DB>,
+        pid: i64,
+        producer: &ProducerRow,
+        ended_epoch: i64,
+        commit: bool,
+    ) -> Result<ProducerIdentity> {
+        if producer.epoch < i16::MAX {
+            sqlx::query(
+                "UPDATE producers SET epoch = epoch + 1, last_end_epoch = $2, \
+                 last_end_committed = $3 WHERE producer_id = $1",
+            )
+            .bind(pid)
+            .bind(ended_epoch)
+            .bind(i64::from(commit))
+            .execute(&mut **tx)
+            .await
+            .map_err(Error::db("bumping producer epoch"))?;
+            return Ok(ProducerIdentity {
+                producer_id: pid,
+                epoch: producer.epoch + 1,
+            });
+        }
+        let Some(tid) = &producer.transactional_id else {
+            return Ok(ProducerIdentity {
+                producer_id: pid,
+                epoch: producer.epoch,
+            });
+        };
+        sqlx::query("UPDATE producers SET transactional_id = NULL WHERE producer_id = $1")
+            .bind(pid)
+            .execute(&mut **tx)
+            .await
+            .map_err(Error::db("retiring producer id"))?;
+        Self::new_transactional_producer(tx, tid, producer.transaction_timeout_ms).await
+    }
+}
