@@ -191,7 +191,8 @@ struct Shared {
     committed: tokio::sync::watch::Sender<u64>,
 }
 
-/// Appends record batches to partitions; see the [module docs](self).
+/// Appends record batches to partitions; the design is in the `pipeline` module docs
+/// (`cargo doc --document-private-items`).
 pub struct WritePipeline {
     shared: Arc<Shared>,
     tasks: tokio::sync::Mutex<Vec<JoinHandle<()>>>,
@@ -338,7 +339,7 @@ impl WritePipeline {
     /// Validates and buffers one record batch (waiting while the buffer is
     /// full) and returns a future of its commit, so one task can keep many
     /// appends in flight. The batch must be one complete RecordBatch v2
-    /// that passes [`validate_produced`](streamhouse_core::validate_produced);
+    /// that passes [`validate_produced`];
     /// its base offset is ignored (objects store 0).
     pub async fn submit(&self, topic: &str, partition: u32, batch: Bytes) -> Result<Appending> {
         let valid = self.validator(topic, partition).await?.validate(batch)?;
