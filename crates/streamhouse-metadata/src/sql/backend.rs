@@ -92,3 +92,25 @@ impl Backend for Postgres {
         &SPLICED
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_is_spliced_per_backend_once() {
+        let template = "SELECT {now} - x FROM t WHERE y < {now}";
+        let sqlite = sql::<Sqlite>(template);
+        let postgres = sql::<Postgres>(template);
+        assert_eq!(
+            sqlite,
+            format!("SELECT {0} - x FROM t WHERE y < {0}", Sqlite::NOW)
+        );
+        assert_eq!(
+            postgres,
+            format!("SELECT {0} - x FROM t WHERE y < {0}", Postgres::NOW)
+        );
+        assert!(std::ptr::eq(sqlite, sql::<Sqlite>(template)));
+        assert_eq!(sql::<Sqlite>("SELECT 1"), "SELECT 1");
+    }
+}

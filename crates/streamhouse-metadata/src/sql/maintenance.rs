@@ -305,3 +305,47 @@ where
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Segments of 10 offsets and 100 bytes each, the n-th with records up
+    /// to timestamp n.
+    fn segments(n: i64) -> Vec<RetainedSegment> {
+        (0..n)
+            .map(|i| RetainedSegment {
+                base_offset: i * 10,
+                last_offset: i * 10 + 9,
+                byte_length: 100,
+                max_timestamp: i,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn old_segments_are_dropped_by_time() {
+        let s = segments(5);
+        assert_eq!(segments_to_drop(&s, 50, Some(3), None), 3);
+        assert_eq!(segments_to_drop(&s, 50, Some(0), None), 0);
+        assert_eq!(segments_to_drop(&s, 50, None, None), 0);
+    }
+
+    #[test]
+    fn segments_are_dropped_down_to_the_byte_limit() {
+        let s = segments(5);
+        assert_eq!(segments_to_drop(&s, 50, None, Some(250)), 3);
+        assert_eq!(segments_to_drop(&s, 50, None, Some(500)), 0);
+        // Time first, then size: either reason drops the oldest segment.
+        assert_eq!(segments_to_drop(&s, 50, Some(1), Some(400)), 1);
+        assert_eq!(segments_to_drop(&s, 50, Some(2), Some(100)), 4);
+    }
+
+    #[test]
+    fn nothing_at_or_past_the_last_stable_offset_is_dropped() {
+        let s = segments(5);
+        // An open transaction from offset 25 holds segment 2 and later.
+        assert_eq!(segments_to_drop(&s, 25, Some(10), Some(0)), 2);
+        assert_eq!(segments_to_drop(&s, 0, Some(10), Some(0)), 0);
+    }
+}

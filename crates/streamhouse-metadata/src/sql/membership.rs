@@ -243,3 +243,184 @@ impl GroupState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(now: i64) -> GroupState {
+        GroupState {
+            group_id: "g".into(),
+            now,
+            group_epoch: 0,
+            assignment_epoch: 0,
+            members: BTreeMap::new(),
+            gone: Vec::new(),
+        }
+    }
+
+    fn heartbeat(member_id: &str, member_epoch: i32, topics: &[&str]) -> GroupHeartbeat {
+        GroupHeartbeat {
+            group_id: "g".into(),
+            member_id: member_id.into(),
+            member_epoch,
+            client_id: "app".into(),
+            subscription: topics.iter().map(|t| t.to_string()).collect(),
+            owned: Vec::new(),
+            session_timeout_ms: 1_000,
+        }
+    }
+
+    #[test]
+    fn heartbeat_arguments_are_checked() {
+        assert!(validate_heartbeat(&heartbeat("m", 0, &["t"])).is_ok());
+        let mut bad = heartbeat("m", -2, &["t"]);
+        assert!(matches!(
+            validate_heartbeat(&bad),
+            Err(Error::InvalidArgument {
+                field: "member epoch",
+                ..
+            })
+        ));
+        bad.member_epoch = 0;
+        bad.session_timeout_ms = 0;
+        assert!(matches!(
+            validate_heartbeat(&bad),
+            Err(Error::InvalidArgument {
+                field: "session timeout",
+                ..
+            })
+        ));
+        bad.session_timeout_ms = 1;
+        bad.group_id = String::new();
+        assert!(validate_heartbeat(&bad).is_err());
+    }
+
+    #[test]
+    fn subscriptions_are_stored_sorted_and_unique() {
+        let topics = ["b".to_string(), "a".to_string(), "b".to_string()];
+        assert_eq!(join_subscription(&topics), "a,b");
+        assert_eq!(split_subscription("a,b").collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(split_subscription("").count(), 0);
+    }
+
+    #[test]
+    fn joining_names_the_member_and_bumps_the_group_epoch() {
+        let mut s = state(77);
+        let id = s
+            .apply_heartbeat(&heartbeat("", JOIN_GROUP_EPOCH, &["t", "t"]))
+            .unwrap();
+        assert_eq!(id.as_deref(), Some("app-1-77"));
+        let m = &s.members["app-1-77"];
+        assert_eq!(
+            (m.member_epoch, m.subscription.as_str(), m.dirty),
+            (1, "t", true)
+        );
+        assert!(s.needs_assignment());
+        // A member may also join under an id it chose.
+        let id = s
+            .apply_heartbeat(&heartbeat("mine", JOIN_GROUP_EPOCH, &["t"]))
+            .unwrap();
+        assert_eq!(id.as_deref(), Some("mine"));
+        assert_eq!(s.group_epoch, 2);
+    }
+
+    #[test]
+    fn unknown_and_future_epochs_are_refused() {
+        let mut s = state(0);
+        s.apply_heartbeat(&heartbeat("m", JOIN_GROUP_EPOCH, &["t"]))
+            .unwrap();
+        assert!(matches!(
+            s.apply_heartbeat(&heartbeat("other", 1, &["t"])),
+            Err(Error::UnknownMember { .. })
+        ));
+        assert!(matches!(
+            s.apply_heartbeat(&heartbeat("m", 5, &["t"])),
+            Err(Error::FencedMemberEpoch {
+                epoch: 5,
+                current: 1,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn only_a_subscription_change_bumps_the_group_epoch() {
+        let mut s = state(0);
+        s.apply_heartbeat(&heartbeat("m", JOIN_GROUP_EPOCH, &["t"]))
+            .unwrap();
+        s.now = 500;
+        s.apply_heartbeat(&heartbeat("m", 1, &["t"])).unwrap();
+        assert_eq!(s.group_epoch, 1);
+        assert_eq!(s.members["m"].last_heartbeat_ms, 500);
+        s.apply_heartbeat(&heartbeat("m", 1, &["t", "u"])).unwrap();
+        assert_eq!(s.group_epoch, 2);
+        assert_eq!(
+            s.subscribed_topics(),
+            BTreeSet::from(["t".into(), "u".into()])
+        );
+    }
+
+    #[test]
+    fn expired_and_leaving_members_are_gone() {
+        let mut s = state(0);
+        for id in ["a", "b", "c"] {
+            s.apply_heartbeat(&heartbeat(id, JOIN_GROUP_EPOCH, &["t"]))
+                .unwrap();
+        }
+        s.now = 900;
+        s.apply_heartbeat(&heartbeat("a", 1, &["t"])).unwrap();
+        s.now = 1_500;
+        s.expire_members();
+        assert_eq!(s.gone, ["b", "c"]);
+        assert_eq!(s.group_epoch, 5);
+        assert_eq!(
+            s.apply_heartbeat(&heartbeat("a", LEAVE_GROUP_EPOCH, &[]))
+                .unwrap(),
+            None
+        );
+        assert_eq!(s.gone, ["b", "c", "a"]);
+        assert_eq!(s.group_epoch, 6);
+        // Leaving twice changes nothing.
+        s.apply_heartbeat(&heartbeat("a", LEAVE_GROUP_EPOCH, &[]))
+            .unwrap();
+        assert_eq!(s.group_epoch, 6);
+        assert_eq!(s.left("a".into()).member_epoch, LEAVE_GROUP_EPOCH);
+    }
+
+    #[test]
+    fn partitions_are_handed_over_only_once_released() {
+        let mut s = state(0);
+        s.apply_heartbeat(&heartbeat("a", JOIN_GROUP_EPOCH, &["t"]))
+            .unwrap();
+        let topics = BTreeMap::from([("t".to_string(), 2)]);
+        s.reassign(&topics);
+        assert_eq!(s.assignment_epoch, 1);
+        let a = s.answer("a");
+        assert_eq!((a.assigned.len(), a.member_epoch), (2, 1));
+
+        s.apply_heartbeat(&heartbeat("b", JOIN_GROUP_EPOCH, &["t"]))
+            .unwrap();
+        assert!(s.needs_assignment());
+        s.reassign(&topics);
+        let b = s.answer("b");
+        // `a` still owns both partitions: `b` waits for its share.
+        assert!(b.assigned.is_empty());
+        assert_eq!(b.pending.len(), 1);
+        let given = b.pending[0].clone();
+
+        // `a` learns its smaller target with a new epoch, then releases.
+        let a = s.answer("a");
+        assert_eq!(a.member_epoch, 2);
+        assert_eq!(a.assigned.len(), 1);
+        assert_ne!(a.assigned, vec![given.clone()]);
+        let mut released = heartbeat("a", 2, &["t"]);
+        released.owned = a.assigned.clone();
+        s.apply_heartbeat(&released).unwrap();
+        let b = s.answer("b");
+        assert_eq!(b.assigned, vec![given.clone()]);
+        assert_eq!(b.member_epoch, 2);
+        assert!(s.members["b"].owned.contains(&given));
+        assert!(!s.members["a"].owned.contains(&given));
+    }
+}

@@ -66,3 +66,75 @@ pub(crate) fn place_batches(
     segments.extend(run.take());
     outcomes
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::BatchCommit;
+
+    /// A chunk at byte 100 of batches (offset span, byte length, max
+    /// timestamp); each batch holds one record per offset.
+    fn chunk(batches: &[(i64, u64, i64)]) -> ChunkCommit {
+        ChunkCommit {
+            topic_id: 7,
+            partition: 2,
+            byte_start: 100,
+            batches: batches
+                .iter()
+                .map(|&(span, bytes, ts)| BatchCommit {
+                    byte_length: bytes,
+                    offset_span: span,
+                    record_count: span,
+                    min_timestamp: ts - 1,
+                    max_timestamp: ts,
+                    producer: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn adjacent_accepted_batches_share_one_segment() {
+        let c = chunk(&[(3, 30, 10), (2, 20, 5), (1, 10, 20)]);
+        let mut segments = Vec::new();
+        let placed = place_batches(&c, 40, &[true, true, true], &mut segments);
+        assert_eq!(placed, vec![Some(40), Some(43), Some(45)]);
+        assert_eq!(
+            segments,
+            vec![SegmentRow {
+                topic_id: 7,
+                partition: 2,
+                base_offset: 40,
+                last_offset: 45,
+                record_count: 6,
+                byte_start: 100,
+                byte_length: 60,
+                min_timestamp: 4,
+                max_timestamp: 20,
+            }]
+        );
+    }
+
+    #[test]
+    fn a_skipped_batch_splits_segments_and_takes_no_offsets() {
+        let c = chunk(&[(3, 30, 10), (2, 20, 5), (1, 10, 20), (4, 40, 30)]);
+        let mut segments = Vec::new();
+        let placed = place_batches(&c, 0, &[true, false, true, true], &mut segments);
+        assert_eq!(placed, vec![Some(0), None, Some(3), Some(4)]);
+        let spans: Vec<_> = segments
+            .iter()
+            .map(|s| (s.base_offset, s.last_offset, s.byte_start, s.byte_length))
+            .collect();
+        // The second segment starts after the skipped batch's bytes.
+        assert_eq!(spans, vec![(0, 2, 100, 30), (3, 7, 150, 50)]);
+    }
+
+    #[test]
+    fn nothing_accepted_adds_no_segment() {
+        let c = chunk(&[(3, 30, 10), (2, 20, 5)]);
+        let mut segments = Vec::new();
+        let placed = place_batches(&c, 9, &[false, false], &mut segments);
+        assert_eq!(placed, vec![None, None]);
+        assert!(segments.is_empty());
+    }
+}

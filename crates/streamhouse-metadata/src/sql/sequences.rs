@@ -135,3 +135,191 @@ pub(crate) fn batch_outcomes(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::BatchCommit;
+
+    fn batch(epoch: i16, base_sequence: i32, record_count: i32) -> ProducerBatch {
+        ProducerBatch {
+            producer_id: 1,
+            epoch,
+            base_sequence,
+            record_count,
+            transactional: false,
+        }
+    }
+
+    fn row(epoch: i16, first: i32, last: i32, base_offset: i64) -> SequenceRow {
+        SequenceRow {
+            epoch,
+            first_sequence: first,
+            last_sequence: last,
+            base_offset,
+            new: false,
+        }
+    }
+
+    #[test]
+    fn a_new_producer_starts_at_sequence_zero() {
+        assert_eq!(
+            check_sequence(&batch(0, 0, 5), Some(0), &[]),
+            Verdict::Accept
+        );
+        assert_eq!(
+            check_sequence(&batch(0, 3, 5), Some(0), &[]),
+            Verdict::Reject(BatchRejected::OutOfOrderSequence {
+                producer_id: 1,
+                expected: 0,
+                received: 3,
+            })
+        );
+    }
+
+    #[test]
+    fn the_next_batch_follows_the_last_one() {
+        let history = [row(0, 5, 9, 50), row(0, 0, 4, 40)];
+        assert_eq!(
+            check_sequence(&batch(0, 10, 2), Some(0), &history),
+            Verdict::Accept
+        );
+        assert_eq!(
+            check_sequence(&batch(0, 11, 2), Some(0), &history),
+            Verdict::Reject(BatchRejected::OutOfOrderSequence {
+                producer_id: 1,
+                expected: 10,
+                received: 11,
+            })
+        );
+        // A new epoch restarts at 0.
+        assert_eq!(
+            check_sequence(&batch(1, 0, 2), Some(1), &history),
+            Verdict::Accept
+        );
+    }
+
+    #[test]
+    fn sequences_wrap_past_i32_max() {
+        let history = [row(0, i32::MAX - 1, i32::MAX, 7)];
+        assert_eq!(
+            check_sequence(&batch(0, 0, 1), Some(0), &history),
+            Verdict::Accept
+        );
+    }
+
+    #[test]
+    fn retries_are_duplicates_even_after_fencing() {
+        let history = [row(0, 5, 9, 50), row(0, 0, 4, 40)];
+        assert_eq!(
+            check_sequence(&batch(0, 0, 5), Some(0), &history),
+            Verdict::Duplicate(40)
+        );
+        assert_eq!(
+            check_sequence(&batch(0, 5, 5), Some(3), &history),
+            Verdict::Duplicate(50)
+        );
+        // Same first sequence, different length: not the same batch.
+        assert!(matches!(
+            check_sequence(&batch(0, 5, 4), Some(0), &history),
+            Verdict::Reject(BatchRejected::OutOfOrderSequence { .. })
+        ));
+    }
+
+    #[test]
+    fn old_epochs_are_fenced_and_unknown_ones_rejected() {
+        assert_eq!(
+            check_sequence(&batch(1, 0, 1), Some(2), &[]),
+            Verdict::Reject(BatchRejected::ProducerFenced {
+                producer_id: 1,
+                epoch: 1,
+                current_epoch: 2,
+            })
+        );
+        for current in [None, Some(0)] {
+            assert_eq!(
+                check_sequence(&batch(1, 0, 1), current, &[]),
+                Verdict::Reject(BatchRejected::UnknownProducer {
+                    producer_id: 1,
+                    epoch: 1,
+                })
+            );
+        }
+    }
+
+    fn batch_commit(span: i64, producer: Option<ProducerBatch>) -> BatchCommit {
+        BatchCommit {
+            byte_length: 10,
+            offset_span: span,
+            record_count: span,
+            min_timestamp: 0,
+            max_timestamp: 0,
+            producer,
+        }
+    }
+
+    #[test]
+    fn batches_of_a_chunk_follow_each_other() {
+        let chunk = ChunkCommit {
+            topic_id: 1,
+            partition: 0,
+            byte_start: 0,
+            batches: vec![
+                batch_commit(2, Some(batch(0, 0, 2))),
+                batch_commit(3, None),
+                // Out of order: takes no offsets.
+                batch_commit(1, Some(batch(0, 5, 1))),
+                batch_commit(1, Some(batch(0, 2, 1))),
+                // A retry of the first batch, in the same chunk.
+                batch_commit(2, Some(batch(0, 0, 2))),
+            ],
+        };
+        let epochs = ProducerEpochs::from([(1, Some(0))]);
+        let mut history = SequenceHistory::from([(1, Vec::new())]);
+        let (verdicts, next) = decide_batches(&chunk, 100, &epochs, &mut history);
+        assert_eq!(
+            verdicts,
+            vec![
+                Verdict::Accept,
+                Verdict::Accept,
+                Verdict::Reject(BatchRejected::OutOfOrderSequence {
+                    producer_id: 1,
+                    expected: 2,
+                    received: 5,
+                }),
+                Verdict::Accept,
+                Verdict::Duplicate(100),
+            ]
+        );
+        assert_eq!(next, 106);
+        let rows: Vec<_> = history[&1]
+            .iter()
+            .map(|r| (r.first_sequence, r.base_offset, r.new))
+            .collect();
+        assert_eq!(rows, vec![(2, 105, true), (0, 100, true)]);
+    }
+
+    #[test]
+    fn outcomes_follow_verdicts_and_placement() {
+        let rejected = BatchRejected::UnknownProducer {
+            producer_id: 1,
+            epoch: 0,
+        };
+        let outcomes = batch_outcomes(
+            vec![Some(3), None, None],
+            vec![
+                Verdict::Accept,
+                Verdict::Duplicate(1),
+                Verdict::Reject(rejected.clone()),
+            ],
+        );
+        assert_eq!(
+            outcomes,
+            vec![
+                BatchOutcome::Appended { base_offset: 3 },
+                BatchOutcome::Duplicate { base_offset: 1 },
+                BatchOutcome::Rejected(rejected),
+            ]
+        );
+    }
+}

@@ -292,3 +292,89 @@ where
         Self::new_transactional_producer(tx, tid, producer.transaction_timeout_ms).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::ChunkCommit;
+
+    fn producer(epoch: i16, last_end: (Option<i64>, Option<i64>)) -> ProducerRow {
+        ProducerRow {
+            epoch,
+            last_end,
+            transactional_id: Some("t".into()),
+            transaction_timeout_ms: 1_000,
+        }
+    }
+
+    fn end(epoch: Option<i16>, commit: bool) -> EndTransaction {
+        EndTransaction {
+            producer_id: 9,
+            epoch,
+            commit,
+            markers: None,
+        }
+    }
+
+    #[test]
+    fn the_current_epoch_or_none_ends_the_open_transaction() {
+        let row = producer(3, (None, None));
+        assert_eq!(
+            check_end_epoch(9, &end(Some(3), true), &row).unwrap(),
+            EpochCheck::Proceed
+        );
+        assert_eq!(
+            check_end_epoch(9, &end(None, false), &row).unwrap(),
+            EpochCheck::Proceed
+        );
+    }
+
+    #[test]
+    fn a_retried_end_is_answered_and_others_refused() {
+        // Epoch 2 was committed; the producer is at 3 now.
+        let row = producer(3, (Some(2), Some(1)));
+        assert_eq!(
+            check_end_epoch(9, &end(Some(2), true), &row).unwrap(),
+            EpochCheck::AlreadyEnded
+        );
+        // The same epoch with the other outcome is a zombie, fenced.
+        assert!(matches!(
+            check_end_epoch(9, &end(Some(2), false), &row),
+            Err(Error::ProducerFenced {
+                producer_id: 9,
+                epoch: 2,
+                current_epoch: 3
+            })
+        ));
+        assert!(matches!(
+            check_end_epoch(9, &end(Some(4), true), &row),
+            Err(Error::InvalidTransactionState { producer_id: 9, .. })
+        ));
+    }
+
+    #[test]
+    fn markers_must_cover_the_partitions_written() {
+        let markers = |parts: &[(TopicId, u32)]| ObjectCommit {
+            object_key: "k".into(),
+            size_bytes: 0,
+            chunks: parts
+                .iter()
+                .map(|&(topic_id, partition)| ChunkCommit {
+                    topic_id,
+                    partition,
+                    byte_start: 0,
+                    batches: Vec::new(),
+                })
+                .collect(),
+        };
+        let wrote = [(1, 0, 10), (1, 1, 20)];
+        assert!(check_markers(9, &wrote, Some(&markers(&[(1, 1), (1, 0)]))).is_ok());
+        assert!(check_markers(9, &[], None).is_ok());
+        for bad in [Some(markers(&[(1, 0)])), None] {
+            assert!(matches!(
+                check_markers(9, &wrote, bad.as_ref()),
+                Err(Error::TransactionPartitionsChanged(9))
+            ));
+        }
+    }
+}
