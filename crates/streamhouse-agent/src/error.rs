@@ -120,6 +120,7 @@ pub(crate) fn error_code(e: &streamhouse_storage::Error) -> ErrorCode {
         S::PartitionNotFound { .. } => ErrorCode::UnknownPartition,
         S::TopicDeleted { .. } => ErrorCode::TopicDeleted,
         S::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        S::CorruptBatch { .. } => ErrorCode::CorruptBatch,
         S::InvalidBatch {
             source: Core::TooLarge { .. },
             ..

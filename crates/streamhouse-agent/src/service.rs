@@ -202,6 +202,9 @@ impl Service {
                 Err(e) => {
                     fetched.error = error_code(&e) as i32;
                     fetched.message = describe(&e);
+                    if let streamhouse_storage::Error::CorruptBatch { last_offset, .. } = e {
+                        fetched.corrupt_last_offset = last_offset;
+                    }
                 }
             }
             out.push(fetched);
@@ -326,7 +329,10 @@ impl StreamHouse for Service {
         request: Request<pb::MetadataRequest>,
     ) -> Result<Response<pb::MetadataResponse>, Status> {
         let request = request.into_inner();
-        let mut response = pb::MetadataResponse::default();
+        let mut response = pb::MetadataResponse {
+            agent_ttl_ms: self.agent_ttl.as_millis() as u64,
+            ..Default::default()
+        };
         if request.all_topics {
             let topics = self.metadata.list_topics().await.map_err(|e| status(&e))?;
             response.topics = topics.iter().map(topic_info).collect();

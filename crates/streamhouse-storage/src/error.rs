@@ -51,6 +51,21 @@ pub enum Error {
         #[source]
         source: object_store::Error,
     },
+    /// A stored batch fails its CRC or cannot be parsed: it is never served.
+    /// A consumer may skip `first_offset..=last_offset` (seek to
+    /// `last_offset + 1`) to read on.
+    #[error(
+        "corrupt record batch in topic {topic:?} partition {partition} at offsets \
+         {first_offset}..={last_offset} (object {key:?}): {reason}"
+    )]
+    CorruptBatch {
+        topic: String,
+        partition: u32,
+        first_offset: i64,
+        last_offset: i64,
+        key: String,
+        reason: String,
+    },
     /// A stored object does not match its own index: bad footer, CRC or range.
     #[error("object {key:?} is corrupt: {reason}")]
     CorruptObject { key: String, reason: String },

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use object_store::{ObjectStore, ObjectStoreExt, path::Path};
-use streamhouse_core::batches;
+use streamhouse_core::{BatchHeader, batches};
 use streamhouse_metadata::{MetadataStore, Segment, TopicId};
 
 use crate::cache::{BlockCache, CacheStats, RecentObjects};
@@ -56,7 +56,8 @@ pub struct ReadResult {
     pub aborted: Vec<streamhouse_metadata::AbortedTransaction>,
 }
 
-/// Reads committed batches; see the [module docs](self).
+/// Reads committed batches; the design is in the `reader` module docs
+/// (`cargo doc --document-private-items`).
 pub struct Reader {
     store: Arc<dyn ObjectStore>,
     metadata: Arc<dyn MetadataStore>,
@@ -69,6 +70,72 @@ pub struct Reader {
 
 /// Cached segments of one partition by base offset.
 type SegmentIndex = BTreeMap<i64, Arc<Segment>>;
+
+/// The batch at the front of `buf` with its header, if its framing and
+/// CRC32C hold; otherwise why not.
+fn check_batch(buf: &[u8]) -> std::result::Result<(BatchHeader, &[u8]), String> {
+    let header = BatchHeader::parse(buf).map_err(|e| e.to_string())?;
+    let raw = buf.get(..header.total_len()).ok_or_else(|| {
+        format!(
+            "batch of {} bytes, {} left in the segment",
+            header.total_len(),
+            buf.len()
+        )
+    })?;
+    BatchHeader::validate(raw, usize::MAX).map_err(|e| e.to_string())?;
+    Ok((header, raw))
+}
+
+/// The offsets a batch at offset `base` of `segment` that failed
+/// [`check_batch`] covers, and its length in bytes when known: its own
+/// range when the batches after it still walk exactly to the segment's end
+/// (only its contents are bad), else the rest of the segment.
+fn corrupt_range(segment: &Segment, base: i64, rest: &[u8]) -> (i64, Option<usize>) {
+    let Ok(h) = BatchHeader::parse(rest) else {
+        return (segment.last_offset, None);
+    };
+    let Some(mut tail) = rest.get(h.total_len()..) else {
+        return (segment.last_offset, None);
+    };
+    let mut next = base + h.offset_span();
+    while !tail.is_empty() {
+        match check_batch(tail) {
+            Ok((h, raw)) => {
+                next += h.offset_span();
+                tail = &tail[raw.len()..];
+            }
+            Err(_) => return (segment.last_offset, None),
+        }
+    }
+    if next == segment.last_offset + 1 {
+        (base + h.offset_span() - 1, Some(h.total_len()))
+    } else {
+        (segment.last_offset, None)
+    }
+}
+
+/// Counts, logs and describes a corrupt batch that a read would serve.
+fn corrupt_batch(
+    topic: &str,
+    partition: u32,
+    segment: &Segment,
+    (first_offset, last_offset): (i64, i64),
+    reason: String,
+) -> Error {
+    metrics::counter!("streamhouse_corrupt_batches_total").increment(1);
+    tracing::error!(
+        topic, partition, first_offset, last_offset, object = %segment.object_key, %reason,
+        "corrupt record batch: not served"
+    );
+    Error::CorruptBatch {
+        topic: topic.to_string(),
+        partition,
+        first_offset,
+        last_offset,
+        key: segment.object_key.clone(),
+        reason,
+    }
+}
 
 impl Reader {
     /// A reader of `store` and `metadata`. Pass the
@@ -176,11 +243,36 @@ impl Reader {
                 r => r?,
             };
             let mut base = segment.base_offset;
-            for item in batches(&data) {
-                let (header, raw) = item.map_err(|e| Error::CorruptObject {
-                    key: segment.object_key.clone(),
-                    reason: format!("segment at offset {}: {e}", segment.base_offset),
-                })?;
+            let mut rest: &[u8] = &data;
+            while !rest.is_empty() {
+                let (header, raw) = match check_batch(rest) {
+                    Ok(ok) => ok,
+                    Err(reason) => {
+                        let (last, len) = corrupt_range(&segment, base, rest);
+                        // A corrupt batch wholly before the offset asked
+                        // for (a consumer skipped it) is passed over.
+                        if let Some(len) = len
+                            && last < at
+                        {
+                            rest = &rest[len..];
+                            base = last + 1;
+                            continue;
+                        }
+                        // Serve what was read before it; the next read
+                        // starts at the corrupt batch and reports it.
+                        if !result.batches.is_empty() {
+                            break 'segments;
+                        }
+                        return Err(corrupt_batch(
+                            topic,
+                            partition,
+                            &segment,
+                            (base, last),
+                            reason,
+                        ));
+                    }
+                };
+                rest = &rest[raw.len()..];
                 let last = base + header.offset_span() - 1;
                 if base >= end {
                     break 'segments;
