@@ -130,6 +130,7 @@ pub(crate) fn error_code(e: &streamhouse_storage::Error) -> ErrorCode {
             BatchRejected::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
             BatchRejected::ProducerFenced { .. } => ErrorCode::ProducerFenced,
             BatchRejected::UnknownProducer { .. } => ErrorCode::UnknownProducer,
+            BatchRejected::NotTransactional { .. } => ErrorCode::InvalidTxnState,
         },
         S::Closed => ErrorCode::AgentShuttingDown,
         e if e.is_retryable() => ErrorCode::StorageUnavailable,

@@ -385,6 +385,27 @@ async fn malformed_batches_are_refused_alone_and_change_nothing() {
     assert_eq!(r.error, ErrorCode::InvalidRecord as i32);
     assert!(r.message.contains("no key"), "{}", r.message);
 
+    // The transactional bit from an idempotent producer without a
+    // transactional id: it would bypass the transaction's markers.
+    let plain = c
+        .init_producer_id(pb::InitProducerIdRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut b = RecordBatch::from_records(records(1, "txn")).with_producer(
+        plain.producer_id,
+        plain.producer_epoch as i16,
+        0,
+    );
+    b.attributes = Attributes::default().with_transactional(true);
+    let r = produce(&mut c, "t", 1, encode(b)).await;
+    assert_eq!(r.batches[0].error, ErrorCode::InvalidTxnState as i32);
+    assert!(
+        r.batches[0].message.contains("no transactional id"),
+        "{}",
+        r.batches[0].message
+    );
+
     // A producer id that was never issued; a fenced epoch.
     let unknown =
         encode(RecordBatch::from_records(records(1, "u")).with_producer(pid + 1000, 0, 0));

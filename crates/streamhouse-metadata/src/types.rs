@@ -201,6 +201,11 @@ pub enum BatchRejected {
     },
     #[error("producer id {producer_id} epoch {epoch} was never issued")]
     UnknownProducer { producer_id: i64, epoch: i16 },
+    /// A transactional batch from a producer without a transactional id.
+    #[error(
+        "producer {producer_id} has no transactional id: it cannot write transactional batches"
+    )]
+    NotTransactional { producer_id: i64 },
 }
 
 /// Per chunk, in the order of [`ObjectCommit::chunks`]: what happened to

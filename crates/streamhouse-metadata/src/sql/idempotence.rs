@@ -9,8 +9,8 @@ use super::backend::{Backend, sql};
 use super::log::ChunkOutcome;
 use super::placement::{SegmentRow, place_batches};
 use super::sequences::{
-    ProducerEpochs, SEQUENCES_KEPT, SequenceHistory, SequenceRow, Verdict, batch_outcomes,
-    decide_batches,
+    ProducerEpochs, ProducerRow, SEQUENCES_KEPT, SequenceHistory, SequenceRow, Verdict,
+    batch_outcomes, decide_batches,
 };
 use super::{SqlStore, Tx};
 use crate::error::{Error, Result};
@@ -86,13 +86,18 @@ where
         let mut history = SequenceHistory::new();
         for p in chunk.batches.iter().filter_map(|b| b.producer) {
             if let Entry::Vacant(slot) = epochs.entry(p.producer_id) {
-                let epoch: Option<i64> =
-                    sqlx::query_scalar("SELECT epoch FROM producers WHERE producer_id = $1")
-                        .bind(p.producer_id)
-                        .fetch_optional(&mut **tx)
-                        .await
-                        .map_err(Error::db("reading producer epoch"))?;
-                slot.insert(epoch.map(|e| e as i16));
+                let row = sqlx::query(
+                    "SELECT epoch, transactional_id IS NOT NULL FROM producers \
+                     WHERE producer_id = $1",
+                )
+                .bind(p.producer_id)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(Error::db("reading producer epoch"))?;
+                slot.insert(row.map(|r| ProducerRow {
+                    epoch: r.get::<i64, _>(0) as i16,
+                    transactional: r.get(1),
+                }));
             }
             if let Entry::Vacant(slot) = history.entry(p.producer_id) {
                 let rows = sqlx::query(

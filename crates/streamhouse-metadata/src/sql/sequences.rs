@@ -19,8 +19,17 @@ pub(crate) struct SequenceRow {
     pub new: bool,
 }
 
-/// Current epochs of the producers seen in one commit (`None`: unknown id).
-pub(crate) type ProducerEpochs = HashMap<i64, Option<i16>>;
+/// What a commit needs to know of a producer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ProducerRow {
+    /// Its current epoch.
+    pub epoch: i16,
+    /// It has a transactional id, so its batches may be transactional.
+    pub transactional: bool,
+}
+
+/// The producers seen in one commit (`None`: an id never issued).
+pub(crate) type ProducerEpochs = HashMap<i64, Option<ProducerRow>>;
 
 /// Per producer of one chunk: its last batches in the partition, newest
 /// first.
@@ -100,7 +109,17 @@ pub(crate) fn decide_batches(
             continue;
         };
         let rows = history.get_mut(&p.producer_id).expect("history loaded");
-        let verdict = check_sequence(&p, epochs[&p.producer_id], rows);
+        let producer = epochs[&p.producer_id];
+        let verdict = match check_sequence(&p, producer.map(|r| r.epoch), rows) {
+            // Only a producer with a transactional id writes transactional
+            // batches: anything else would bypass the transaction's markers.
+            Verdict::Accept if p.transactional && producer.is_some_and(|r| !r.transactional) => {
+                Verdict::Reject(BatchRejected::NotTransactional {
+                    producer_id: p.producer_id,
+                })
+            }
+            v => v,
+        };
         if let Verdict::Accept = verdict {
             rows.insert(
                 0,
@@ -274,7 +293,13 @@ mod tests {
                 batch_commit(2, Some(batch(0, 0, 2))),
             ],
         };
-        let epochs = ProducerEpochs::from([(1, Some(0))]);
+        let epochs = ProducerEpochs::from([(
+            1,
+            Some(ProducerRow {
+                epoch: 0,
+                transactional: false,
+            }),
+        )]);
         let mut history = SequenceHistory::from([(1, Vec::new())]);
         let (verdicts, next) = decide_batches(&chunk, 100, &epochs, &mut history);
         assert_eq!(
