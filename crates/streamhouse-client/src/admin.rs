@@ -7,6 +7,7 @@ use streamhouse_metadata::TopicPartition;
 use streamhouse_proto as pb;
 use streamhouse_proto::ErrorCode;
 
+use crate::backoff::RetryPolicy;
 use crate::cluster::{Cluster, ClusterConfig, Source};
 use crate::error::{Error, Result};
 
@@ -71,15 +72,13 @@ impl Admin {
         let admin = Admin {
             cluster: Cluster::new(
                 Source::Bootstrap(vec![address.clone()]),
-                ClusterConfig {
-                    group: String::new(),
-                    zone: None,
-                    request_timeout: Duration::from_secs(30),
-                    refresh_interval: Duration::from_secs(30),
-                    agent_ttl: Duration::from_secs(10),
-                    failure_cooldown: Duration::from_secs(5),
-                    max_message_bytes: 64 << 20,
-                },
+                ClusterConfig::new(
+                    String::new(),
+                    None,
+                    RetryPolicy::default(),
+                    Duration::from_secs(30),
+                    64 << 20,
+                ),
             ),
         };
         admin.agents().await.map_err(|e| match e {

@@ -12,6 +12,7 @@ use streamhouse_proto::stream_house_client::StreamHouseClient;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::backoff::RetryPolicy;
 use crate::error::{Error, Result};
 
 /// Where agents and topics are discovered.
@@ -41,18 +42,41 @@ impl Source {
     }
 }
 
-/// Connection settings shared by every client type.
+/// Connection settings shared by every client type, built by
+/// [`ClusterConfig::new`].
 #[derive(Clone, Debug)]
 pub(crate) struct ClusterConfig {
     pub group: String,
     pub zone: Option<String>,
     pub request_timeout: Duration,
     pub refresh_interval: Duration,
-    /// Agents whose heartbeat is older are treated as dead.
-    pub agent_ttl: Duration,
+    /// Retries of every call.
+    pub retry: RetryPolicy,
     /// How long an agent that failed is avoided.
     pub failure_cooldown: Duration,
     pub max_message_bytes: usize,
+}
+
+impl ClusterConfig {
+    /// The settings of a client of agent group `group`; `retry` carries the
+    /// request timeout.
+    pub fn new(
+        group: impl Into<String>,
+        zone: Option<String>,
+        retry: RetryPolicy,
+        refresh_interval: Duration,
+        max_message_bytes: usize,
+    ) -> Self {
+        ClusterConfig {
+            group: group.into(),
+            zone,
+            request_timeout: retry.request_timeout,
+            refresh_interval,
+            retry,
+            failure_cooldown: Duration::from_secs(5),
+            max_message_bytes,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -69,6 +93,9 @@ struct State {
     refreshed_at: Option<Instant>,
     clients: HashMap<String, StreamHouseClient<Channel>>,
     topics: HashMap<String, (u32, Instant)>,
+    /// How long the agents take an agent without a heartbeat to be alive,
+    /// as they report it.
+    agent_ttl: Option<Duration>,
 }
 
 /// A connection to an agent chosen for one request.
@@ -121,19 +148,30 @@ impl Cluster {
 
     /// Reloads the live agents of the group.
     pub async fn refresh_agents(&self) -> Result<()> {
+        let retry = self.config.retry;
         let agents = match &self.source {
-            Source::Metadata(store) => store
-                .list_agents(Some(&self.config.group))
-                .await?
-                .into_iter()
-                .filter(|a| a.is_live(self.config.agent_ttl))
-                .map(|a| KnownAgent {
-                    id: a.agent_id,
-                    address: a.address,
-                    zone: a.zone,
-                    failed_until: None,
-                })
-                .collect(),
+            Source::Metadata(store) => {
+                let mut listed = retry
+                    .run_metadata(|| store.list_agents(Some(&self.config.group)))
+                    .await?;
+                listed.sort_by_key(|a| a.heartbeat_age);
+                let ttl = match self.agent_ttl() {
+                    Some(ttl) => ttl,
+                    // None registered: nothing to judge.
+                    None if listed.is_empty() => Duration::ZERO,
+                    None => self.learn_agent_ttl(&listed).await?,
+                };
+                listed
+                    .into_iter()
+                    .filter(|a| a.is_live(ttl))
+                    .map(|a| KnownAgent {
+                        id: a.agent_id,
+                        address: a.address,
+                        zone: a.zone,
+                        failed_until: None,
+                    })
+                    .collect()
+            }
             Source::Bootstrap(addresses) => {
                 let response = self
                     .any_agent_call(addresses, |mut c| async move {
@@ -144,6 +182,7 @@ impl Cluster {
                         .await
                     })
                     .await?;
+                self.note_agent_ttl(response.agent_ttl_ms);
                 response
                     .agents
                     .into_iter()
@@ -172,8 +211,72 @@ impl Cluster {
         Ok(())
     }
 
-    /// Calls the first bootstrap or known agent that answers.
+    /// The agents' liveness TTL, once an agent reported it.
+    fn agent_ttl(&self) -> Option<Duration> {
+        self.state.lock().expect("cluster lock").agent_ttl
+    }
+
+    fn note_agent_ttl(&self, ttl_ms: u64) {
+        if ttl_ms > 0 {
+            self.state.lock().expect("cluster lock").agent_ttl =
+                Some(Duration::from_millis(ttl_ms));
+        }
+    }
+
+    /// Asks the registered agents, most recent heartbeat first, for the
+    /// liveness TTL they apply (an agent is live while its last heartbeat
+    /// is younger), so the client judges liveness as the agents do.
+    async fn learn_agent_ttl(
+        &self,
+        registered: &[streamhouse_metadata::AgentInfo],
+    ) -> Result<Duration> {
+        let mut last = None;
+        for agent in registered {
+            let mut client = self.client(&agent.address)?;
+            let request = pb::MetadataRequest {
+                agent_group: self.config.group.clone(),
+                ..Default::default()
+            };
+            match client.get_metadata(request).await {
+                Ok(r) if r.get_ref().agent_ttl_ms > 0 => {
+                    self.note_agent_ttl(r.get_ref().agent_ttl_ms);
+                    return Ok(Duration::from_millis(r.get_ref().agent_ttl_ms));
+                }
+                Ok(_) => {}
+                Err(status) => {
+                    last = Some(Error::Rpc {
+                        address: agent.address.clone(),
+                        status: Arc::new(status),
+                    })
+                }
+            }
+        }
+        Err(Error::NoAgents {
+            group: self.config.group.clone(),
+            reason: format!(
+                "none of the {} registered agents told its liveness period{}; start one with `streamhouse agent --group {}`",
+                registered.len(),
+                last.map_or_else(String::new, |e| format!(" ({e})")),
+                self.config.group
+            ),
+        })
+    }
+
+    /// Calls the first bootstrap or known agent that answers; when none
+    /// does, tries them all again under the retry policy.
     async fn any_agent_call<T, F, Fut>(&self, bootstrap: &[String], call: F) -> Result<T>
+    where
+        F: Fn(StreamHouseClient<Channel>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.config
+            .retry
+            .run(None, || self.any_agent_round(bootstrap, &call))
+            .await
+    }
+
+    /// One round of [`any_agent_call`](Self::any_agent_call).
+    async fn any_agent_round<T, F, Fut>(&self, bootstrap: &[String], call: &F) -> Result<T>
     where
         F: Fn(StreamHouseClient<Channel>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
@@ -244,8 +347,10 @@ impl Cluster {
             return Err(Error::NoAgents {
                 group: self.config.group.clone(),
                 reason: format!(
-                    "none registered with a heartbeat in the last {:?}; start one with `streamhouse agent --group {}`",
-                    self.config.agent_ttl, self.config.group
+                    "none registered with a heartbeat in the last {}; start one with `streamhouse agent --group {}`",
+                    self.agent_ttl()
+                        .map_or_else(|| "liveness period".into(), |t| format!("{t:?}")),
+                    self.config.group
                 ),
             });
         };
@@ -273,23 +378,25 @@ impl Cluster {
             return Ok(*count);
         }
         let count = match &self.source {
-            Source::Metadata(store) => store.get_topic(topic).await?.map(|t| t.partition_count),
+            Source::Metadata(store) => self
+                .config
+                .retry
+                .run_metadata(|| store.get_topic(topic))
+                .await?
+                .map(|t| t.partition_count),
             Source::Bootstrap(_) => {
-                let conn = self.agent().await?;
                 let request = pb::MetadataRequest {
                     topics: vec![topic.to_string()],
                     ..Default::default()
                 };
-                let mut client = conn.client.clone();
-                let response = client.get_metadata(request).await.map_err(|status| {
-                    self.report_failure(&conn.id);
-                    Error::Rpc {
-                        address: conn.address.clone(),
-                        status: Arc::new(status),
-                    }
-                })?;
+                let response = self
+                    .call(|mut c| {
+                        let r = request.clone();
+                        async move { c.get_metadata(r).await }
+                    })
+                    .await?;
+                self.note_agent_ttl(response.agent_ttl_ms);
                 response
-                    .into_inner()
                     .topics
                     .into_iter()
                     .find(|t| t.name == topic)
@@ -332,31 +439,40 @@ impl Cluster {
         self.any_agent_call(&bootstrap, call).await
     }
 
-    /// Runs `call` on an agent, failing over to other agents on transport
-    /// errors, up to `attempts` agents.
-    pub async fn call<T, F, Fut>(&self, attempts: u32, call: F) -> Result<T>
+    /// Runs `call` on an agent, failing over to other agents and retrying
+    /// with backoff under the retry policy while the error is retryable.
+    pub async fn call<T, F, Fut>(&self, call: F) -> Result<T>
     where
         F: Fn(StreamHouseClient<Channel>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
-        let mut last = None;
-        for _ in 0..attempts.max(1) {
-            let conn = self.agent().await?;
-            match call(conn.client.clone()).await {
-                Ok(r) => return Ok(r.into_inner()),
-                Err(status) => {
-                    let e = Error::Rpc {
-                        address: conn.address.clone(),
-                        status: Arc::new(status),
-                    };
-                    if !e.is_retryable() {
-                        return Err(e);
+        self.call_within(None, call).await
+    }
+
+    /// [`call`](Self::call), giving up once `deadline` would pass.
+    pub async fn call_within<T, F, Fut>(&self, deadline: Option<Instant>, call: F) -> Result<T>
+    where
+        F: Fn(StreamHouseClient<Channel>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.config
+            .retry
+            .run(deadline, || async {
+                let conn = self.agent().await?;
+                match call(conn.client.clone()).await {
+                    Ok(r) => Ok(r.into_inner()),
+                    Err(status) => {
+                        let e = Error::Rpc {
+                            address: conn.address.clone(),
+                            status: Arc::new(status),
+                        };
+                        if e.is_retryable() {
+                            self.report_failure(&conn.id);
+                        }
+                        Err(e)
                     }
-                    self.report_failure(&conn.id);
-                    last = Some(e);
                 }
-            }
-        }
-        Err(last.expect("at least one attempt"))
+            })
+            .await
     }
 }

@@ -8,6 +8,7 @@
 //! ([`ProducerBuilder::bootstrap`]).
 
 mod admin;
+mod backoff;
 mod cluster;
 mod consumer;
 mod error;

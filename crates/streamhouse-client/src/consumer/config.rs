@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::fetcher::run_fetcher;
 use super::group::{RebalanceListener, run_heartbeats};
 use super::{AutoOffsetReset, Consumer, Inner, IsolationLevel, State};
+use crate::backoff::RetryPolicy;
 use crate::cluster::{Cluster, ClusterConfig, Source};
 use crate::error::{Error, Result};
 
@@ -34,6 +35,8 @@ pub struct ConsumerConfig {
     pub session_timeout: Duration,
     pub request_timeout: Duration,
     pub agent_refresh_interval: Duration,
+    pub max_retries: u32,
+    pub retry_backoff: Duration,
 }
 
 impl Default for ConsumerConfig {
@@ -55,6 +58,8 @@ impl Default for ConsumerConfig {
             session_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             agent_refresh_interval: Duration::from_secs(30),
+            max_retries: 3,
+            retry_backoff: Duration::from_millis(100),
         }
     }
 }
@@ -159,6 +164,18 @@ impl ConsumerBuilder {
         self.config.request_timeout = timeout;
         self
     }
+    /// Retries of a failed call to the cluster (offsets, group heartbeats,
+    /// fetches, metadata) before it fails. Default 3.
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.config.max_retries = retries;
+        self
+    }
+    /// Wait before the first retry; doubles per retry, with ±25% jitter,
+    /// never longer than `request_timeout`. Default 100 ms.
+    pub fn retry_backoff(mut self, backoff: Duration) -> Self {
+        self.config.retry_backoff = backoff;
+        self
+    }
     /// Agent group to talk to. Default `"default"`.
     pub fn agent_group(mut self, group: impl Into<String>) -> Self {
         self.config.agent_group = group.into();
@@ -206,15 +223,17 @@ impl ConsumerBuilder {
         }
         let cluster = Cluster::new(
             source,
-            ClusterConfig {
-                group: c.agent_group.clone(),
-                zone: c.zone.clone(),
-                request_timeout: c.request_timeout,
-                refresh_interval: c.agent_refresh_interval,
-                agent_ttl: Duration::from_secs(10),
-                failure_cooldown: Duration::from_secs(5),
-                max_message_bytes: c.fetch_max_bytes + (8 << 20),
-            },
+            ClusterConfig::new(
+                c.agent_group.clone(),
+                c.zone.clone(),
+                RetryPolicy {
+                    max_retries: c.max_retries,
+                    retry_backoff: c.retry_backoff,
+                    request_timeout: c.request_timeout,
+                },
+                c.agent_refresh_interval,
+                c.fetch_max_bytes + (8 << 20),
+            ),
         );
         cluster.agent().await?;
         let subscribed = !self.subscribe.is_empty();

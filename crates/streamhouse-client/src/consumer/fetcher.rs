@@ -74,7 +74,7 @@ pub(super) async fn run_fetcher(inner: Arc<Inner>) {
         };
         let result = inner
             .cluster
-            .call(2, |mut c| {
+            .call(|mut c| {
                 let r = request.clone();
                 async move { c.fetch(r).await }
             })

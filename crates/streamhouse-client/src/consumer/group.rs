@@ -143,8 +143,10 @@ impl Inner {
                 .collect(),
             session_timeout_ms: self.config.session_timeout.as_millis() as i32,
         };
+        // A heartbeat retried past the session timeout would come too late.
+        let deadline = tokio::time::Instant::now() + self.config.session_timeout;
         self.cluster
-            .call(2, |mut c| {
+            .call_within(Some(deadline), |mut c| {
                 let r = request.clone();
                 async move { c.group_heartbeat(r).await }
             })

@@ -92,7 +92,7 @@ impl Consumer {
         let r = self
             .inner
             .cluster
-            .call(3, |mut c| {
+            .call(|mut c| {
                 let r = request.clone();
                 async move { c.commit_offsets(r).await }
             })
@@ -197,7 +197,7 @@ impl Inner {
         };
         let r = self
             .cluster
-            .call(3, |mut c| {
+            .call(|mut c| {
                 let group_id = group.clone();
                 async move { c.fetch_offsets(pb::FetchOffsetsRequest { group_id }).await }
             })
@@ -220,7 +220,7 @@ impl Inner {
         };
         let r = self
             .cluster
-            .call(3, |mut c| {
+            .call(|mut c| {
                 let r = request.clone();
                 async move { c.list_offsets(r).await }
             })

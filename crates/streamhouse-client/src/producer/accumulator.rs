@@ -5,7 +5,6 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use streamhouse_core::BatchBuilder;
@@ -177,13 +176,6 @@ impl Inner {
             .values()
             .flat_map(|t| t.queues.iter().cloned())
             .collect()
-    }
-
-    pub(super) fn backoff(&self, attempts: u32) -> Duration {
-        let base = self.config.retry_backoff.as_secs_f64()
-            * 2f64.powi(attempts.saturating_sub(1).min(16) as i32);
-        let jitter = 0.75 + rand::random::<f64>() * 0.5;
-        Duration::from_secs_f64((base * jitter).min(30.0))
     }
 }
 

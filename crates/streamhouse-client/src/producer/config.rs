@@ -9,6 +9,7 @@ use streamhouse_metadata::MetadataStore;
 
 use super::Producer;
 use super::transport::{ClusterTransport, Transport};
+use crate::backoff::RetryPolicy;
 use crate::cluster::{Cluster, ClusterConfig, Source};
 use crate::error::{Error, Result};
 
@@ -50,6 +51,17 @@ impl Default for ProducerConfig {
             idempotence: true,
             transactional_id: None,
             transaction_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl ProducerConfig {
+    /// The retry policy of every call of the producer.
+    pub(crate) fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_retries: self.max_retries,
+            retry_backoff: self.retry_backoff,
+            request_timeout: self.request_timeout,
         }
     }
 }
@@ -218,15 +230,13 @@ impl ProducerBuilder {
         }
         let cluster = Arc::new(Cluster::new(
             source.clone(),
-            ClusterConfig {
-                group: c.agent_group.clone(),
-                zone: c.zone.clone(),
-                request_timeout: c.request_timeout,
-                refresh_interval: c.agent_refresh_interval,
-                agent_ttl: Duration::from_secs(10),
-                failure_cooldown: Duration::from_secs(5),
-                max_message_bytes: c.max_request_bytes + (1 << 20),
-            },
+            ClusterConfig::new(
+                c.agent_group.clone(),
+                c.zone.clone(),
+                c.retry_policy(),
+                c.agent_refresh_interval,
+                c.max_request_bytes + (1 << 20),
+            ),
         ));
         // Fail early and clearly when no agent can be found.
         cluster.agent().await?;

@@ -31,6 +31,7 @@ pub(super) async fn run_sender(inner: Arc<Inner>, mut commands: mpsc::UnboundedR
     let mut requests: FuturesUnordered<BoxFuture<'static, RequestDone>> = FuturesUnordered::new();
     let mut bump_needed = false;
     let mut bump_not_before: Option<Instant> = None;
+    let mut bump_failures = 0;
     loop {
         if bump_needed && inner.config.transactional_id.is_some() {
             // Sequence continuity is lost inside a transaction: it can only
@@ -44,9 +45,14 @@ pub(super) async fn run_sender(inner: Arc<Inner>, mut commands: mpsc::UnboundedR
         }
         if bump_needed && bump_not_before.is_none_or(|t| t <= Instant::now()) {
             match bump_epoch(&inner).await {
-                Ok(()) => bump_needed = false,
+                Ok(()) => {
+                    bump_needed = false;
+                    bump_failures = 0;
+                }
                 Err(e) if e.is_retryable() => {
-                    bump_not_before = Some(Instant::now() + inner.backoff(1));
+                    bump_failures += 1;
+                    let wait = inner.config.retry_policy().delay(bump_failures);
+                    bump_not_before = Some(Instant::now() + wait);
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "producer fenced; failing buffered records");
@@ -352,7 +358,7 @@ pub(super) fn handle_response(
                 tracing::debug!(%topic, partition, attempts = first.attempts, error = %e, "retrying");
             }
             let attempts = first.attempts;
-            q.not_before = Some(Instant::now() + inner.backoff(attempts));
+            q.not_before = Some(Instant::now() + inner.config.retry_policy().delay(attempts));
         }
         for b in retry.into_iter().rev() {
             q.sealed.push_front(b);

@@ -207,15 +207,13 @@ fn producer(script: &Arc<Script>, max_retries: u32) -> Producer {
     let cluster = Arc::new(Cluster::new(
         // Never called: the sender only talks to the script.
         Source::Bootstrap(vec!["127.0.0.1:9".into()]),
-        ClusterConfig {
-            group: "default".into(),
-            zone: None,
-            request_timeout: config.request_timeout,
-            refresh_interval: config.agent_refresh_interval,
-            agent_ttl: Duration::from_secs(10),
-            failure_cooldown: Duration::from_secs(5),
-            max_message_bytes: 1 << 20,
-        },
+        ClusterConfig::new(
+            "default",
+            None,
+            config.retry_policy(),
+            config.agent_refresh_interval,
+            1 << 20,
+        ),
     ));
     let identity = ProducerIdentity {
         producer_id: 7,

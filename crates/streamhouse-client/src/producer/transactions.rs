@@ -56,7 +56,7 @@ impl Producer {
         let r = self
             .inner
             .cluster
-            .call(3, |mut c| {
+            .call(|mut c| {
                 let r = request.clone();
                 async move { c.init_producer_id(r).await }
             })
@@ -115,7 +115,7 @@ impl Producer {
         let result = self
             .inner
             .cluster
-            .call(3, |mut c| {
+            .call(|mut c| {
                 let r = request.clone();
                 async move { c.add_offsets_to_txn(r).await }
             })
@@ -186,7 +186,7 @@ impl Producer {
         let result = self
             .inner
             .cluster
-            .call(5, |mut c| async move { c.end_txn(request).await })
+            .call(|mut c| async move { c.end_txn(request).await })
             .await;
         let r = self.check_fenced(result)?;
         // Every transaction ends with a new epoch; sequences restart at 0.

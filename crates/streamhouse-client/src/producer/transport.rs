@@ -76,7 +76,13 @@ impl Transport for ClusterTransport {
     ) -> BoxFuture<'_, Result<ProducerIdentity>> {
         Box::pin(async move {
             match &self.source {
-                Source::Metadata(store) => Ok(store.init_producer_id(current).await?),
+                Source::Metadata(store) => {
+                    self.cluster
+                        .config
+                        .retry
+                        .run_metadata(|| store.init_producer_id(current))
+                        .await
+                }
                 Source::Bootstrap(_) => {
                     let request = pb::InitProducerIdRequest {
                         producer_id: current.map(|c| c.producer_id),
@@ -85,7 +91,7 @@ impl Transport for ClusterTransport {
                     };
                     let r = self
                         .cluster
-                        .call(3, |mut c| {
+                        .call(|mut c| {
                             let r = request.clone();
                             async move { c.init_producer_id(r).await }
                         })
