@@ -73,6 +73,10 @@ pub struct AgentConfig {
     pub jobs: JobsConfig,
     /// Serve Prometheus metrics on this address (`/metrics`). Default: off.
     pub metrics_listen: Option<SocketAddr>,
+    /// Skip fsync in the embedded stores (SQLite commits and `file://`
+    /// objects): faster, but a power loss can lose acknowledged records.
+    /// PostgreSQL and S3 are unaffected. Default: false (durable).
+    pub unsafe_no_fsync: bool,
 }
 
 impl Default for AgentConfig {
@@ -95,6 +99,7 @@ impl Default for AgentConfig {
             limits: RequestLimits::default(),
             jobs: JobsConfig::default(),
             metrics_listen: None,
+            unsafe_no_fsync: false,
         }
     }
 }
@@ -113,8 +118,20 @@ pub struct RunningAgent {
 impl Agent {
     /// Opens the stores named by `config` and starts the agent.
     pub async fn start(config: AgentConfig) -> Result<RunningAgent> {
-        let metadata = streamhouse_metadata::open(&config.metadata_url).await?;
-        let store = streamhouse_storage::open_object_store(&config.storage_url, &config.s3)?;
+        let (metadata, store) = if config.unsafe_no_fsync {
+            (
+                streamhouse_metadata::open_without_fsync(&config.metadata_url).await?,
+                streamhouse_storage::open_object_store_without_fsync(
+                    &config.storage_url,
+                    &config.s3,
+                )?,
+            )
+        } else {
+            (
+                streamhouse_metadata::open(&config.metadata_url).await?,
+                streamhouse_storage::open_object_store(&config.storage_url, &config.s3)?,
+            )
+        };
         Self::start_with(config, metadata, store).await
     }
 

@@ -91,6 +91,10 @@ pub struct Args {
     /// Serve Prometheus metrics on this address (GET /metrics) [default: off].
     #[arg(long, env = "STREAMHOUSE_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// NOT DURABLE: skip fsync of SQLite commits and file:// objects. Faster,
+    /// but a power loss can lose acknowledged records. For tests only.
+    #[arg(long, env = "STREAMHOUSE_UNSAFE_NO_FSYNC")]
+    unsafe_no_fsync: bool,
     /// How often retention runs, in seconds.
     #[arg(long, env = "STREAMHOUSE_RETENTION_INTERVAL_S", default_value_t = 60)]
     retention_interval_s: u64,
@@ -159,6 +163,7 @@ impl Args {
                 ..ReaderConfig::default()
             },
             metrics_listen: self.metrics_listen,
+            unsafe_no_fsync: self.unsafe_no_fsync,
             jobs: JobsConfig {
                 retention_interval: Duration::from_secs(self.retention_interval_s.max(1)),
                 gc_interval: Duration::from_secs(self.gc_interval_s.max(1)),
@@ -211,6 +216,19 @@ mod tests {
             .config()
             .s3
             .allow_http
+    }
+
+    #[test]
+    fn the_agent_is_durable_unless_told_otherwise() {
+        let config = |argv: &[&str]| {
+            let argv = std::iter::once("agent").chain(argv.iter().copied());
+            Command::try_parse_from(argv)
+                .expect("valid arguments")
+                .args
+                .config()
+        };
+        assert!(!config(&[]).unsafe_no_fsync);
+        assert!(config(&["--unsafe-no-fsync"]).unsafe_no_fsync);
     }
 
     #[test]

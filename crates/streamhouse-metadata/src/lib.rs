@@ -33,9 +33,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub mod assignment;
-mod sql;
 mod error;
 mod postgres;
+mod sql;
 mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -284,11 +284,26 @@ impl<
 {
 }
 
-/// Opens the store a URL names: `sqlite://PATH` (created if missing) or
-/// `postgres://…` / `postgresql://…`. Applies pending migrations.
+/// Opens the store a URL names: `sqlite://PATH` (created if missing, with
+/// durable commits) or `postgres://…` / `postgresql://…`. Applies pending
+/// migrations.
 pub async fn open(url: &str) -> Result<Arc<dyn MetadataStore>> {
+    open_with(url, true).await
+}
+
+/// [`open`], except that a SQLite store commits without fsync (see
+/// [`SqliteMetadataStore::new_without_fsync`]); PostgreSQL is unaffected.
+pub async fn open_without_fsync(url: &str) -> Result<Arc<dyn MetadataStore>> {
+    open_with(url, false).await
+}
+
+async fn open_with(url: &str, fsync: bool) -> Result<Arc<dyn MetadataStore>> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteMetadataStore::new(url).await?))
+        Ok(Arc::new(if fsync {
+            SqliteMetadataStore::new(url).await?
+        } else {
+            SqliteMetadataStore::new_without_fsync(url).await?
+        }))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(PostgresMetadataStore::new(url).await?))
     } else {

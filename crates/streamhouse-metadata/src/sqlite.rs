@@ -40,7 +40,33 @@ const MIGRATIONS: &[(&str, &str)] = &[
 impl SqliteMetadataStore {
     /// Opens (creating if missing) the database at `path`, a file path or a
     /// `sqlite://PATH` URL, and applies pending migrations.
+    ///
+    /// Commits are durable: WAL with `synchronous=FULL`, so a commit is on
+    /// disk (fsynced) before it returns and a power loss cannot undo an
+    /// acknowledged write or hand its offsets to other records.
     pub async fn new(path: &str) -> crate::Result<Self> {
+        Self::open(path, SqliteSynchronous::Full).await
+    }
+
+    /// [`new`](Self::new) with `synchronous=NORMAL`: commits return before
+    /// the WAL is fsynced. Survives a process crash, but a power loss can
+    /// undo the last commits, whose records were already acknowledged. For
+    /// tests and throwaway data only.
+    pub async fn new_without_fsync(path: &str) -> crate::Result<Self> {
+        Self::open(path, SqliteSynchronous::Normal).await
+    }
+
+    /// Whether commits are fsynced before they return, as the writer
+    /// connection reports it (`PRAGMA synchronous` is FULL or EXTRA).
+    pub async fn durable_commits(&self) -> crate::Result<bool> {
+        let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&self.write)
+            .await
+            .map_err(crate::Error::db("reading PRAGMA synchronous"))?;
+        Ok(level >= 2)
+    }
+
+    async fn open(path: &str, synchronous: SqliteSynchronous) -> crate::Result<Self> {
         let url = if path.starts_with("sqlite:") {
             path.to_string()
         } else {
@@ -53,7 +79,7 @@ impl SqliteMetadataStore {
             })?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(synchronous)
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(30));
         if let Some(dir) = options.get_filename().parent()

@@ -107,6 +107,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn local_objects_are_fsynced_unless_asked_not_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().display());
+        // LocalFileSystem shows its fsync setting only in its Debug form.
+        let durable = open_object_store(&url, &S3Options::default()).unwrap();
+        assert!(
+            format!("{durable:?}").contains("fsync: true"),
+            "{durable:?}"
+        );
+        let fast = open_object_store_without_fsync(&url, &S3Options::default()).unwrap();
+        assert!(format!("{fast:?}").contains("fsync: false"), "{fast:?}");
+    }
+
+    #[test]
     fn bad_urls_are_named() {
         for url in ["ftp://x", "s3://", "file://", "/tmp/x"] {
             let err = open_object_store(url, &S3Options::default()).unwrap_err();
