@@ -147,7 +147,7 @@ pub(crate) fn status(e: &streamhouse_metadata::Error) -> Status {
     } else {
         tracing::info!(error = %msg, "request refused");
     }
-    match e {
+    let status = match e {
         M::TopicAlreadyExists(_) => Status::already_exists(msg),
         M::TopicNotFound(_)
         | M::GroupNotFound(_)
@@ -166,7 +166,34 @@ pub(crate) fn status(e: &streamhouse_metadata::Error) -> Status {
         | M::GroupNotEmpty(_) => Status::failed_precondition(msg),
         e if e.is_retryable() => Status::unavailable(msg),
         _ => Status::internal(msg),
+    };
+    match metadata_error_code(e) {
+        Some(code) => streamhouse_proto::with_error_code(status, code),
+        None => status,
     }
+}
+
+/// The [`ErrorCode`] a metadata error stands for, carried in its status.
+fn metadata_error_code(e: &streamhouse_metadata::Error) -> Option<ErrorCode> {
+    use streamhouse_metadata::Error as M;
+    Some(match e {
+        M::TopicNotFound(_) | M::TopicIdNotFound(_) => ErrorCode::UnknownTopic,
+        M::PartitionNotFound { .. } | M::PartitionIdNotFound { .. } => ErrorCode::UnknownPartition,
+        M::ProducerFenced { .. } => ErrorCode::ProducerFenced,
+        M::UnknownProducer(_) => ErrorCode::UnknownProducer,
+        M::InvalidTransactionState { .. } => ErrorCode::InvalidTxnState,
+        M::UnknownMember { .. } => ErrorCode::UnknownMember,
+        M::FencedMemberEpoch { .. } => ErrorCode::FencedMemberEpoch,
+        M::GroupNotEmpty(_) => ErrorCode::GroupNotEmpty,
+        e if e.is_retryable() => ErrorCode::StorageUnavailable,
+        M::TopicAlreadyExists(_)
+        | M::GroupNotFound(_)
+        | M::AgentNotFound(_)
+        | M::Invalid(_)
+        | M::InvalidConfig { .. }
+        | M::InvalidArgument { .. } => return None,
+        _ => ErrorCode::Internal,
+    })
 }
 
 #[cfg(test)]
@@ -193,5 +220,47 @@ mod tests {
         assert!(unclosed.len() < 300, "{unclosed}");
         assert_eq!(bounded("abc"), "abc");
         assert!(bounded(&"a".repeat(300)).ends_with("(300 bytes in all)"));
+    }
+
+    #[test]
+    fn statuses_carry_the_error_code_they_stand_for() {
+        use streamhouse_metadata::Error as M;
+        let code = |e: M| streamhouse_proto::status_error_code(&status(&e));
+        let fenced_member = M::FencedMemberEpoch {
+            group: "g".into(),
+            member_id: "m".into(),
+            epoch: 1,
+            current: 2,
+        };
+        // Same gRPC class, different meaning: the code tells them apart.
+        assert_eq!(
+            status(&fenced_member).code(),
+            tonic::Code::FailedPrecondition
+        );
+        assert_eq!(code(fenced_member), Some(ErrorCode::FencedMemberEpoch));
+        let fenced_producer = M::ProducerFenced {
+            producer_id: 1,
+            epoch: 0,
+            current_epoch: 1,
+        };
+        assert_eq!(code(fenced_producer), Some(ErrorCode::ProducerFenced));
+        let state = M::InvalidTransactionState {
+            producer_id: 1,
+            reason: "r".into(),
+        };
+        assert_eq!(code(state), Some(ErrorCode::InvalidTxnState));
+        assert_eq!(
+            code(M::GroupNotEmpty("g".into())),
+            Some(ErrorCode::GroupNotEmpty)
+        );
+        assert_eq!(
+            code(M::TopicNotFound("t".into())),
+            Some(ErrorCode::UnknownTopic)
+        );
+        assert_eq!(code(M::TopicAlreadyExists("t".into())), None);
+        assert_eq!(
+            code(M::TransactionPartitionsChanged(1)),
+            Some(ErrorCode::StorageUnavailable)
+        );
     }
 }

@@ -65,9 +65,11 @@ fn end_error_status(e: &crate::transactions::EndError) -> Status {
     match e {
         crate::transactions::EndError::Metadata(m) => status(m),
         crate::transactions::EndError::Storage(s) if s.is_retryable() => {
-            Status::unavailable(describe(s))
+            pb::with_error_code(Status::unavailable(describe(s)), error_code(s))
         }
-        crate::transactions::EndError::Storage(s) => Status::internal(describe(s)),
+        crate::transactions::EndError::Storage(s) => {
+            pb::with_error_code(Status::internal(describe(s)), error_code(s))
+        }
     }
 }
 
@@ -126,8 +128,9 @@ fn batch_error(code: ErrorCode, message: String) -> pb::BatchResult {
 impl Service {
     fn check_running(&self) -> Result<(), Status> {
         if self.shutting_down.load(Ordering::Relaxed) {
-            return Err(Status::unavailable(
-                "agent is shutting down; use another agent",
+            return Err(pb::with_error_code(
+                Status::unavailable("agent is shutting down; use another agent"),
+                ErrorCode::AgentShuttingDown,
             ));
         }
         Ok(())

@@ -6,7 +6,8 @@ use std::time::Duration;
 use streamhouse_proto::ErrorCode;
 
 /// A client operation failed. [`Error::is_retryable`] tells whether trying
-/// again may help.
+/// again may help; [`Error::code`] is the agent's [`ErrorCode`] behind it.
+/// Both come from the error code, never from the gRPC status class.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -60,9 +61,23 @@ pub enum Error {
     Batch(Arc<streamhouse_core::Error>),
     #[error("the producer is closed")]
     Closed,
-    /// A transaction call came at the wrong time, or the transaction failed.
+    /// A transaction call came at the wrong time.
     #[error("transaction: {0}")]
     Transaction(String),
+    /// A newer instance of this transactional producer fenced it: it can
+    /// do nothing more (close it; the newer instance carries on).
+    #[error("the transactional producer was fenced by a newer instance")]
+    ProducerFenced {
+        #[source]
+        source: Arc<Error>,
+    },
+    /// The open transaction cannot commit (e.g. the consumer group moved
+    /// on, or a batch failed); abort it, the producer stays usable.
+    #[error("the transaction cannot commit; abort it")]
+    TransactionAbortable {
+        #[source]
+        source: Arc<Error>,
+    },
     /// The group coordinator refused a commit or heartbeat.
     #[error("consumer group error ({code:?}): {message}")]
     Group { code: ErrorCode, message: String },
@@ -75,23 +90,43 @@ pub enum Error {
 }
 
 impl Error {
+    /// The agent's error code behind this error: a refused batch's, a group
+    /// answer's, or the one an agent's error status carries.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::Rejected { code, .. } | Error::Group { code, .. } => Some(*code),
+            Error::Rpc { status, .. } => streamhouse_proto::status_error_code(status),
+            Error::RetriesExhausted { last, .. } => last.code(),
+            Error::ProducerFenced { source } | Error::TransactionAbortable { source } => {
+                source.code()
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the same operation may succeed if tried again (later, or on
-    /// another agent).
+    /// another agent). An agent's answer is judged by its error code; a
+    /// status without one did not come from the agent's handling of the
+    /// request (connection lost, timeout, transport limits), and is judged
+    /// as the transport failure it is.
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::NoAgents { .. } | Error::Timeout { .. } => true,
-            Error::Rpc { status, .. } => {
-                matches!(
-                    status.code(),
-                    tonic::Code::Unavailable
-                        | tonic::Code::DeadlineExceeded
-                        | tonic::Code::Aborted
-                        | tonic::Code::Unknown
-                        | tonic::Code::Cancelled
-                        | tonic::Code::ResourceExhausted
-                        | tonic::Code::Internal
-                ) && !status.message().contains("message length too large")
-            }
+            Error::Rpc { status, .. } => match streamhouse_proto::status_error_code(status) {
+                Some(code) => code_is_retryable(code),
+                None => {
+                    matches!(
+                        status.code(),
+                        tonic::Code::Unavailable
+                            | tonic::Code::DeadlineExceeded
+                            | tonic::Code::Aborted
+                            | tonic::Code::Unknown
+                            | tonic::Code::Cancelled
+                            | tonic::Code::ResourceExhausted
+                            | tonic::Code::Internal
+                    ) && !status.message().contains("message length too large")
+                }
+            },
             Error::Rejected { code, .. } => code_is_retryable(*code),
             Error::Metadata(e) => e.is_retryable(),
             _ => false,

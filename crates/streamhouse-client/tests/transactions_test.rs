@@ -291,3 +291,133 @@ async fn offsets_move_only_when_the_transaction_commits() {
     out.close().await.unwrap();
     agent.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_during_send_offsets_makes_the_transaction_abortable_not_fatal() {
+    let (c, agent, a) = start().await;
+    c.topic("in", 2).await;
+    c.topic("out", 1).await;
+    let plain = Producer::builder().bootstrap(&a).build().await.unwrap();
+    for i in 0..4 {
+        plain
+            .send("in", None, format!("in{i}").as_bytes(), Some(i % 2))
+            .await
+            .unwrap();
+    }
+    let member = |client: &str| {
+        Consumer::builder()
+            .bootstrap(&a)
+            .group_id("rebalanced")
+            .client_id(client)
+            .subscribe(["in"])
+            .enable_auto_commit(false)
+            .auto_offset_reset(AutoOffsetReset::Earliest)
+            .fetch_max_wait(Duration::from_millis(20))
+    };
+    let first = member("first").build().await.unwrap();
+    let mut records = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while records.len() < 4 && tokio::time::Instant::now() < deadline {
+        records.extend(first.poll(Duration::from_millis(50)).await.unwrap());
+    }
+    assert_eq!(records.len(), 4, "the only member reads both partitions");
+    let stale = first.group_metadata().unwrap();
+    let stale_epoch = stale.member.as_ref().unwrap().1;
+
+    // Another member joins: the group rebalances and the first member's
+    // epoch moves on.
+    let second = member("second").build().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        first.poll(Duration::from_millis(50)).await.unwrap();
+        second.poll(Duration::from_millis(50)).await.unwrap();
+        let now = first.group_metadata().unwrap();
+        if now.member.as_ref().is_some_and(|m| m.1 != stale_epoch) && first.assignment().len() == 1
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the member epoch never moved on: {now:?}"
+        );
+    }
+
+    let p = transactional(&a, "tx-rebalance").await;
+    // The partition the first member kept, read to its end.
+    let offsets = first.positions();
+    assert_eq!(offsets.len(), 1, "{offsets:?}");
+    let (tp, position) = offsets
+        .iter()
+        .next()
+        .map(|(tp, &o)| (tp.clone(), o))
+        .unwrap();
+    assert_eq!(position, 2);
+    p.begin_transaction().unwrap();
+    drop(
+        p.send_record(ProducerRecord::new("out", "copied"))
+            .await
+            .unwrap(),
+    );
+    let err = p
+        .send_offsets_to_transaction(&offsets, &stale)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, streamhouse_client::Error::TransactionAbortable { .. }),
+        "a stale member epoch is abortable, not fatal: {err:?}"
+    );
+    assert_eq!(
+        err.code(),
+        Some(streamhouse_client::ErrorCode::FencedMemberEpoch),
+        "{err:?}"
+    );
+    let commit = p.commit_transaction().await.unwrap_err();
+    assert!(
+        matches!(
+            commit,
+            streamhouse_client::Error::TransactionAbortable { .. }
+        ),
+        "{commit:?}"
+    );
+    p.abort_transaction().await.unwrap();
+    assert_eq!(first.committed(&tp).await.unwrap(), None);
+
+    // The producer carries on: the next transaction, with the member's
+    // current metadata, commits records and offsets.
+    p.begin_transaction().unwrap();
+    drop(
+        p.send_record(ProducerRecord::new("out", "copied again"))
+            .await
+            .unwrap(),
+    );
+    let current = first.group_metadata().unwrap();
+    p.send_offsets_to_transaction(&offsets, &current)
+        .await
+        .unwrap();
+    p.commit_transaction().await.unwrap();
+    assert_eq!(first.committed(&tp).await.unwrap(), Some(2));
+    let out = Consumer::builder()
+        .bootstrap(&a)
+        .assign([TopicPartition::new("out", 0)])
+        .enable_auto_commit(false)
+        .auto_offset_reset(AutoOffsetReset::Earliest)
+        .isolation_level(IsolationLevel::ReadCommitted)
+        .fetch_max_wait(Duration::from_millis(20))
+        .build()
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while got.is_empty() && tokio::time::Instant::now() < deadline {
+        got.extend(out.poll(Duration::from_millis(50)).await.unwrap());
+    }
+    let got: Vec<_> = got
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(got, ["copied again"], "the aborted record stays invisible");
+    first.close().await.unwrap();
+    second.close().await.unwrap();
+    out.close().await.unwrap();
+    agent.shutdown().await.unwrap();
+}

@@ -9,3 +9,23 @@ pub mod v1 {
 }
 
 pub use v1::*;
+
+/// The gRPC metadata entry in which an agent's error status carries the
+/// [`ErrorCode`] it stands for (as its number), so clients classify errors
+/// by code rather than by gRPC status class.
+pub const ERROR_CODE_METADATA: &str = "streamhouse-error-code";
+
+/// The [`ErrorCode`] an agent put in an error status, if any.
+pub fn status_error_code(status: &tonic::Status) -> Option<ErrorCode> {
+    let value = status.metadata().get(ERROR_CODE_METADATA)?.to_str().ok()?;
+    ErrorCode::try_from(value.parse::<i32>().ok()?).ok()
+}
+
+/// `status` carrying `code` in its [`ERROR_CODE_METADATA`] entry.
+pub fn with_error_code(mut status: tonic::Status, code: ErrorCode) -> tonic::Status {
+    status.metadata_mut().insert(
+        ERROR_CODE_METADATA,
+        tonic::metadata::MetadataValue::from(code as i32),
+    );
+    status
+}

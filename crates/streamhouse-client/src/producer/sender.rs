@@ -36,9 +36,12 @@ pub(super) async fn run_sender(inner: Arc<Inner>, mut commands: mpsc::UnboundedR
         if bump_needed && inner.config.transactional_id.is_some() {
             // Sequence continuity is lost inside a transaction: it can only
             // be aborted (which starts a new epoch).
-            let e = Error::Transaction(
-                "a batch of the transaction failed; abort the transaction".into(),
-            );
+            let e = Error::TransactionAbortable {
+                source: Arc::new(Error::Transaction(
+                    "a batch of the transaction failed and its partition lost sequence continuity"
+                        .into(),
+                )),
+            };
             inner.make_abortable(e.clone());
             fail_everything(&inner, &e);
             bump_needed = false;
@@ -329,6 +332,11 @@ pub(super) fn handle_response(
                     b.done.complete(Ok(base));
                 }
                 Fate::Fail(e) => {
+                    if inner.config.transactional_id.is_some()
+                        && e.code() == Some(ErrorCode::ProducerFenced)
+                    {
+                        inner.make_fatal(super::transactions::classify(e.clone()));
+                    }
                     b.done.complete(Err(e));
                 }
                 Fate::Retry { uncertain, error } => {

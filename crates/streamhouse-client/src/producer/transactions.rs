@@ -2,14 +2,16 @@
 //! offsets committed with a transaction.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use streamhouse_metadata::{ProducerIdentity, TopicPartition};
 use streamhouse_proto as pb;
+use streamhouse_proto::ErrorCode;
 
 use super::sender::fail_everything;
 use super::{Inner, Producer};
 use crate::ConsumerGroupMetadata;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, code_is_retryable};
 
 /// Where a transactional producer is in its transaction cycle.
 #[derive(Clone, Debug)]
@@ -133,14 +135,19 @@ impl Producer {
         }
     }
 
-    /// A fencing error is fatal for a transactional producer.
-    pub(super) fn check_fenced<T>(&self, result: Result<T>) -> Result<T> {
-        if let Err(e) = &result
-            && e.status_code() == Some(tonic::Code::FailedPrecondition)
-        {
-            *self.inner.txn.lock().expect("txn lock") = TxnState::Fatal(e.clone());
-        }
-        result
+    /// Classifies a failed transaction call by its error code and moves
+    /// the transaction state accordingly: fenced is fatal, a refusal is
+    /// abortable, anything else (retries used up, ...) leaves the state.
+    fn check_fenced<T>(&self, result: Result<T>) -> Result<T> {
+        result.map_err(|e| {
+            let e = classify(e);
+            match &e {
+                Error::ProducerFenced { .. } => self.inner.make_fatal(e.clone()),
+                Error::TransactionAbortable { .. } => self.inner.make_abortable(e.clone()),
+                _ => {}
+            }
+            e
+        })
     }
 
     /// Delivers every record of the transaction, then commits it (markers
@@ -149,6 +156,13 @@ impl Producer {
     pub async fn commit_transaction(&self) -> Result<()> {
         self.expect_in_transaction()?;
         if let Err(e) = self.flush().await {
+            let e = match classify(e) {
+                fenced @ Error::ProducerFenced { .. } => return Err(fenced),
+                abortable @ Error::TransactionAbortable { .. } => abortable,
+                other => Error::TransactionAbortable {
+                    source: Arc::new(other),
+                },
+            };
             self.inner.make_abortable(e.clone());
             return Err(e);
         }
@@ -200,10 +214,42 @@ impl Producer {
 }
 
 impl Inner {
+    /// The open transaction can only be aborted now.
     pub(super) fn make_abortable(&self, e: Error) {
         let mut txn = self.txn.lock().expect("txn lock");
         if matches!(*txn, TxnState::InTransaction) {
             *txn = TxnState::Abortable(e);
         }
+    }
+
+    /// The producer was fenced: every later transaction call fails.
+    pub(super) fn make_fatal(&self, e: Error) {
+        *self.txn.lock().expect("txn lock") = TxnState::Fatal(e);
+    }
+}
+
+/// What a failed transaction call means for the transaction, by the
+/// agent's error code (never by gRPC status class): PRODUCER_FENCED makes
+/// the producer unusable ([`Error::ProducerFenced`]); any other code that a
+/// retry cannot fix (a fenced or unknown group member, an invalid
+/// transaction state, ...) leaves a transaction that can only be aborted
+/// ([`Error::TransactionAbortable`]). Other errors are returned as they are.
+pub(super) fn classify(e: Error) -> Error {
+    if matches!(
+        e,
+        Error::ProducerFenced { .. } | Error::TransactionAbortable { .. }
+    ) {
+        return e;
+    }
+    match e.code() {
+        Some(ErrorCode::ProducerFenced) => Error::ProducerFenced {
+            source: Arc::new(e),
+        },
+        Some(code) if code != ErrorCode::None && !code_is_retryable(code) => {
+            Error::TransactionAbortable {
+                source: Arc::new(e),
+            }
+        }
+        _ => e,
     }
 }
