@@ -292,7 +292,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn MetadataStore>> {
 }
 
 /// [`open`], except that a SQLite store commits without fsync (see
-/// [`SqliteMetadataStore::new_without_fsync`]); PostgreSQL is unaffected.
+/// `SqliteMetadataStore::new_without_fsync`); PostgreSQL is unaffected.
 pub async fn open_without_fsync(url: &str) -> Result<Arc<dyn MetadataStore>> {
     open_with(url, false).await
 }
