@@ -400,7 +400,8 @@ impl StreamHouse for Service {
             .delete_topic(&name)
             .await
             .map_err(|e| status(&e))?;
-        tracing::info!(topic = %name, "deleted topic");
+        self.pipeline.invalidate_topic(&name);
+        tracing::info!(topic = %bounded(&name), "deleted topic");
         Ok(Response::new(pb::DeleteTopicResponse {}))
     }
 
@@ -431,6 +432,7 @@ impl StreamHouse for Service {
             )
             .await
             .map_err(|e| status(&e))?;
+        self.pipeline.invalidate_topic(&topic.name);
         tracing::info!(topic = %topic.name, partitions = topic.partition_count, "altered topic");
         Ok(Response::new(topic_info(&topic)))
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use streamhouse_client::{Admin, AutoOffsetReset, Consumer, ConsumerRecord, TopicPartition};
 
 use crate::BoxError;
+use crate::signals::Shutdown;
 
 /// Print records of a topic. Without --group it reads every partition (or
 /// --partition) on its own; with --group it joins that consumer group and
@@ -48,9 +49,17 @@ pub struct ConsumeArgs {
     /// Print each record's partition, offset and timestamp.
     #[arg(long)]
     show_offset: bool,
+    /// Skip stored batches that are damaged (they fail their CRC) instead of
+    /// stopping at them; their records are lost to this consumer.
+    #[arg(long)]
+    skip_corrupt_batches: bool,
 }
 
+/// Consumes until caught up (or `--max`, or for ever with `--follow`). On
+/// SIGINT or SIGTERM it stops polling, commits what it printed (with a
+/// group), leaves the group and exits 0; a second signal exits at once.
 pub async fn consume(agent: &str, args: ConsumeArgs) -> Result<(), BoxError> {
+    let mut shutdown = Shutdown::install()?;
     let admin = Admin::connect(agent).await?;
     let topic = admin.describe_topic(&args.topic).await?;
     let reset = if args.from_beginning {
@@ -62,6 +71,7 @@ pub async fn consume(agent: &str, args: ConsumeArgs) -> Result<(), BoxError> {
         .bootstrap(agent)
         .agent_group(crate::group_of(agent).await?)
         .auto_offset_reset(reset)
+        .skip_corrupt_batches(args.skip_corrupt_batches)
         .fetch_max_wait(Duration::from_millis(200));
     let consumer = match &args.group {
         Some(group) => {
@@ -96,7 +106,20 @@ pub async fn consume(agent: &str, args: ConsumeArgs) -> Result<(), BoxError> {
     let mut printed = 0u64;
     let mut idle_polls = 0;
     loop {
-        let records = consumer.poll(Duration::from_millis(500)).await?;
+        let records = tokio::select! {
+            polled = consumer.poll(Duration::from_millis(500)) => match polled {
+                Err(streamhouse_client::Error::CorruptBatch { .. }) => {
+                    let e = polled.unwrap_err();
+                    consumer.close().await?;
+                    return Err(format!(
+                        "{e}\n(run again with --skip-corrupt-batches to skip it; its records are lost)"
+                    )
+                    .into());
+                }
+                polled => polled?,
+            },
+            _ = shutdown.requested() => break,
+        };
         for r in &records {
             print_record(r, &args);
             printed += 1;

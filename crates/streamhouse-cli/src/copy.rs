@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use streamhouse_client::{AutoOffsetReset, Consumer, IsolationLevel, Producer, ProducerRecord};
 
 use crate::BoxError;
+use crate::signals::Shutdown;
 
 /// Copy records from one topic to another exactly once: read committed
 /// records as a member of --group, and write them, with the consumed
@@ -33,7 +34,11 @@ pub struct CopyArgs {
     max_records_per_transaction: usize,
 }
 
+/// Runs until `--idle-exit-ms` passes without records, or until SIGINT or
+/// SIGTERM: then it finishes the transaction in progress, leaves the group
+/// and exits 0 (a second signal exits at once).
 pub async fn copy(agent: &str, args: CopyArgs) -> Result<(), BoxError> {
+    let mut shutdown = Shutdown::install()?;
     let consumer = Consumer::builder()
         .bootstrap(agent)
         .agent_group(crate::group_of(agent).await?)
@@ -58,7 +63,10 @@ pub async fn copy(agent: &str, args: CopyArgs) -> Result<(), BoxError> {
     let mut copied = 0u64;
     let mut last_record = Instant::now();
     loop {
-        let records = consumer.poll(Duration::from_millis(200)).await?;
+        let records = tokio::select! {
+            polled = consumer.poll(Duration::from_millis(200)) => polled?,
+            _ = shutdown.requested() => break,
+        };
         if records.is_empty() {
             if args
                 .idle_exit_ms

@@ -9,6 +9,7 @@ mod consume;
 mod copy;
 mod groups;
 mod produce;
+mod signals;
 mod status;
 mod topic;
 

@@ -87,6 +87,21 @@ pub enum Error {
     OffsetOutOfRange(streamhouse_metadata::TopicPartition),
     #[error("{0} is not assigned to this consumer")]
     NotAssigned(streamhouse_metadata::TopicPartition),
+    /// A stored batch is damaged (fails its CRC, or cannot be parsed) and
+    /// was not served. The partition stops here until the application
+    /// seeks; `seek(partition, last_offset + 1)` skips the damaged range,
+    /// losing its records (or build the consumer with
+    /// `skip_corrupt_batches(true)` to do that automatically).
+    #[error(
+        "corrupt record batch in {partition} at offsets {first_offset}..={last_offset}: \
+         {message}; seek to {} to skip it", last_offset + 1
+    )]
+    CorruptBatch {
+        partition: streamhouse_metadata::TopicPartition,
+        first_offset: i64,
+        last_offset: i64,
+        message: String,
+    },
 }
 
 impl Error {

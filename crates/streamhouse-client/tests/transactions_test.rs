@@ -421,3 +421,43 @@ async fn a_rebalance_during_send_offsets_makes_the_transaction_abortable_not_fat
     out.close().await.unwrap();
     agent.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_transaction_larger_than_a_fetch_does_not_stall_readers() {
+    let (_c, agent, a) = start().await;
+    let p = transactional(&a, "tx-big").await;
+    p.begin_transaction().unwrap();
+    // About 3 MiB, well over max_partition_fetch_bytes (1 MiB).
+    let big = vec![b'x'; 10_000];
+    let mut pending = Vec::new();
+    for _ in 0..300 {
+        pending.push(
+            p.send_record(ProducerRecord::new("t", big.clone()))
+                .await
+                .unwrap(),
+        );
+    }
+    for d in pending {
+        d.await.unwrap();
+    }
+    p.abort_transaction().await.unwrap();
+    p.begin_transaction().unwrap();
+    send_all(&p, "after", 5).await;
+    p.commit_transaction().await.unwrap();
+
+    let committed = reader(&a, IsolationLevel::ReadCommitted)
+        .build()
+        .await
+        .unwrap();
+    let got = values(&committed, 5).await;
+    assert_eq!(got, ["after0", "after1", "after2", "after3", "after4"]);
+    // The position passed the aborted records and the markers.
+    let end = committed.position(&TopicPartition::new("t", 0)).unwrap();
+    assert_eq!(
+        end,
+        300 + 1 + 5 + 1,
+        "records, abort marker, records, commit marker"
+    );
+    committed.close().await.unwrap();
+    agent.shutdown().await.unwrap();
+}

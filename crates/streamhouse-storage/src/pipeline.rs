@@ -366,6 +366,13 @@ impl WritePipeline {
         })
     }
 
+    /// Forgets what this pipeline cached about `topic` (its id, partition
+    /// count and config), so the next append reads it again: call it after
+    /// altering or deleting the topic.
+    pub fn invalidate_topic(&self, topic: &str) {
+        self.shared.topics.invalidate(topic);
+    }
+
     /// Buffers a batch that passed [`BatchValidator::validate`] (waiting
     /// while the buffer is full) and returns a future of its commit.
     pub async fn submit_valid(&self, valid: ValidBatch) -> Result<Appending> {

@@ -1,18 +1,24 @@
-//! A cache of topic names to topic ids and partition counts.
+//! A cache of topic names to topic ids, partition counts and configs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use streamhouse_metadata::{MetadataStore, Topic};
 
 use crate::error::{Error, Result};
 
+/// How long a cached topic is used before it is read again, so config
+/// changes made through other agents are seen within this bound.
+const TOPIC_TTL: Duration = Duration::from_secs(2);
+
 /// Resolves topic names through the metadata store, caching the answer.
-/// An entry is refreshed when a partition beyond its count is asked for
-/// and dropped when a commit finds the topic deleted.
+/// An entry is refreshed after [`TOPIC_TTL`], when a partition beyond its
+/// count is asked for, and when it is invalidated (a commit found the
+/// topic deleted, or this process altered it).
 pub(crate) struct TopicCache {
     metadata: Arc<dyn MetadataStore>,
-    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    topics: RwLock<HashMap<String, (Arc<Topic>, Instant)>>,
 }
 
 impl TopicCache {
@@ -31,8 +37,9 @@ impl TopicCache {
             .expect("topic cache lock")
             .get(name)
             .cloned();
-        if let Some(t) = cached
+        if let Some((t, read_at)) = cached
             && partition < t.partition_count
+            && read_at.elapsed() < TOPIC_TTL
         {
             return Ok(t);
         }
@@ -44,7 +51,7 @@ impl TopicCache {
         self.topics
             .write()
             .expect("topic cache lock")
-            .insert(name.to_string(), topic.clone());
+            .insert(name.to_string(), (topic.clone(), Instant::now()));
         if partition >= topic.partition_count {
             return Err(Error::PartitionNotFound {
                 topic: name.to_string(),

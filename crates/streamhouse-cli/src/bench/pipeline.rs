@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use streamhouse_core::{Compression, NewRecord, RecordBatch};
 use streamhouse_metadata::TopicConfig;
-use streamhouse_storage::{PipelineConfig, S3Options, WritePipeline, open_object_store};
+use streamhouse_storage::{
+    PipelineConfig, S3Options, WritePipeline, open_object_store, open_object_store_without_fsync,
+};
 
 use super::{quantile, value};
 use crate::BoxError;
@@ -53,6 +55,10 @@ pub struct Args {
     /// Pipeline flush size, bytes.
     #[arg(long, default_value_t = 8 << 20)]
     flush_bytes: usize,
+    /// NOT DURABLE: skip fsync of SQLite commits and file:// objects, to
+    /// measure what durability costs.
+    #[arg(long)]
+    unsafe_no_fsync: bool,
 }
 
 struct RunResult {
@@ -77,16 +83,23 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
         .storage
         .clone()
         .unwrap_or_else(|| format!("file://{}", tmp.path().join("objects").display()));
-    let metadata = streamhouse_metadata::open(&metadata_url).await?;
-    let store = open_object_store(
-        &storage_url,
-        &S3Options {
-            endpoint: args.s3_endpoint.clone(),
-            region: args.s3_region.clone(),
-            allow_http: args.s3_endpoint.as_ref().map(|e| e.starts_with("http://")),
-            ..S3Options::default()
-        },
-    )?;
+    let s3 = S3Options {
+        endpoint: args.s3_endpoint.clone(),
+        region: args.s3_region.clone(),
+        allow_http: args.s3_endpoint.as_ref().map(|e| e.starts_with("http://")),
+        ..S3Options::default()
+    };
+    let (metadata, store) = if args.unsafe_no_fsync {
+        (
+            streamhouse_metadata::open_without_fsync(&metadata_url).await?,
+            open_object_store_without_fsync(&storage_url, &s3)?,
+        )
+    } else {
+        (
+            streamhouse_metadata::open(&metadata_url).await?,
+            open_object_store(&storage_url, &s3)?,
+        )
+    };
     let batch = RecordBatch::from_records((0..args.batch_records).map(|i| {
         NewRecord::new(
             1_700_000_000_000 + i as i64,
@@ -97,7 +110,12 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
     .with_compression(args.codec)
     .encode()?;
     eprintln!(
-        "metadata {metadata_url}, storage {storage_url}; batches of {} records of {} bytes ({} bytes {}), {} producers x {} in flight, flush {} ms / {} bytes",
+        "metadata {metadata_url}, storage {storage_url}{}; batches of {} records of {} bytes ({} bytes {}), {} producers x {} in flight, flush {} ms / {} bytes",
+        if args.unsafe_no_fsync {
+            " (no fsync)"
+        } else {
+            ""
+        },
         args.batch_records,
         args.value_size,
         batch.len(),
@@ -215,7 +233,7 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
         })
         .collect();
     println!(
-        r#"{{"bench":"pipeline","metadata":"{}","storage":"{}","batch_records":{},"value_size":{},"codec":"{}","results":[{}]}}"#,
+        r#"{{"bench":"pipeline","metadata":"{}","storage":"{}","batch_records":{},"value_size":{},"codec":"{}","fsync":{},"results":[{}]}}"#,
         metadata_url
             .split('?')
             .next()
@@ -227,6 +245,7 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
         args.batch_records,
         args.value_size,
         args.codec,
+        !args.unsafe_no_fsync,
         json.join(",")
     );
     Ok(())

@@ -56,6 +56,10 @@ pub struct Args {
     /// Producer idempotence.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     idempotence: bool,
+    /// NOT DURABLE: the in-process agent skips fsync of SQLite commits and
+    /// file:// objects, to measure what durability costs.
+    #[arg(long, conflicts_with = "agent")]
+    unsafe_no_fsync: bool,
 }
 
 pub async fn run(args: Args) -> Result<(), BoxError> {
@@ -67,6 +71,7 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
                 listen: "127.0.0.1:0".parse()?,
                 metadata_url: format!("sqlite://{}", tmp.path().join("metadata.db").display()),
                 storage_url: format!("file://{}", tmp.path().join("objects").display()),
+                unsafe_no_fsync: args.unsafe_no_fsync,
                 ..AgentConfig::default()
             };
             config.pipeline.flush_interval = Duration::from_millis(args.flush_interval_ms);
@@ -124,7 +129,7 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
         agent.shutdown().await?;
     }
     println!(
-        r#"{{"bench":"produce","partitions":{},"record_size":{},"concurrency":{},"compression":"{}","batch_size":{},"batch_timeout_ms":{},"idempotence":{},"target_rate":{},{}{}}}"#,
+        r#"{{"bench":"produce","partitions":{},"record_size":{},"concurrency":{},"compression":"{}","batch_size":{},"batch_timeout_ms":{},"idempotence":{},"fsync":{},"target_rate":{},{}{}}}"#,
         args.partitions,
         args.record_size,
         args.concurrency,
@@ -132,6 +137,7 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
         args.batch_size,
         args.batch_timeout_ms,
         args.idempotence,
+        !args.unsafe_no_fsync,
         args.rate,
         plain.json(),
         match (&transactional, args.transactional) {

@@ -37,6 +37,7 @@ pub struct ConsumerConfig {
     pub agent_refresh_interval: Duration,
     pub max_retries: u32,
     pub retry_backoff: Duration,
+    pub skip_corrupt_batches: bool,
 }
 
 impl Default for ConsumerConfig {
@@ -60,6 +61,7 @@ impl Default for ConsumerConfig {
             agent_refresh_interval: Duration::from_secs(30),
             max_retries: 3,
             retry_backoff: Duration::from_millis(100),
+            skip_corrupt_batches: false,
         }
     }
 }
@@ -192,6 +194,15 @@ impl ConsumerBuilder {
         self
     }
     /// Called on partition moves (from `poll`).
+    /// Skip stored batches that are damaged (the agent found them failing
+    /// their CRC) instead of failing `poll` with [`Error::CorruptBatch`]:
+    /// their records are lost to this consumer, and each skip is logged.
+    /// Default false.
+    pub fn skip_corrupt_batches(mut self, skip: bool) -> Self {
+        self.config.skip_corrupt_batches = skip;
+        self
+    }
+
     pub fn rebalance_listener(mut self, listener: Arc<dyn RebalanceListener>) -> Self {
         self.listener = Some(listener);
         self

@@ -34,7 +34,10 @@ pub(super) async fn run_fetcher(inner: Arc<Inner>) {
                     .partitions
                     .iter_mut()
                     .filter(|(_, p)| {
-                        !p.in_flight && p.position.is_some() && p.buffered_bytes < per_partition_cap
+                        !p.in_flight
+                            && !p.stopped_at_corrupt
+                            && p.position.is_some()
+                            && p.buffered_bytes < per_partition_cap
                     })
                     .map(|(tp, p)| {
                         p.in_flight = true;
@@ -101,7 +104,7 @@ pub(super) async fn run_fetcher(inner: Arc<Inner>) {
             let records = if fetched.error == ErrorCode::None as i32 {
                 decode_records(&tp, &fetched.records, offset, &fetched.aborted)
             } else {
-                Ok(Vec::new())
+                Ok((Vec::new(), offset))
             };
             let mut state = inner.state.lock().expect("consumer state");
             let s = &mut *state;
@@ -116,15 +119,36 @@ pub(super) async fn run_fetcher(inner: Arc<Inner>) {
                 resets.push(tp.clone());
                 continue;
             }
+            if fetched.error == ErrorCode::CorruptBatch as i32 {
+                let last = fetched.corrupt_last_offset.max(offset);
+                if inner.config.skip_corrupt_batches {
+                    tracing::warn!(%tp, first_offset = offset, last_offset = last, message = %fetched.message, "skipping a corrupt batch: its records are lost to this consumer");
+                    advance(p, last + 1);
+                } else {
+                    p.stopped_at_corrupt = true;
+                    s.error = Some(Error::CorruptBatch {
+                        partition: tp.clone(),
+                        first_offset: offset,
+                        last_offset: last,
+                        message: fetched.message,
+                    });
+                    any = true;
+                }
+                continue;
+            }
             if fetched.error != ErrorCode::None as i32 {
                 tracing::warn!(%tp, message = %fetched.message, "fetch error");
                 continue;
             }
             p.high_watermark = Some(fetched.high_watermark);
             match records {
-                Ok(records) => {
-                    if let Some(last) = records.last() {
-                        p.fetch_offset = last.offset + 1;
+                Ok((records, next)) => {
+                    // Past every returned batch, even when all of it was
+                    // skipped (aborted, control, compacted away).
+                    if records.is_empty() {
+                        advance(p, next);
+                    } else {
+                        p.fetch_offset = p.fetch_offset.max(next);
                     }
                     for r in records {
                         let size = record_size(&r);
@@ -164,17 +188,34 @@ pub(super) async fn run_fetcher(inner: Arc<Inner>) {
     }
 }
 
+/// Moves a partition's next fetch to `next` (never backwards), for a fetch
+/// that returned no record for the application. When nothing is buffered
+/// either, the position follows: offsets that held no record (markers,
+/// aborted or skipped batches) are passed, so commits and lag move on too.
+fn advance(p: &mut super::PartitionState, next: i64) {
+    if next <= p.fetch_offset {
+        return;
+    }
+    p.fetch_offset = next;
+    if p.buffer.is_empty() {
+        p.position = Some(next);
+    }
+}
+
 /// The records of fetched batches at or after `from`, without control
-/// batches and without batches of `aborted` transactions.
+/// batches and without batches of `aborted` transactions, and the offset
+/// after the last returned batch (where the next fetch starts).
 pub(super) fn decode_records(
     tp: &TopicPartition,
     bytes: &Bytes,
     from: i64,
     aborted: &[pb::AbortedTransactionInfo],
-) -> Result<Vec<ConsumerRecord>> {
+) -> Result<(Vec<ConsumerRecord>, i64)> {
     let mut out = Vec::new();
+    let mut next = from;
     for item in streamhouse_core::batches(bytes) {
         let (header, raw) = item?;
+        next = next.max(header.base_offset + header.offset_span());
         if header.attributes.is_control() || header.base_offset + header.offset_span() <= from {
             continue;
         }
@@ -201,5 +242,5 @@ pub(super) fn decode_records(
             }
         }
     }
-    Ok(out)
+    Ok((out, next))
 }

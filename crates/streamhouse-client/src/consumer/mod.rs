@@ -138,6 +138,8 @@ struct PartitionState {
     /// Changes on seek, so an answer to an older fetch is dropped.
     generation: u64,
     in_flight: bool,
+    /// Fetching stopped at a corrupt batch until the application seeks.
+    stopped_at_corrupt: bool,
     buffer: VecDeque<ConsumerRecord>,
     buffered_bytes: usize,
     high_watermark: Option<i64>,
@@ -210,6 +212,11 @@ impl Consumer {
                     p.position = Some(r.offset + 1);
                     out.push(r);
                     n += 1;
+                }
+                // Everything fetched was handed over: the position passes
+                // what followed the last record (markers, aborted batches).
+                if n > 0 && p.buffer.is_empty() {
+                    p.position = p.position.max(Some(p.fetch_offset));
                 }
             }
             if out.len() == before {

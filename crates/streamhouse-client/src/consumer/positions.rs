@@ -127,6 +127,7 @@ impl Consumer {
         p.position = Some(offset);
         p.fetch_offset = offset;
         p.generation += 1;
+        p.stopped_at_corrupt = false;
         drop(state);
         self.inner.fetch_wake.notify_one();
         Ok(())
