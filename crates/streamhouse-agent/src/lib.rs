@@ -136,7 +136,8 @@ impl Agent {
     }
 
     /// Starts an agent on stores already opened (the URLs in `config` are
-    /// not used).
+    /// not used). Every object store request is counted in the agent's
+    /// metrics (see [`MeteredStore`](streamhouse_storage::MeteredStore)).
     pub async fn start_with(
         config: AgentConfig,
         metadata: Arc<dyn MetadataStore>,
@@ -145,6 +146,7 @@ impl Agent {
         if config.group.is_empty() {
             return Err(Error::Config("agent group must not be empty".into()));
         }
+        let store: Arc<dyn ObjectStore> = streamhouse_storage::MeteredStore::new(store);
         let mut pipeline_config = config.pipeline.clone();
         pipeline_config.max_batch_bytes = config.limits.max_batch_bytes;
         if pipeline_config.max_buffered_bytes < pipeline_config.max_batch_bytes {
@@ -216,13 +218,13 @@ impl Agent {
         if let Some(addr) = config.metrics_listen {
             install_metrics(addr)?;
         }
-        let jobs = Arc::new(jobs::Jobs {
-            metadata: metadata.clone(),
+        let jobs = Arc::new(jobs::Jobs::new(
+            metadata.clone(),
             store,
-            reader: reader_for_jobs,
-            holder: agent_id.clone(),
-            config: config.jobs.clone(),
-        });
+            reader_for_jobs,
+            agent_id.clone(),
+            config.jobs.clone(),
+        ));
         let mut background = vec![heartbeat, aborter];
         for (job, every) in [
             ("retention", config.jobs.retention_interval),

@@ -8,6 +8,7 @@
 
 pub mod cache;
 mod error;
+mod metered;
 pub mod object;
 mod pipeline;
 mod reader;
@@ -17,6 +18,7 @@ pub mod testing;
 mod topics;
 
 pub use error::{Error, Result};
+pub use metered::MeteredStore;
 pub use pipeline::{
     Appended, Appending, BatchValidator, PipelineConfig, PipelineStats, ValidBatch, WritePipeline,
     upload_object,
