@@ -1,10 +1,11 @@
-//! Read caches: objects this process wrote recently, and an LRU of
-//! fixed-size aligned blocks of older objects.
+//! Read caches: objects this process wrote recently, an LRU of fixed-size
+//! aligned blocks of older objects, and the segment rows of partitions.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use streamhouse_metadata::{Segment, TopicId};
 use tokio::sync::OnceCell;
 
 /// Whole objects written by this process, newest kept, bounded in bytes.
@@ -190,6 +191,175 @@ impl BlockCache {
     }
 }
 
+/// Segment rows of one partition by base offset.
+type SegmentIndex = BTreeMap<i64, Arc<Segment>>;
+
+/// Segment rows of partitions, bounded in rows: least recently read
+/// partitions are dropped first, and rows below a partition's log start
+/// as soon as a read sees it. A committed segment row only changes when
+/// compaction replaces it (the replacer forgets the partition).
+#[derive(Debug)]
+pub(crate) struct SegmentCache {
+    max_rows: usize,
+    inner: Mutex<SegmentRows>,
+}
+
+#[derive(Debug)]
+struct SegmentRows {
+    rows: usize,
+    partitions: lru::LruCache<(TopicId, u32), SegmentIndex>,
+}
+
+/// Sizes of a reader's segment row cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SegmentCacheStats {
+    /// Segment rows held.
+    pub rows: usize,
+    /// Partitions with rows held.
+    pub partitions: usize,
+}
+
+impl SegmentCache {
+    /// A cache of at most `max_rows` rows (at least one).
+    pub(crate) fn new(max_rows: usize) -> Self {
+        SegmentCache {
+            max_rows: max_rows.max(1),
+            inner: Mutex::new(SegmentRows {
+                rows: 0,
+                partitions: lru::LruCache::unbounded(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SegmentRows> {
+        self.inner.lock().expect("segment cache lock")
+    }
+
+    /// Current sizes.
+    pub(crate) fn stats(&self) -> SegmentCacheStats {
+        let c = self.lock();
+        SegmentCacheStats {
+            rows: c.rows,
+            partitions: c.partitions.len(),
+        }
+    }
+
+    /// The cached segment holding `offset` of a partition.
+    pub(crate) fn find(&self, key: (TopicId, u32), offset: i64) -> Option<Arc<Segment>> {
+        let mut c = self.lock();
+        c.partitions
+            .get(&key)?
+            .range(..=offset)
+            .next_back()
+            .filter(|(_, s)| s.last_offset >= offset)
+            .map(|(_, s)| s.clone())
+    }
+
+    /// Adds rows of a partition being read at `reading_at`, then drops
+    /// rows over the bound: whole partitions least recently read first,
+    /// then this partition's rows before `reading_at`, then its rows
+    /// farthest ahead.
+    pub(crate) fn insert(&self, key: (TopicId, u32), rows: Vec<Segment>, reading_at: i64) {
+        let mut c = self.lock();
+        let mut added = 0;
+        let index = c.partitions.get_or_insert_mut(key, SegmentIndex::new);
+        for s in rows {
+            if index.insert(s.base_offset, Arc::new(s)).is_none() {
+                added += 1;
+            }
+        }
+        c.rows += added;
+        let mut evicted = 0;
+        while c.rows > self.max_rows {
+            match c.partitions.peek_lru() {
+                Some((lru, _)) if *lru != key => {
+                    let (_, index) = c.partitions.pop_lru().expect("an LRU partition");
+                    c.rows -= index.len();
+                    evicted += index.len();
+                }
+                _ => break,
+            }
+        }
+        // Still over: this partition, the most recently read, is the only
+        // one left.
+        if c.rows > self.max_rows {
+            let max_rows = self.max_rows;
+            let index = c.partitions.get_mut(&key).expect("just inserted");
+            let before = index.len();
+            // Rows wholly before the read position, oldest first.
+            while index.len() > max_rows {
+                match index.first_key_value() {
+                    Some((&base, s)) if s.last_offset < reading_at => {
+                        index.remove(&base);
+                    }
+                    _ => break,
+                }
+            }
+            // Then the rows farthest ahead, keeping the one being read.
+            while index.len() > max_rows {
+                match index.last_key_value() {
+                    Some((&base, _)) if base > reading_at => {
+                        index.remove(&base);
+                    }
+                    _ => break,
+                }
+            }
+            let dropped = before - index.len();
+            c.rows -= dropped;
+            evicted += dropped;
+        }
+        if evicted > 0 {
+            metrics::counter!("streamhouse_segment_cache_evictions_total")
+                .increment(evicted as u64);
+        }
+    }
+
+    /// Drops a partition's rows that end before `log_start` (removed by
+    /// retention).
+    pub(crate) fn trim_below(&self, key: (TopicId, u32), log_start: i64) {
+        let mut c = self.lock();
+        let Some(index) = c.partitions.peek_mut(&key) else {
+            return;
+        };
+        let before = index.len();
+        while let Some((&base, s)) = index.first_key_value() {
+            if s.last_offset >= log_start {
+                break;
+            }
+            index.remove(&base);
+        }
+        let dropped = before - index.len();
+        if index.is_empty() {
+            c.partitions.pop(&key);
+        }
+        c.rows -= dropped;
+    }
+
+    /// Drops a partition's rows.
+    pub(crate) fn forget(&self, key: (TopicId, u32)) {
+        let mut c = self.lock();
+        if let Some(index) = c.partitions.pop(&key) {
+            c.rows -= index.len();
+        }
+    }
+
+    /// Drops the rows of every partition of a topic (deleted).
+    pub(crate) fn forget_topic(&self, topic_id: TopicId) {
+        let mut c = self.lock();
+        let keys: Vec<(TopicId, u32)> = c
+            .partitions
+            .iter()
+            .filter(|((id, _), _)| *id == topic_id)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            if let Some(index) = c.partitions.pop(&key) {
+                c.rows -= index.len();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +389,96 @@ mod tests {
         cache.get_range("k", 100, 40, 41, load).await.unwrap();
         assert!(cache.stats().bytes <= 40);
         assert_eq!(cache.stats().hits, 1, "17..30 lies in block 1 alone");
+    }
+
+    fn seg(base: i64, last: i64) -> Segment {
+        Segment {
+            topic_id: 1,
+            partition: 0,
+            base_offset: base,
+            last_offset: last,
+            record_count: last - base + 1,
+            object_key: "k".into(),
+            object_size: 0,
+            byte_start: 0,
+            byte_length: 0,
+            min_timestamp: 0,
+            max_timestamp: 0,
+        }
+    }
+
+    /// Segments of 10 offsets from `first` to `last` (exclusive), by tens.
+    fn segs(from: i64, to: i64) -> Vec<Segment> {
+        (from / 10..to / 10)
+            .map(|i| seg(i * 10, i * 10 + 9))
+            .collect()
+    }
+
+    #[test]
+    fn segment_rows_are_bounded_lru_over_partitions() {
+        let c = SegmentCache::new(10);
+        c.insert((1, 0), segs(0, 40), 0);
+        c.insert((1, 1), segs(0, 40), 0);
+        assert_eq!(
+            c.stats(),
+            SegmentCacheStats {
+                rows: 8,
+                partitions: 2
+            }
+        );
+        assert!(c.find((1, 0), 15).is_some(), "(1, 0) read last");
+        c.insert((2, 0), segs(0, 50), 0);
+        // (1, 1) was least recently read: dropped whole.
+        assert_eq!(
+            c.stats(),
+            SegmentCacheStats {
+                rows: 9,
+                partitions: 2
+            }
+        );
+        assert!(c.find((1, 1), 5).is_none());
+        assert_eq!(c.find((2, 0), 42).unwrap().base_offset, 40);
+        // One partition alone over the bound keeps the rows it reads at.
+        c.insert((3, 0), segs(0, 200), 150);
+        assert!(c.stats().rows <= 10, "{:?}", c.stats());
+        assert_eq!(c.stats().partitions, 1);
+        assert_eq!(c.find((3, 0), 155).unwrap().base_offset, 150);
+        assert!(
+            c.find((3, 0), 5).is_none(),
+            "rows behind the reader go first"
+        );
+    }
+
+    #[test]
+    fn segment_rows_below_the_log_start_and_of_deleted_topics_are_dropped() {
+        let c = SegmentCache::new(100);
+        c.insert((1, 0), segs(0, 50), 0);
+        c.insert((1, 1), segs(0, 20), 0);
+        c.insert((2, 0), segs(0, 20), 0);
+        c.trim_below((1, 0), 25);
+        assert_eq!(c.stats().rows, 3 + 2 + 2);
+        assert!(
+            c.find((1, 0), 25).is_some(),
+            "the segment holding the log start stays"
+        );
+        c.trim_below((1, 1), 20);
+        assert_eq!(
+            c.stats(),
+            SegmentCacheStats {
+                rows: 5,
+                partitions: 2
+            }
+        );
+        c.forget_topic(1);
+        assert_eq!(
+            c.stats(),
+            SegmentCacheStats {
+                rows: 2,
+                partitions: 1
+            }
+        );
+        c.forget((2, 0));
+        assert_eq!(c.stats(), SegmentCacheStats::default());
     }
 
     #[test]

@@ -1,20 +1,24 @@
 //! The read path: whole record batches of a partition from an offset, with
 //! their base offsets patched to the offsets assigned at commit.
 //!
-//! Segment rows come from the metadata store (cached per partition: a
-//! committed segment never changes); bytes come from the objects this
-//! process wrote recently, else from an LRU of aligned blocks shared by all
-//! readers, else from a range GET of the block.
+//! Segment rows come from the metadata store (cached per partition, bounded
+//! in rows, dropped below the log start and for deleted topics: a
+//! committed segment row only changes when compaction replaces it); bytes
+//! come from the objects this process wrote recently, else from an LRU of
+//! aligned blocks shared by all readers, else from a range GET of the
+//! block. A read loads a segment front to back a block at a time and stops
+//! loading once it has its `max_bytes`, so a small read of a large segment
+//! does not fetch all of it.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use object_store::{ObjectStore, ObjectStoreExt, path::Path};
+use streamhouse_core::batch::BATCH_HEADER_LEN;
 use streamhouse_core::{BatchHeader, batches};
 use streamhouse_metadata::{MetadataStore, Segment, TopicId};
 
-use crate::cache::{BlockCache, CacheStats, RecentObjects};
+use crate::cache::{BlockCache, CacheStats, RecentObjects, SegmentCache, SegmentCacheStats};
 use crate::error::{Error, Result};
 use crate::topics::TopicCache;
 
@@ -27,6 +31,8 @@ pub struct ReaderConfig {
     pub cache_bytes: usize,
     /// Segment rows fetched from the metadata store per lookup. Default 64.
     pub segments_per_lookup: u32,
+    /// Most segment rows cached over all partitions. Default 100,000.
+    pub segment_cache_rows: usize,
 }
 
 impl Default for ReaderConfig {
@@ -35,6 +41,7 @@ impl Default for ReaderConfig {
             block_size: 4 << 20,
             cache_bytes: 1 << 30,
             segments_per_lookup: 64,
+            segment_cache_rows: 100_000,
         }
     }
 }
@@ -65,11 +72,14 @@ pub struct Reader {
     topics: TopicCache,
     recent: Option<Arc<RecentObjects>>,
     blocks: BlockCache,
-    segments: Mutex<HashMap<(TopicId, u32), SegmentIndex>>,
+    segments: SegmentCache,
 }
 
-/// Cached segments of one partition by base offset.
-type SegmentIndex = BTreeMap<i64, Arc<Segment>>;
+/// The bytes of one segment loaded so far, from its start.
+struct Loaded {
+    segment: Arc<Segment>,
+    data: BytesMut,
+}
 
 /// The batch at the front of `buf` with its header, if its framing and
 /// CRC32C hold; otherwise why not.
@@ -153,14 +163,19 @@ impl Reader {
             metadata,
             recent,
             blocks: BlockCache::new(config.block_size, config.cache_bytes),
+            segments: SegmentCache::new(config.segment_cache_rows),
             config,
-            segments: Mutex::default(),
         }
     }
 
     /// Block cache counters.
     pub fn cache_stats(&self) -> CacheStats {
         self.blocks.stats()
+    }
+
+    /// Sizes of the segment row cache.
+    pub fn segment_cache_stats(&self) -> SegmentCacheStats {
+        self.segments.stats()
     }
 
     /// Reads whole batches of `topic`/`partition` starting with the one that
@@ -225,11 +240,17 @@ impl Reader {
                 next_offset: state.next_offset,
             });
         }
+        self.segments
+            .trim_below((t.id, partition), state.log_start_offset);
         let mut bytes = 0usize;
         let mut at = offset;
         'segments: while at < end && (result.batches.is_empty() || bytes < max_bytes) {
             let mut segment = self.segment(t.id, partition, at).await?;
-            let data = match self.segment_bytes(&segment).await {
+            let mut loaded = Loaded {
+                segment: segment.clone(),
+                data: BytesMut::new(),
+            };
+            match self.load_batch(&mut loaded, 0).await {
                 // The segment was replaced (compaction) and its object
                 // collected: forget the cached rows and look again.
                 Err(Error::ObjectStore {
@@ -238,23 +259,32 @@ impl Reader {
                 }) => {
                     self.forget_segments(t.id, partition);
                     segment = self.segment(t.id, partition, at).await?;
-                    self.segment_bytes(&segment).await?
+                    loaded = Loaded {
+                        segment: segment.clone(),
+                        data: BytesMut::new(),
+                    };
+                    self.load_batch(&mut loaded, 0).await?;
                 }
                 r => r?,
-            };
+            }
             let mut base = segment.base_offset;
-            let mut rest: &[u8] = &data;
-            while !rest.is_empty() {
+            let mut pos = 0usize;
+            while pos < segment.byte_length as usize {
+                self.load_batch(&mut loaded, pos).await?;
+                let rest = &loaded.data[pos..];
                 let (header, raw) = match check_batch(rest) {
                     Ok(ok) => ok,
                     Err(reason) => {
+                        self.load_to(&mut loaded, segment.byte_length as usize)
+                            .await?;
+                        let rest = &loaded.data[pos..];
                         let (last, len) = corrupt_range(&segment, base, rest);
                         // A corrupt batch wholly before the offset asked
                         // for (a consumer skipped it) is passed over.
                         if let Some(len) = len
                             && last < at
                         {
-                            rest = &rest[len..];
+                            pos += len;
                             base = last + 1;
                             continue;
                         }
@@ -272,7 +302,7 @@ impl Reader {
                         ));
                     }
                 };
-                rest = &rest[raw.len()..];
+                pos += raw.len();
                 let last = base + header.offset_span() - 1;
                 if base >= end {
                     break 'segments;
@@ -321,6 +351,7 @@ impl Reader {
         match self.metadata.partition_state(t.id, partition).await {
             Err(streamhouse_metadata::Error::PartitionIdNotFound { .. }) => {
                 self.topics.invalidate(topic);
+                self.segments.forget_topic(t.id);
                 Err(Error::TopicNotFound(topic.to_string()))
             }
             r => Ok(r?),
@@ -369,10 +400,7 @@ impl Reader {
 
     /// Drops the cached segment rows of a partition.
     pub fn forget_segments(&self, topic_id: TopicId, partition: u32) {
-        self.segments
-            .lock()
-            .expect("segment cache lock")
-            .remove(&(topic_id, partition));
+        self.segments.forget((topic_id, partition));
     }
 
     /// The segment holding `offset`, from the cache or the metadata store.
@@ -382,41 +410,62 @@ impl Reader {
         partition: u32,
         offset: i64,
     ) -> Result<Arc<Segment>> {
-        let find = |segments: &SegmentIndex| {
-            segments
-                .range(..=offset)
-                .next_back()
-                .filter(|(_, s)| s.last_offset >= offset)
-                .map(|(_, s)| s.clone())
-        };
         let key = (topic_id, partition);
-        if let Some(s) = self
-            .segments
-            .lock()
-            .expect("segment cache lock")
-            .get(&key)
-            .and_then(find)
-        {
+        if let Some(s) = self.segments.find(key, offset) {
             return Ok(s);
         }
         let rows = self
             .metadata
             .segments(topic_id, partition, offset, self.config.segments_per_lookup)
             .await?;
-        let mut cache = self.segments.lock().expect("segment cache lock");
-        let entry = cache.entry(key).or_default();
-        for s in rows {
-            entry.insert(s.base_offset, Arc::new(s));
-        }
-        find(entry).ok_or_else(|| Error::CorruptObject {
+        let found = rows
+            .iter()
+            .find(|s| s.base_offset <= offset && s.last_offset >= offset)
+            .cloned();
+        self.segments.insert(key, rows, offset);
+        found.map(Arc::new).ok_or_else(|| Error::CorruptObject {
             key: format!("topic id {topic_id} partition {partition}"),
             reason: format!("no segment holds committed offset {offset}"),
         })
     }
 
+    /// Loads the batch at `pos` of a segment: its header, then as much as
+    /// the header says it spans (everything when the header is unreadable).
+    async fn load_batch(&self, loaded: &mut Loaded, pos: usize) -> Result<()> {
+        self.load_to(loaded, pos + BATCH_HEADER_LEN).await?;
+        let end = match BatchHeader::parse(&loaded.data[pos.min(loaded.data.len())..]) {
+            Ok(h) => pos.saturating_add(h.total_len()),
+            Err(_) => usize::MAX,
+        };
+        self.load_to(loaded, end).await
+    }
+
+    /// Loads a segment's bytes up to at least `end` (at most its length),
+    /// to the end of the block holding `end - 1`.
+    async fn load_to(&self, loaded: &mut Loaded, end: usize) -> Result<()> {
+        let s = loaded.segment.clone();
+        let length = s.byte_length;
+        let end = (end as u64).min(length);
+        let have = loaded.data.len() as u64;
+        if end <= have {
+            return Ok(());
+        }
+        let block = self.config.block_size.max(1);
+        let block_end = (s.byte_start + end).div_ceil(block) * block;
+        let to = (block_end - s.byte_start).min(length);
+        let bytes = self.segment_range(&s, have, to).await?;
+        loaded.data.extend_from_slice(&bytes);
+        Ok(())
+    }
+
     /// The stored bytes of a segment: whole batches, base offsets 0.
     pub async fn segment_bytes(&self, s: &Segment) -> Result<Bytes> {
-        let (start, end) = (s.byte_start, s.byte_start + s.byte_length);
+        self.segment_range(s, 0, s.byte_length).await
+    }
+
+    /// Bytes `from..to` of a segment (offsets within the segment).
+    async fn segment_range(&self, s: &Segment, from: u64, to: u64) -> Result<Bytes> {
+        let (start, end) = (s.byte_start + from, s.byte_start + to);
         if let Some(bytes) = self
             .recent
             .as_ref()
