@@ -118,6 +118,25 @@ pub(crate) fn decode(s: &str) -> BTreeSet<TopicPartition> {
         .collect()
 }
 
+/// Encodes topic partition counts as `topic:count,topic:count`.
+pub(crate) fn encode_counts(counts: &BTreeMap<String, u32>) -> String {
+    counts
+        .iter()
+        .map(|(t, n)| format!("{t}:{n}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Decodes [`encode_counts`]'s format; malformed entries are skipped.
+pub(crate) fn decode_counts(s: &str) -> BTreeMap<String, u32> {
+    s.split(',')
+        .filter_map(|e| {
+            let (t, n) = e.rsplit_once(':')?;
+            Some((t.to_string(), n.parse().ok()?))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +204,10 @@ mod tests {
         assert_eq!(decode(&encode(&set)), set);
         assert!(decode("").is_empty());
         assert_eq!(decode("bad,x:1,y:z").len(), 1);
+        let counts = BTreeMap::from([("a.b-c".to_string(), 3), ("x".to_string(), 0)]);
+        assert_eq!(decode_counts(&encode_counts(&counts)), counts);
+        assert!(decode_counts("").is_empty());
+        assert_eq!(decode_counts("bad,x:1,y:z").len(), 1);
     }
 
     proptest! {

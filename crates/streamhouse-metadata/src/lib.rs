@@ -107,9 +107,11 @@ pub trait LogStore: Send + Sync {
 pub trait ProducerStore: Send + Sync {
     /// With `None`, issues a new producer id at epoch 0. With the producer's
     /// current identity, bumps its epoch (fencing any other instance using
-    /// the old one) and lets it restart its sequences at 0; an identity
-    /// whose epoch is no longer current fails with
-    /// [`Error::ProducerFenced`].
+    /// the old one) and lets it restart its sequences at 0. The same bump
+    /// sent again (its answer was lost: the identity is the one the last
+    /// bump started from, and that bump made the current epoch) returns the
+    /// current identity unchanged (KIP-360); any other identity whose epoch
+    /// is no longer current fails with [`Error::ProducerFenced`].
     async fn init_producer_id(&self, current: Option<ProducerIdentity>)
     -> Result<ProducerIdentity>;
 }
@@ -134,7 +136,8 @@ pub trait TransactionStore: Send + Sync {
     async fn expired_transactions(&self) -> Result<Vec<i64>>;
     /// Adds offset commits to the producer's transaction (opening it if
     /// needed); they are applied when it commits. Fenced by the producer
-    /// epoch, and by the group member epoch when `member` is given.
+    /// epoch and, when `member` is given, as
+    /// [`GroupStore::commit_group_offsets`] fences a member.
     async fn add_transaction_offsets(
         &self,
         producer: ProducerIdentity,
@@ -221,20 +224,28 @@ pub trait OffsetStore: Send + Sync {
 pub trait GroupStore: Send + Sync {
     /// Handles a member's heartbeat in one transaction: joins, leaves or
     /// refreshes it, removes members whose session expired, recomputes the
-    /// group's target assignment when membership or subscriptions changed,
-    /// and answers with the partitions the member may own now (a partition
-    /// is handed over only after its previous owner released it).
+    /// group's target assignment when membership, subscriptions or the
+    /// partition counts of the subscribed topics changed (partitions added,
+    /// a subscribed topic created or deleted), and answers with the
+    /// partitions the member may own now (a partition is handed over only
+    /// after its previous owner released it). A heartbeat with an epoch
+    /// other than the member's current one fails with
+    /// [`Error::FencedMemberEpoch`] and changes nothing.
     async fn group_heartbeat(&self, heartbeat: GroupHeartbeat) -> Result<GroupAssignment>;
     /// Every group with its live member count.
     async fn list_groups(&self) -> Result<Vec<(String, usize)>>;
     /// A group's live members and committed offsets.
     async fn describe_group(&self, group: &str) -> Result<GroupDescription>;
-    /// Deletes a group with no live members, with its offsets.
+    /// Deletes a group with no live members, with its offsets, in one
+    /// transaction ([`Error::GroupNotEmpty`] when a member is live,
+    /// [`Error::GroupNotFound`] when there is no such group).
     async fn delete_group(&self, group: &str) -> Result<()>;
     /// Commits offsets for a group. With `member` (id, epoch) the member
     /// must be current ([`Error::UnknownMember`], [`Error::FencedMemberEpoch`]
-    /// otherwise); without, the group must have no live members (manual
-    /// assignment, or an administrator's offset reset).
+    /// otherwise) and own every committed partition
+    /// ([`Error::NotPartitionOwner`] otherwise); without, the group must have
+    /// no live members (manual assignment, or an administrator's offset
+    /// reset).
     async fn commit_group_offsets(
         &self,
         group: &str,

@@ -32,6 +32,14 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_job_leases.sql",
         include_str!("../migrations/postgres/0005_job_leases.sql"),
     ),
+    (
+        "0006_producer_bump_retries.sql",
+        include_str!("../migrations/postgres/0006_producer_bump_retries.sql"),
+    ),
+    (
+        "0007_group_assignment_topics.sql",
+        include_str!("../migrations/postgres/0007_group_assignment_topics.sql"),
+    ),
 ];
 
 impl PostgresMetadataStore {

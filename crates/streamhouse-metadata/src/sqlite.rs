@@ -35,6 +35,14 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_job_leases.sql",
         include_str!("../migrations/sqlite/0005_job_leases.sql"),
     ),
+    (
+        "0006_producer_bump_retries.sql",
+        include_str!("../migrations/sqlite/0006_producer_bump_retries.sql"),
+    ),
+    (
+        "0007_group_assignment_topics.sql",
+        include_str!("../migrations/sqlite/0007_group_assignment_topics.sql"),
+    ),
 ];
 
 impl SqliteMetadataStore {

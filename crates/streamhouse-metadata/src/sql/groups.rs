@@ -1,5 +1,6 @@
 //! [`GroupStore`] on SQL: listing, describing and deleting consumer groups,
-//! and member-fenced offset commits. The heartbeat is in `heartbeat.rs`.
+//! and offset commits fenced by the member's epoch and its partitions. The
+//! heartbeat is in `heartbeat.rs`.
 
 use std::time::Duration;
 
@@ -11,7 +12,9 @@ use super::membership::split_subscription;
 use super::{SqlStore, Tx};
 use crate::assignment::decode;
 use crate::error::{Error, Result};
-use crate::types::{GroupAssignment, GroupDescription, GroupHeartbeat, GroupMember, OffsetCommit};
+use crate::types::{
+    GroupAssignment, GroupDescription, GroupHeartbeat, GroupMember, OffsetCommit, TopicPartition,
+};
 use crate::{GroupStore, OffsetStore, validate_group_id, validate_offsets};
 
 impl<DB: Backend> SqlStore<DB>
@@ -26,12 +29,15 @@ where
     Option<String>: for<'a> Encode<'a, DB>,
     for<'s> Option<&'s str>: Encode<'s, DB>,
 {
-    /// With a member: it must be live and at `epoch`. Without: the group
-    /// must have no live members.
+    /// With a member: it must be live, at `epoch`, and own every partition
+    /// of `offsets` (as the coordinator last recorded: what it reported plus
+    /// what it was given since). Without: the group must have no live
+    /// members.
     pub(super) async fn check_member(
         tx: &mut Tx<DB>,
         group: &str,
         member: Option<(&str, i32)>,
+        offsets: &[OffsetCommit],
     ) -> Result<()> {
         let Some((member_id, epoch)) = member else {
             let live: i64 = sqlx::query_scalar(sql::<DB>(
@@ -48,7 +54,7 @@ where
             return Ok(());
         };
         let row = sqlx::query(sql::<DB>(
-            "SELECT member_epoch, {now} - last_heartbeat_ms <= session_timeout_ms \
+            "SELECT member_epoch, {now} - last_heartbeat_ms <= session_timeout_ms, owned \
              FROM group_members WHERE group_id = $1 AND member_id = $2",
         ))
         .bind(group)
@@ -73,7 +79,50 @@ where
                 current,
             });
         }
+        let owned = decode(&row.get::<String, _>(2));
+        if let Some(o) = offsets
+            .iter()
+            .find(|o| !owned.contains(&TopicPartition::new(&o.topic, o.partition)))
+        {
+            return Err(Error::NotPartitionOwner {
+                group: group.to_string(),
+                member_id: member_id.to_string(),
+                topic: o.topic.clone(),
+                partition: o.partition,
+            });
+        }
         Ok(())
+    }
+
+    /// Locks the group's row until the transaction ends, creating it if
+    /// missing (so a heartbeat joining meanwhile waits for the transaction
+    /// instead of slipping in), and tells whether the group existed: its
+    /// row or committed offsets.
+    async fn lock_existing_group(tx: &mut Tx<DB>, group: &str) -> Result<bool> {
+        let created: Option<String> = sqlx::query_scalar(sql::<DB>(
+            "INSERT INTO consumer_groups (group_id, group_epoch, assignment_epoch, \
+             created_at_ms) VALUES ($1, 0, 0, {now}) ON CONFLICT (group_id) DO NOTHING \
+             RETURNING group_id",
+        ))
+        .bind(group)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(Error::db("locking group"))?;
+        sqlx::query("UPDATE consumer_groups SET group_epoch = group_epoch WHERE group_id = $1")
+            .bind(group)
+            .execute(&mut **tx)
+            .await
+            .map_err(Error::db("locking group"))?;
+        if created.is_none() {
+            return Ok(true);
+        }
+        let offsets: Option<String> =
+            sqlx::query_scalar("SELECT group_id FROM group_offsets WHERE group_id = $1 LIMIT 1")
+                .bind(group)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(Error::db("reading group offsets"))?;
+        Ok(offsets.is_some())
     }
 }
 
@@ -155,11 +204,14 @@ where
     }
 
     async fn delete_group(&self, group: &str) -> Result<()> {
-        let description = self.describe_group(group).await?;
-        if !description.members.is_empty() {
-            return Err(Error::GroupNotEmpty(group.to_string()));
-        }
+        validate_group_id(group)?;
+        // The check and the deletes in one transaction, under the group
+        // row's lock: no member joins between them.
         let mut tx = self.begin_write().await?;
+        if !Self::lock_existing_group(&mut tx, group).await? {
+            return Err(Error::GroupNotFound(group.to_string()));
+        }
+        Self::check_member(&mut tx, group, None, &[]).await?;
         for statement in [
             "DELETE FROM group_members WHERE group_id = $1",
             "DELETE FROM consumer_groups WHERE group_id = $1",
@@ -183,7 +235,7 @@ where
         validate_group_id(group)?;
         validate_offsets(offsets)?;
         let mut tx = self.begin_write().await?;
-        Self::check_member(&mut tx, group, member).await?;
+        Self::check_member(&mut tx, group, member, offsets).await?;
         for o in offsets {
             let topic_id = Self::topic_partition(&mut tx, &o.topic, o.partition).await?;
             Self::upsert_offset(

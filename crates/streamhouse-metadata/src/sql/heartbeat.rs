@@ -1,5 +1,6 @@
 //! The SQL of a consumer group heartbeat: lock the group, load its members,
-//! apply the heartbeat (see `membership.rs`), store what changed.
+//! apply the heartbeat (see `membership.rs`), read the partition counts of
+//! the subscribed topics, store what changed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,7 +9,7 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, Row, Type};
 use super::backend::{Backend, sql};
 use super::membership::{GroupState, MemberRow, validate_heartbeat};
 use super::{SqlStore, Tx};
-use crate::assignment::{decode, encode};
+use crate::assignment::{decode, decode_counts, encode, encode_counts};
 use crate::error::{Error, Result};
 use crate::types::{GroupAssignment, GroupHeartbeat};
 
@@ -31,8 +32,9 @@ where
         let mut group = Self::lock_group(&mut tx, &hb.group_id).await?;
         group.expire_members();
         let member_id = group.apply_heartbeat(&hb)?;
+        let topics = Self::partition_counts(&mut tx, group.subscribed_topics()).await?;
+        group.note_topics(&topics);
         if group.needs_assignment() {
-            let topics = Self::partition_counts(&mut tx, group.subscribed_topics()).await?;
             group.reassign(&topics);
         }
         let answer = match &member_id {
@@ -47,7 +49,8 @@ where
     }
 
     /// Creates the group if needed, locks its row (one heartbeat of a group
-    /// at a time) and reads its epochs, members and the database clock.
+    /// at a time) and reads its epochs, the topics its assignment was
+    /// computed from, its members and the database clock.
     async fn lock_group(tx: &mut Tx<DB>, group: &str) -> Result<GroupState> {
         sqlx::query(sql::<DB>(
             "INSERT INTO consumer_groups (group_id, group_epoch, assignment_epoch, \
@@ -59,7 +62,7 @@ where
         .map_err(Error::db("creating group"))?;
         let row = sqlx::query(sql::<DB>(
             "UPDATE consumer_groups SET group_epoch = group_epoch WHERE group_id = $1 \
-             RETURNING group_epoch, assignment_epoch, {now}",
+             RETURNING group_epoch, assignment_epoch, {now}, assignment_topics",
         ))
         .bind(group)
         .fetch_one(&mut **tx)
@@ -94,6 +97,7 @@ where
             now: row.get(2),
             group_epoch: row.get(0),
             assignment_epoch: row.get(1),
+            assignment_topics: decode_counts(&row.get::<String, _>(3)),
             members,
             gone: Vec::new(),
         })
@@ -119,8 +123,8 @@ where
         Ok(counts)
     }
 
-    /// Deletes the members that are gone, writes back the changed ones and
-    /// the group's epochs.
+    /// Deletes the members that are gone, writes back the changed ones, the
+    /// group's epochs and the topics its assignment was computed from.
     async fn store_group(tx: &mut Tx<DB>, group: &GroupState) -> Result<()> {
         let group_id = group.group_id.as_str();
         for id in &group.gone {
@@ -157,11 +161,12 @@ where
             .map_err(Error::db("storing group member"))?;
         }
         sqlx::query(
-            "UPDATE consumer_groups SET group_epoch = $1, assignment_epoch = $2 \
-             WHERE group_id = $3",
+            "UPDATE consumer_groups SET group_epoch = $1, assignment_epoch = $2, \
+             assignment_topics = $3 WHERE group_id = $4",
         )
         .bind(group.group_epoch)
         .bind(group.assignment_epoch)
+        .bind(encode_counts(&group.assignment_topics))
         .bind(group_id)
         .execute(&mut **tx)
         .await

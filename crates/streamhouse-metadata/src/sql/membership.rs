@@ -1,7 +1,8 @@
 //! A consumer group's membership during one heartbeat, as plain data: the
 //! heartbeat's argument checks, session expiry, joining, leaving and
-//! refreshing a member, recomputing the target assignment, and the answer
-//! to the member. The SQL around it is in `heartbeat.rs`.
+//! refreshing a member, noticing changed subscribed topics, recomputing the
+//! target assignment, and the answer to the member. The SQL around it is in
+//! `heartbeat.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -44,6 +45,9 @@ pub(crate) struct GroupState {
     pub group_epoch: i64,
     /// The group epoch the members' targets were computed for.
     pub assignment_epoch: i64,
+    /// The partition counts of the subscribed topics (those that existed)
+    /// the members' targets were computed from.
+    pub assignment_topics: BTreeMap<String, u32>,
     /// Live members by id.
     pub members: BTreeMap<String, MemberRow>,
     /// Members removed by this heartbeat (expired or left).
@@ -146,7 +150,10 @@ impl GroupState {
                             group: self.group_id.clone(),
                             member_id: hb.member_id.clone(),
                         })?;
-                if i64::from(epoch) > m.member_epoch {
+                // An older epoch is a delayed or repeated heartbeat: what it
+                // reports as owned may since have been released and handed
+                // to another member, so it changes nothing.
+                if i64::from(epoch) != m.member_epoch {
                     return Err(Error::FencedMemberEpoch {
                         group: self.group_id.clone(),
                         member_id: hb.member_id.clone(),
@@ -167,8 +174,19 @@ impl GroupState {
         }
     }
 
-    /// Whether membership or subscriptions changed since the targets were
-    /// computed.
+    /// Compares the partition counts of the subscribed topics that exist
+    /// now with those the targets were computed from: partitions added to a
+    /// topic, or a subscribed topic created (or deleted) since, start a new
+    /// group epoch, so the targets are recomputed without waiting for a
+    /// membership change.
+    pub fn note_topics(&mut self, topics: &BTreeMap<String, u32>) {
+        if *topics != self.assignment_topics && !self.needs_assignment() {
+            self.group_epoch += 1;
+        }
+    }
+
+    /// Whether membership, subscriptions or the subscribed topics changed
+    /// since the targets were computed.
     pub fn needs_assignment(&self) -> bool {
         self.group_epoch > self.assignment_epoch
     }
@@ -198,6 +216,7 @@ impl GroupState {
             }
         }
         self.assignment_epoch = self.group_epoch;
+        self.assignment_topics = topics.clone();
     }
 
     /// The answer to member `id`: the partitions of its target that no
@@ -254,6 +273,7 @@ mod tests {
             now,
             group_epoch: 0,
             assignment_epoch: 0,
+            assignment_topics: BTreeMap::new(),
             members: BTreeMap::new(),
             gone: Vec::new(),
         }
@@ -323,6 +343,62 @@ mod tests {
             .unwrap();
         assert_eq!(id.as_deref(), Some("mine"));
         assert_eq!(s.group_epoch, 2);
+    }
+
+    #[test]
+    fn a_delayed_heartbeat_with_an_older_epoch_changes_nothing() {
+        let mut s = state(0);
+        s.apply_heartbeat(&heartbeat("a", JOIN_GROUP_EPOCH, &["t"]))
+            .unwrap();
+        s.reassign(&BTreeMap::from([("t".to_string(), 2)]));
+        let a = s.answer("a");
+        let mut delayed = heartbeat("a", a.member_epoch, &["t"]);
+        delayed.owned = a.assigned.clone();
+        s.apply_heartbeat(&heartbeat("b", JOIN_GROUP_EPOCH, &["t"]))
+            .unwrap();
+        s.reassign(&BTreeMap::from([("t".to_string(), 2)]));
+        let a = s.answer("a");
+        assert_eq!((a.member_epoch, a.assigned.len()), (2, 1));
+        let mut released = heartbeat("a", 2, &["t"]);
+        released.owned = a.assigned.clone();
+        s.apply_heartbeat(&released).unwrap();
+        let before = s.clone();
+        assert!(matches!(
+            s.apply_heartbeat(&delayed),
+            Err(Error::FencedMemberEpoch {
+                epoch: 1,
+                current: 2,
+                ..
+            })
+        ));
+        assert_eq!(s, before);
+        assert_eq!(s.members["a"].owned.len(), 1);
+    }
+
+    #[test]
+    fn changed_topics_start_a_new_group_epoch() {
+        let mut s = state(0);
+        s.apply_heartbeat(&heartbeat("a", JOIN_GROUP_EPOCH, &["t", "u"]))
+            .unwrap();
+        let two = BTreeMap::from([("t".to_string(), 2)]);
+        s.note_topics(&two);
+        assert_eq!(s.group_epoch, 1, "already a new epoch: no second bump");
+        s.reassign(&two);
+        s.note_topics(&two);
+        assert!(!s.needs_assignment());
+        // Partitions added.
+        let four = BTreeMap::from([("t".to_string(), 4)]);
+        s.note_topics(&four);
+        assert_eq!(s.group_epoch, 2);
+        s.reassign(&four);
+        assert_eq!(s.members["a"].target.len(), 4);
+        assert_eq!(s.assignment_topics, four);
+        // A subscribed topic created.
+        let created = BTreeMap::from([("t".to_string(), 4), ("u".to_string(), 1)]);
+        s.note_topics(&created);
+        assert!(s.needs_assignment());
+        s.reassign(&created);
+        assert_eq!(s.members["a"].target.len(), 5);
     }
 
     #[test]

@@ -219,7 +219,7 @@ where
         let mut tx = self.begin_write().await?;
         Self::lock_producer_epoch(&mut tx, producer).await?;
         if member.is_some() {
-            Self::check_member(&mut tx, group, member).await?;
+            Self::check_member(&mut tx, group, member, offsets).await?;
         }
         sqlx::query(sql::<DB>(
             "INSERT INTO open_transactions (producer_id, producer_epoch, started_at_ms) \
