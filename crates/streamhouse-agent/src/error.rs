@@ -110,7 +110,9 @@ pub(crate) fn describe(e: &dyn std::error::Error) -> String {
     bound_message(out)
 }
 
-/// The per-partition code of a storage error.
+/// The per-partition code of a storage error. `STORAGE_UNAVAILABLE` only
+/// for failures that wrote nothing; a commit that may have applied is
+/// `OUTCOME_UNKNOWN`.
 pub(crate) fn error_code(e: &streamhouse_storage::Error) -> ErrorCode {
     use streamhouse_core::Error as Core;
     use streamhouse_metadata::BatchRejected;
@@ -131,7 +133,10 @@ pub(crate) fn error_code(e: &streamhouse_storage::Error) -> ErrorCode {
             BatchRejected::ProducerFenced { .. } => ErrorCode::ProducerFenced,
             BatchRejected::UnknownProducer { .. } => ErrorCode::UnknownProducer,
             BatchRejected::NotTransactional { .. } => ErrorCode::InvalidTxnState,
+            BatchRejected::AlreadyCommitted { .. } => ErrorCode::DuplicateSequence,
         },
+        // Written or not, nobody knows: a plain retry may duplicate.
+        S::OutcomeUnknown(_) => ErrorCode::OutcomeUnknown,
         S::Closed => ErrorCode::AgentShuttingDown,
         e if e.is_retryable() => ErrorCode::StorageUnavailable,
         _ => ErrorCode::Internal,
@@ -220,6 +225,27 @@ mod tests {
         assert!(unclosed.len() < 300, "{unclosed}");
         assert_eq!(bounded("abc"), "abc");
         assert!(bounded(&"a".repeat(300)).ends_with("(300 bytes in all)"));
+    }
+
+    #[test]
+    fn produce_outcomes_say_whether_anything_was_written() {
+        use std::sync::Arc;
+        use streamhouse_storage::Error as S;
+        let not_written = S::FlushFailed(Arc::new(S::TopicNotFound("t".into())));
+        assert_eq!(error_code(&not_written), ErrorCode::StorageUnavailable);
+        let unknown = S::OutcomeUnknown(Arc::new(S::TopicNotFound("t".into())));
+        assert_eq!(error_code(&unknown), ErrorCode::OutcomeUnknown);
+        let already = S::Rejected {
+            topic: "t".into(),
+            partition: 0,
+            reason: streamhouse_metadata::BatchRejected::AlreadyCommitted {
+                producer_id: 1,
+                epoch: 0,
+                first_sequence: 0,
+                last_sequence: 4,
+            },
+        };
+        assert_eq!(error_code(&already), ErrorCode::DuplicateSequence);
     }
 
     #[test]

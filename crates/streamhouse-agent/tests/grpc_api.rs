@@ -291,6 +291,70 @@ async fn idempotent_retries_get_their_original_offsets() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_request_of_many_batches_appends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (agent, mut c) = start(&dir).await;
+    create(&mut c, "many", 1).await;
+    let id = c
+        .init_producer_id(pb::InitProducerIdRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    // More batches of one producer for one partition than the commit
+    // remembers the offsets of, in one request.
+    let n = streamhouse_metadata::PRODUCER_BATCHES_REMEMBERED + 4;
+    let mut bytes = Vec::new();
+    for seq in 0..n as i32 {
+        let b = RecordBatch::from_records([NewRecord::new(1, None, format!("v{seq}"))])
+            .with_producer(id.producer_id, id.producer_epoch as i16, seq)
+            .encode()
+            .unwrap();
+        bytes.extend_from_slice(&b);
+    }
+    let request = pb::ProduceRequest {
+        partitions: vec![records("many", 0, bytes.into())],
+    };
+    let first = c.produce(request.clone()).await.unwrap().into_inner();
+    let first = &first.results[0].batches;
+    assert_eq!(
+        first
+            .iter()
+            .map(|b| (b.error, b.base_offset))
+            .collect::<Vec<_>>(),
+        (0..n as i64).map(|i| (0, i)).collect::<Vec<_>>()
+    );
+    // Its answer was lost: the same request again writes nothing.
+    let again = c.produce(request).await.unwrap().into_inner();
+    for (i, b) in again.results[0].batches.iter().enumerate() {
+        if i < n - streamhouse_metadata::PRODUCER_BATCHES_REMEMBERED {
+            assert_eq!(
+                b.error,
+                ErrorCode::DuplicateSequence as i32,
+                "batch {i}: {}",
+                b.message
+            );
+        } else {
+            assert_eq!(
+                (b.error, b.base_offset, b.duplicate),
+                (0, i as i64, true),
+                "batch {i}: {}",
+                b.message
+            );
+        }
+    }
+    // The high watermark did not move.
+    let next = c
+        .produce(pb::ProduceRequest {
+            partitions: vec![records("many", 0, batch(&["after"]))],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next.results[0].batches[0].base_offset, n as i64);
+    agent.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_returns_committed_batches() {
     let dir = tempfile::tempdir().unwrap();
     let (agent, mut c) = start(&dir).await;

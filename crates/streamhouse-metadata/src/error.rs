@@ -41,16 +41,6 @@ pub enum Error {
         epoch: i32,
         current: i32,
     },
-    #[error(
-        "member {member_id:?} of group {group:?} does not own {topic}/{partition} \
-         (the group's assignment moved on); it can commit only the partitions it owns"
-    )]
-    NotPartitionOwner {
-        group: String,
-        member_id: String,
-        topic: String,
-        partition: u32,
-    },
     #[error("group {0:?} has active members")]
     GroupNotEmpty(String),
     #[error("group {0:?} does not exist")]
@@ -72,6 +62,14 @@ pub enum Error {
     InvalidUrl { url: String, reason: String },
     #[error("metadata store failed while {op}")]
     Database {
+        op: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The connection failed after `COMMIT` was sent: the transaction may
+    /// or may not have committed.
+    #[error("metadata store failed while {op}; it may or may not have committed")]
+    CommitOutcomeUnknown {
         op: &'static str,
         #[source]
         source: sqlx::Error,

@@ -72,15 +72,29 @@ pub trait LogStore: Send + Sync {
     /// and for every chunk takes `base = next_offset`, advances `next_offset`
     /// by the offset span of its accepted batches and inserts segment rows.
     ///
-    /// Batches of idempotent producers are checked in the same transaction:
-    /// a batch already committed (same producer, epoch and sequences) is
-    /// answered with its original offset and not committed again; a
-    /// sequence gap, an old epoch or an unknown producer rejects the batch.
+    /// Batches of idempotent producers are checked in the same transaction
+    /// (each producer's row locked against a concurrent epoch bump or
+    /// transaction end): a batch already committed (its sequences at or
+    /// before the last one committed in its epoch) is not committed again,
+    /// and is answered with its original offset while it is one of the
+    /// last [`PRODUCER_BATCHES_REMEMBERED`], or as
+    /// [`BatchRejected::AlreadyCommitted`] after; a sequence gap, an old
+    /// epoch or an unknown producer rejects the batch.
     ///
     /// The transaction is atomic: all of it is applied or none of it. A
     /// chunk whose partition no longer exists (its topic was deleted) is
     /// skipped and reported as rejected; the other chunks are applied.
+    ///
+    /// An error means nothing was committed, except
+    /// [`Error::CommitOutcomeUnknown`] (the connection failed while the
+    /// commit was being sent): then [`LogStore::settle_object`] tells.
     async fn commit_object(&self, commit: &ObjectCommit) -> Result<CommitOutcome>;
+    /// Whether the commit of `object_key` happened, after waiting for a
+    /// transaction still committing it to end: `Some` with the object's
+    /// segment rows (none when every batch was a duplicate or rejected) if
+    /// it is committed, `None` if it is not (and no commit in doubt can
+    /// commit it any more).
+    async fn settle_object(&self, object_key: &str) -> Result<Option<Vec<Segment>>>;
     /// Log start and next offset of one partition.
     async fn partition_state(&self, topic_id: TopicId, partition: u32) -> Result<PartitionState>;
     /// The first segment (in offset order) holding a record at or after

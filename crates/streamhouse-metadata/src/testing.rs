@@ -53,6 +53,8 @@ pub async fn postgres_url() -> Option<String> {
 pub struct FaultyMetadata {
     inner: std::sync::Arc<dyn crate::MetadataStore>,
     fail_commits: std::sync::atomic::AtomicBool,
+    fail_after_commits: std::sync::atomic::AtomicBool,
+    fail_settles: std::sync::atomic::AtomicBool,
 }
 
 impl FaultyMetadata {
@@ -60,12 +62,27 @@ impl FaultyMetadata {
         std::sync::Arc::new(FaultyMetadata {
             inner,
             fail_commits: std::sync::atomic::AtomicBool::new(false),
+            fail_after_commits: std::sync::atomic::AtomicBool::new(false),
+            fail_settles: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
-    /// Makes every `commit_object` fail (`true`) or pass (`false`).
+    /// Makes every `commit_object` fail (`true`) or pass (`false`). It
+    /// fails before committing, as a connection lost before `COMMIT`.
     pub fn fail_commits(&self, on: bool) {
         self.fail_commits.store(on, Ordering::SeqCst);
+    }
+
+    /// Makes every `commit_object` commit and then fail with
+    /// [`crate::Error::CommitOutcomeUnknown`] (`true`), as a connection
+    /// lost while `COMMIT` was being answered, or pass (`false`).
+    pub fn fail_after_commits(&self, on: bool) {
+        self.fail_after_commits.store(on, Ordering::SeqCst);
+    }
+
+    /// Makes every `settle_object` fail (`true`) or pass (`false`).
+    pub fn fail_settles(&self, on: bool) {
+        self.fail_settles.store(on, Ordering::SeqCst);
     }
 }
 
@@ -98,7 +115,29 @@ impl crate::LogStore for FaultyMetadata {
                 )),
             });
         }
-        self.inner.commit_object(commit).await
+        let outcome = self.inner.commit_object(commit).await?;
+        if self.fail_after_commits.load(Ordering::SeqCst) {
+            return Err(crate::Error::CommitOutcomeUnknown {
+                op: "committing object",
+                source: sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "injected failure after the commit",
+                )),
+            });
+        }
+        Ok(outcome)
+    }
+    async fn settle_object(&self, object_key: &str) -> crate::Result<Option<Vec<crate::Segment>>> {
+        if self.fail_settles.load(Ordering::SeqCst) {
+            return Err(crate::Error::Database {
+                op: "settling object commit",
+                source: sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "injected settle failure",
+                )),
+            });
+        }
+        self.inner.settle_object(object_key).await
     }
     async fn partition_state(
         &self,

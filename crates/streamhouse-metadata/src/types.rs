@@ -140,6 +140,14 @@ pub struct BatchCommit {
     pub producer: Option<ProducerBatch>,
 }
 
+/// Batches of each idempotent producer per partition whose offsets the
+/// commit remembers: a retry of one of them is answered with its original
+/// offsets; an older retry is still recognised, as
+/// [`BatchRejected::AlreadyCommitted`]. Producers send at most this many
+/// batches per partition in one request, so a resent request gets every
+/// offset back.
+pub const PRODUCER_BATCHES_REMEMBERED: usize = 16;
+
 /// The idempotence fields of a batch header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProducerBatch {
@@ -201,6 +209,20 @@ pub enum BatchRejected {
     },
     #[error("producer id {producer_id} epoch {epoch} was never issued")]
     UnknownProducer { producer_id: i64, epoch: i16 },
+    /// A retry of a batch committed earlier, too long ago for its offsets
+    /// to be remembered: its sequences lie at or before the last one
+    /// committed in its epoch. Nothing was written now; the batch is
+    /// delivered, at offsets no longer known.
+    #[error(
+        "producer {producer_id} epoch {epoch} sequences {first_sequence}..={last_sequence} \
+         were committed before (offsets no longer known); nothing was written again"
+    )]
+    AlreadyCommitted {
+        producer_id: i64,
+        epoch: i16,
+        first_sequence: i32,
+        last_sequence: i32,
+    },
     /// A transactional batch from a producer without a transactional id.
     #[error(
         "producer {producer_id} has no transactional id: it cannot write transactional batches"

@@ -75,6 +75,13 @@ pub enum Error {
     /// and the append may be retried.
     #[error("flush failed, nothing of it was committed: {0}")]
     FlushFailed(std::sync::Arc<Error>),
+    /// The metadata store's connection failed while the flush's commit was
+    /// being sent, and whether it applied could not be settled: the
+    /// records may or may not have been written. Only a retry that is
+    /// deduplicated (an idempotent producer's, with its original sequence
+    /// numbers) is safe; any other may write them twice.
+    #[error("the commit's outcome is unknown: the records may or may not have been written: {0}")]
+    OutcomeUnknown(std::sync::Arc<Error>),
     #[error("the write pipeline is shut down")]
     Closed,
 }

@@ -12,8 +12,17 @@
 //! Uploads of several flushes run at once (up to `max_inflight_flushes`);
 //! commits apply strictly in flush order, so batches appended one after the
 //! other to a partition get increasing offsets. A failed upload or commit
-//! fails exactly the appends of that flush with a retryable error; its
-//! object, if written, is referenced by no segment and is left for the GC.
+//! fails exactly the appends of that flush with a retryable error
+//! ([`Error::FlushFailed`]: nothing was written); its object, if written,
+//! is referenced by no segment and is left for the GC.
+//!
+//! A commit whose connection failed while `COMMIT` was being sent may have
+//! applied. The committer settles it before answering
+//! ([`streamhouse_metadata::LogStore::settle_object`]): not committed is a
+//! plain failed flush; committed answers the appends of chunks without
+//! idempotent batches with their offsets (from the object's segment rows),
+//! and the others with [`Error::OutcomeUnknown`], as it does every append
+//! when settling fails.
 //!
 //! ```no_run
 //! # async fn demo(store: std::sync::Arc<dyn object_store::ObjectStore>,
@@ -39,7 +48,7 @@ use object_store::{ObjectStore, PutMode, PutOptions, path::Path};
 use streamhouse_core::{BatchHeader, ProduceRules, validate_produced};
 use streamhouse_metadata::{
     BatchCommit, BatchOutcome, ChunkCommit, ChunkRejected, MetadataStore, ObjectCommit,
-    ProducerBatch, Topic, TopicId,
+    ProducerBatch, Segment, Topic, TopicId,
 };
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -590,8 +599,8 @@ async fn upload(store: Arc<dyn ObjectStore>, key: String, object: Bytes) -> Resu
 }
 
 async fn run_committer(shared: Arc<Shared>, mut flushes: mpsc::Receiver<Flush>) {
-    while let Some(flush) = flushes.recv().await {
-        let uploaded = match flush.upload.await {
+    while let Some(mut flush) = flushes.recv().await {
+        let uploaded = match (&mut flush.upload).await {
             Ok(r) => r,
             Err(e) => Err(Error::ObjectStore {
                 op: "PUT",
@@ -665,13 +674,101 @@ async fn run_committer(shared: Arc<Shared>, mut flushes: mpsc::Receiver<Flush>) 
                     }
                 }
             }
-            Err(e) => {
-                c.failed_flushes.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("streamhouse_failed_flushes_total").increment(1);
-                tracing::warn!(object = %flush.key, error = %e, "flush failed");
-                let e = Arc::new(e);
-                for w in flush.waiters.into_iter().flat_map(|(_, w)| w) {
-                    let _ = w.reply.send(Err(Error::FlushFailed(e.clone())));
+            Err(e @ Error::Metadata(streamhouse_metadata::Error::CommitOutcomeUnknown { .. })) => {
+                tracing::warn!(object = %flush.key, error = %e, "commit in doubt; settling it");
+                let settled = settle(&shared, &flush.key).await;
+                reply_settled(&shared, flush, e, settled);
+            }
+            Err(e) => fail_flush(&shared, flush, e),
+        }
+    }
+}
+
+/// Answers every append of a flush that wrote nothing with
+/// [`Error::FlushFailed`].
+fn fail_flush(shared: &Shared, flush: Flush, e: Error) {
+    shared
+        .counters
+        .failed_flushes
+        .fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("streamhouse_failed_flushes_total").increment(1);
+    tracing::warn!(object = %flush.key, error = %e, "flush failed");
+    let e = Arc::new(e);
+    for w in flush.waiters.into_iter().flat_map(|(_, w)| w) {
+        let _ = w.reply.send(Err(Error::FlushFailed(e.clone())));
+    }
+}
+
+/// Attempts at settling a commit in doubt, and the wait before the first
+/// retry (doubled after each).
+const SETTLE_ATTEMPTS: u32 = 3;
+const SETTLE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Whether the commit of `key` applied (its segment rows) or not (`None`),
+/// retrying retryable failures of the metadata store.
+async fn settle(shared: &Shared, key: &str) -> Result<Option<Vec<Segment>>> {
+    let mut wait = SETTLE_BACKOFF;
+    let mut attempt = 1;
+    loop {
+        match shared.metadata.settle_object(key).await {
+            Err(e) if e.is_retryable() && attempt < SETTLE_ATTEMPTS => {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+                attempt += 1;
+            }
+            settled => return settled.map_err(Error::from),
+        }
+    }
+}
+
+/// Answers the appends of a flush whose commit failed with `e` (outcome
+/// unknown) once `settled` tells what happened (see the module docs).
+fn reply_settled(shared: &Shared, flush: Flush, e: Error, settled: Result<Option<Vec<Segment>>>) {
+    let segments = match settled {
+        Ok(None) => return fail_flush(shared, flush, e),
+        Ok(Some(segments)) => segments,
+        Err(settling) => {
+            tracing::warn!(object = %flush.key, error = %settling, "settling the commit failed");
+            shared
+                .counters
+                .failed_flushes
+                .fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("streamhouse_failed_flushes_total").increment(1);
+            let e = Arc::new(e);
+            for w in flush.waiters.into_iter().flat_map(|(_, w)| w) {
+                let _ = w.reply.send(Err(Error::OutcomeUnknown(e.clone())));
+            }
+            return;
+        }
+    };
+    shared.counters.commits.fetch_add(1, Ordering::Relaxed);
+    shared.committed.send_modify(|n| *n += 1);
+    let e = Arc::new(e);
+    for (chunk, (_, waiting)) in flush.commit.chunks.iter().zip(flush.waiters) {
+        let plain = chunk.batches.iter().all(|b| b.producer.is_none());
+        let segment = segments.iter().find(|s| {
+            s.topic_id == chunk.topic_id
+                && s.partition == chunk.partition
+                && s.byte_start == chunk.byte_start
+        });
+        match segment.filter(|_| plain) {
+            // Every batch of a chunk without producer ids is committed, back
+            // to back from the segment's base offset.
+            Some(segment) => {
+                let mut base_offset = segment.base_offset;
+                for w in waiting {
+                    let offset_span = w.header.offset_span();
+                    let _ = w.reply.send(Ok(Appended {
+                        base_offset,
+                        offset_span,
+                        duplicate: false,
+                    }));
+                    base_offset += offset_span;
+                }
+            }
+            None => {
+                for w in waiting {
+                    let _ = w.reply.send(Err(Error::OutcomeUnknown(e.clone())));
                 }
             }
         }

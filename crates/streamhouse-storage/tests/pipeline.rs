@@ -105,6 +105,7 @@ storage_tests!(
     deleted_topic_fails_its_appends_only,
     close_commits_everything_submitted,
     idempotent_retries_are_committed_once,
+    a_commit_in_doubt_is_settled_before_answering,
 );
 
 async fn create(env: &Env, name: &str, partitions: u32) {
@@ -523,6 +524,10 @@ async fn commit_failure_leaves_an_unreferenced_object(env: Env) {
         .await
         .unwrap_err();
     assert!(err.is_retryable(), "{err}");
+    assert!(
+        matches!(err, Error::FlushFailed(_)),
+        "failed before COMMIT: known not written: {err}"
+    );
     pipeline.close().await;
     // The object was written and describes itself, but no segment uses it.
     let keys = object_keys(&env.store).await;
@@ -715,6 +720,74 @@ async fn idempotent_retries_are_committed_once(env: Env) {
     assert_eq!(
         values,
         ["a/0", "a/1", "a/2", "a/3", "b/0", "b/1", "b/2", "b/3"]
+    );
+    pipeline.close().await;
+}
+
+async fn a_commit_in_doubt_is_settled_before_answering(env: Env) {
+    create(&env, "doubt", 1).await;
+    let id = env.metadata.init_producer_id(None).await.unwrap();
+    let faulty = streamhouse_metadata::testing::FaultyMetadata::new(env.metadata.clone());
+    let pipeline = WritePipeline::new(env.store.clone(), faulty.clone(), config(1)).unwrap();
+    let idempotent =
+        RecordBatch::from_records((0..4).map(|i| NewRecord::new(1, None, format!("i/{i}"))))
+            .with_producer(id.producer_id, id.epoch, 0)
+            .encode()
+            .unwrap();
+    pipeline
+        .append("doubt", 0, batch("x", 2, Compression::None))
+        .await
+        .unwrap();
+    // Committed, then the connection fails: the pipeline finds the commit
+    // and answers a batch without producer id with its offsets.
+    faulty.fail_after_commits(true);
+    let plain = pipeline
+        .append("doubt", 0, batch("y", 3, Compression::None))
+        .await
+        .unwrap();
+    assert_eq!((plain.base_offset, plain.duplicate), (2, false));
+    // An idempotent batch is not told where (only its deduplicated retry
+    // is safe), nor is any batch when settling fails.
+    let err = pipeline
+        .append("doubt", 0, idempotent.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::OutcomeUnknown(_)), "{err}");
+    assert!(!err.is_retryable(), "a plain retry may duplicate: {err}");
+    faulty.fail_settles(true);
+    let err = pipeline
+        .append("doubt", 0, batch("z", 1, Compression::None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::OutcomeUnknown(_)), "{err}");
+    faulty.fail_settles(false);
+    faulty.fail_after_commits(false);
+    // The idempotent retry is answered with where it was committed.
+    let retry = pipeline.append("doubt", 0, idempotent).await.unwrap();
+    assert_eq!((retry.base_offset, retry.duplicate), (5, true));
+    let stats = pipeline.stats();
+    assert_eq!(
+        (stats.commits, stats.failed_flushes),
+        (4, 1),
+        "unsettled: not counted as committed"
+    );
+    let reader = Reader::new(
+        env.store.clone(),
+        env.metadata.clone(),
+        None,
+        ReaderConfig::default(),
+    );
+    let values: Vec<_> = read_all(&reader, "doubt", 0)
+        .await
+        .into_iter()
+        .map(|r| r.1)
+        .collect();
+    assert_eq!(
+        values,
+        [
+            "x/0", "x/1", "y/0", "y/1", "y/2", "i/0", "i/1", "i/2", "i/3", "z/0"
+        ],
+        "every batch written once"
     );
     pipeline.close().await;
 }

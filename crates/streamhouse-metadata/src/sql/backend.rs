@@ -1,5 +1,6 @@
 //! What differs between the SQL backends, in one place: the database clock,
-//! how a write transaction begins, and how many rows a statement changed.
+//! how a write transaction begins, how a read takes a shared row lock, and
+//! how many rows a statement changed.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -8,6 +9,9 @@ use sqlx::{Database, IntoArguments, Pool, Postgres, Sqlite, Transaction};
 
 /// The placeholder in SQL text for the backend's clock ([`Backend::NOW`]).
 const NOW_PLACEHOLDER: &str = "{now}";
+/// The placeholder in SQL text, at the end of a `SELECT`, for the
+/// backend's shared row lock ([`Backend::FOR_SHARE`]).
+const FOR_SHARE_PLACEHOLDER: &str = "{for_share}";
 
 /// A SQL database the metadata store runs on.
 pub trait Backend: Database<Arguments: IntoArguments<Self>> {
@@ -15,6 +19,11 @@ pub trait Backend: Database<Arguments: IntoArguments<Self>> {
     /// leases, sessions and heartbeats use one clock rather than each
     /// machine's.
     const NOW: &'static str;
+
+    /// The clause that makes a `SELECT` lock the rows it reads against
+    /// concurrent updates until the transaction ends (while other readers
+    /// may lock them too).
+    const FOR_SHARE: &'static str;
 
     /// Begins a transaction that will write.
     fn begin_write(
@@ -38,23 +47,28 @@ impl Spliced {
 }
 
 /// `template` with every `{now}` replaced by the backend's clock
-/// expression. Each template is spliced once per backend and kept for the
+/// expression and every `{for_share}` by its shared row lock. Each template is spliced once per backend and kept for the
 /// life of the process (the templates are a fixed set of literals).
 pub(crate) fn sql<DB: Backend>(template: &'static str) -> &'static str {
     let mut texts = DB::spliced()
         .0
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    texts
-        .entry(template)
-        .or_insert_with(|| Box::leak(template.replace(NOW_PLACEHOLDER, DB::NOW).into_boxed_str()))
+    texts.entry(template).or_insert_with(|| {
+        let text = template
+            .replace(NOW_PLACEHOLDER, DB::NOW)
+            .replace(FOR_SHARE_PLACEHOLDER, DB::FOR_SHARE);
+        Box::leak(text.into_boxed_str())
+    })
 }
 
 /// SQLite: the one writer connection takes the database write lock up
 /// front with `BEGIN IMMEDIATE` (SQLite has no row locks, so a transaction
-/// never fails half-way on a lock upgrade).
+/// never fails half-way on a lock upgrade). Holding the write lock, a
+/// transaction needs no row locks: `FOR SHARE` is empty.
 impl Backend for Sqlite {
     const NOW: &'static str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+    const FOR_SHARE: &'static str = "";
 
     fn begin_write(
         pool: &Pool<Self>,
@@ -73,9 +87,11 @@ impl Backend for Sqlite {
 }
 
 /// PostgreSQL: write transactions run at READ COMMITTED and lock the rows
-/// they change.
+/// they change; rows a decision rests on but that they do not change are
+/// read `FOR SHARE`.
 impl Backend for Postgres {
     const NOW: &'static str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
+    const FOR_SHARE: &'static str = " FOR SHARE";
 
     fn begin_write(
         pool: &Pool<Self>,
@@ -112,5 +128,11 @@ mod tests {
         );
         assert!(std::ptr::eq(sqlite, sql::<Sqlite>(template)));
         assert_eq!(sql::<Sqlite>("SELECT 1"), "SELECT 1");
+        let locked = "SELECT x FROM t WHERE y = $1{for_share}";
+        assert_eq!(sql::<Sqlite>(locked), "SELECT x FROM t WHERE y = $1");
+        assert_eq!(
+            sql::<Postgres>(locked),
+            "SELECT x FROM t WHERE y = $1 FOR SHARE"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The log commit of a chunk holding batches of idempotent (and
 //! transactional) producers.
 
+use std::collections::BTreeSet;
 use std::collections::hash_map::Entry;
 
 use sqlx::{ColumnIndex, Decode, Encode, Executor, QueryBuilder, Row, Type};
@@ -14,7 +15,7 @@ use super::sequences::{
 };
 use super::{SqlStore, Tx};
 use crate::error::{Error, Result};
-use crate::types::{ChunkCommit, ChunkRejected, TopicId};
+use crate::types::{ChunkCommit, ChunkRejected, ObjectCommit, TopicId};
 
 impl<DB: Backend> SqlStore<DB>
 where
@@ -29,13 +30,14 @@ where
     for<'s> Option<&'s str>: Encode<'s, DB>,
 {
     /// Commits a chunk holding batches of idempotent producers: locks the
-    /// partition row, checks every batch against the producer's epoch and
-    /// last sequences, commits the accepted ones and records their
+    /// partition row, checks every batch against the producer's epoch
+    /// (read and locked by [`Self::lock_producers`] before any partition)
+    /// and last sequences, commits the accepted ones and records their
     /// sequences.
     pub(super) async fn commit_idempotent_chunk(
         tx: &mut Tx<DB>,
         chunk: &ChunkCommit,
-        epochs: &mut ProducerEpochs,
+        epochs: &ProducerEpochs,
         segments: &mut Vec<SegmentRow>,
     ) -> Result<ChunkOutcome> {
         let (topic_id, partition) = (chunk.topic_id, chunk.partition);
@@ -54,7 +56,7 @@ where
                 partition,
             }));
         };
-        let mut history = Self::load_producers(tx, chunk, epochs).await?;
+        let mut history = Self::load_sequences(tx, chunk).await?;
         let (verdicts, offset) = decide_batches(chunk, next, epochs, &mut history);
         sqlx::query(
             "UPDATE partitions SET next_offset = $1 WHERE topic_id = $2 AND partition_id = $3",
@@ -76,29 +78,50 @@ where
         Ok(Ok(outcomes))
     }
 
-    /// Reads the current epoch (into `epochs`, once per commit) and the last
-    /// batches in the chunk's partition of every producer in the chunk.
-    async fn load_producers(
+    /// Reads the current epoch of every producer with a batch in `commit`,
+    /// in producer id order, locking each producer row for the rest of the
+    /// transaction (`FOR SHARE` on PostgreSQL; SQLite holds the database
+    /// write lock). Ending a transaction or bumping an epoch updates that
+    /// row, so it waits for this commit (and then sees the partitions this
+    /// commit adds to the transaction), or this commit waits for it (and
+    /// sees the new epoch). Producers are locked before any partition row,
+    /// as ending a transaction does, so the two cannot deadlock.
+    pub(super) async fn lock_producers(
         tx: &mut Tx<DB>,
-        chunk: &ChunkCommit,
-        epochs: &mut ProducerEpochs,
-    ) -> Result<SequenceHistory> {
-        let mut history = SequenceHistory::new();
-        for p in chunk.batches.iter().filter_map(|b| b.producer) {
-            if let Entry::Vacant(slot) = epochs.entry(p.producer_id) {
-                let row = sqlx::query(
-                    "SELECT epoch, transactional_id IS NOT NULL FROM producers \
-                     WHERE producer_id = $1",
-                )
-                .bind(p.producer_id)
-                .fetch_optional(&mut **tx)
-                .await
-                .map_err(Error::db("reading producer epoch"))?;
-                slot.insert(row.map(|r| ProducerRow {
+        commit: &ObjectCommit,
+    ) -> Result<ProducerEpochs> {
+        let ids: BTreeSet<i64> = commit
+            .chunks
+            .iter()
+            .flat_map(|c| c.batches.iter().filter_map(|b| b.producer))
+            .map(|p| p.producer_id)
+            .collect();
+        let mut epochs = ProducerEpochs::with_capacity(ids.len());
+        for id in ids {
+            let row = sqlx::query(sql::<DB>(
+                "SELECT epoch, transactional_id IS NOT NULL FROM producers \
+                 WHERE producer_id = $1{for_share}",
+            ))
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(Error::db("reading producer epoch"))?;
+            epochs.insert(
+                id,
+                row.map(|r| ProducerRow {
                     epoch: r.get::<i64, _>(0) as i16,
                     transactional: r.get(1),
-                }));
-            }
+                }),
+            );
+        }
+        Ok(epochs)
+    }
+
+    /// Reads the last batches in the chunk's partition of every producer in
+    /// the chunk, newest first.
+    async fn load_sequences(tx: &mut Tx<DB>, chunk: &ChunkCommit) -> Result<SequenceHistory> {
+        let mut history = SequenceHistory::new();
+        for p in chunk.batches.iter().filter_map(|b| b.producer) {
             if let Entry::Vacant(slot) = history.entry(p.producer_id) {
                 let rows = sqlx::query(
                     "SELECT producer_epoch, first_sequence, last_sequence, base_offset \
@@ -169,7 +192,8 @@ where
 
     /// Inserts the batches this commit accepted into each producer's
     /// remembered batches of the partition and forgets all but the last
-    /// [`SEQUENCES_KEPT`].
+    /// [`SEQUENCES_KEPT`] (the newest, holding the last committed sequence,
+    /// is always kept).
     async fn record_sequences(
         tx: &mut Tx<DB>,
         topic_id: TopicId,

@@ -6,7 +6,6 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, QueryBuilder, Row, Type};
 
 use super::backend::{Backend, sql};
 use super::placement::{SegmentRow, place_batches};
-use super::sequences::ProducerEpochs;
 use super::{INSERT_CHUNK, SqlStore, Tx};
 use crate::LogStore;
 use crate::error::{Error, Result};
@@ -15,14 +14,32 @@ use crate::types::{
     TopicId,
 };
 
-/// The columns [`segment`] reads, in its order, from `segments s` joined
-/// with `objects o`.
-macro_rules! segment_select {
+/// The columns [`segment_at`] reads, in its order, from `segments s`
+/// joined with `objects o`.
+macro_rules! segment_columns {
     () => {
-        "SELECT s.base_offset, s.last_offset, s.record_count, s.object_key, o.size_bytes, \
+        "s.base_offset, s.last_offset, s.record_count, s.object_key, o.size_bytes, \
          s.byte_start, s.byte_length, s.min_timestamp, s.max_timestamp \
          FROM segments s JOIN objects o ON o.object_key = s.object_key"
     };
+}
+
+/// `SELECT` of the columns [`segment`] reads.
+macro_rules! segment_select {
+    () => {
+        concat!("SELECT ", segment_columns!())
+    };
+}
+
+/// How a failed `COMMIT` of an object commit is reported: a database error
+/// answering it means the transaction rolled back; any other failure (the
+/// connection lost after `COMMIT` was sent) leaves its outcome unknown.
+fn commit_error(source: sqlx::Error) -> Error {
+    let op = "committing object";
+    match source {
+        sqlx::Error::Database(_) => Error::Database { op, source },
+        source => Error::CommitOutcomeUnknown { op, source },
+    }
 }
 
 /// What the commit did with one chunk.
@@ -47,17 +64,18 @@ where
         commit: &ObjectCommit,
     ) -> Result<CommitOutcome> {
         Self::record_object(tx, &commit.object_key, commit.size_bytes).await?;
-        // Lock partition rows in one global order so that concurrent
-        // commits cannot deadlock.
+        // Producer rows first, then partition rows, each in one global
+        // order, so that concurrent commits and transaction ends cannot
+        // deadlock.
+        let producers = Self::lock_producers(tx, commit).await?;
         let mut order: Vec<usize> = (0..commit.chunks.len()).collect();
         order.sort_by_key(|&i| (commit.chunks[i].topic_id, commit.chunks[i].partition));
         let mut outcome: CommitOutcome = vec![Ok(Vec::new()); commit.chunks.len()];
         let mut segments = Vec::with_capacity(commit.chunks.len());
-        let mut producers = ProducerEpochs::default();
         for i in order {
             let chunk = &commit.chunks[i];
             outcome[i] = if chunk.batches.iter().any(|b| b.producer.is_some()) {
-                Self::commit_idempotent_chunk(tx, chunk, &mut producers, &mut segments).await?
+                Self::commit_idempotent_chunk(tx, chunk, &producers, &mut segments).await?
             } else {
                 Self::commit_plain_chunk(tx, chunk, &mut segments).await?
             };
@@ -157,18 +175,29 @@ where
     i64: for<'r> Decode<'r, R::Database> + Type<R::Database>,
     String: for<'r> Decode<'r, R::Database> + Type<R::Database>,
 {
+    segment_at(row, 0, topic_id, partition)
+}
+
+/// A segment from the `segment_columns!()` of a row, starting at column
+/// `first`.
+fn segment_at<R: Row>(row: &R, first: usize, topic_id: TopicId, partition: u32) -> Segment
+where
+    usize: sqlx::ColumnIndex<R>,
+    i64: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+    String: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+{
     Segment {
         topic_id,
         partition,
-        base_offset: row.get(0),
-        last_offset: row.get(1),
-        record_count: row.get(2),
-        object_key: row.get(3),
-        object_size: row.get::<i64, _>(4) as u64,
-        byte_start: row.get::<i64, _>(5) as u64,
-        byte_length: row.get::<i64, _>(6) as u64,
-        min_timestamp: row.get(7),
-        max_timestamp: row.get(8),
+        base_offset: row.get(first),
+        last_offset: row.get(first + 1),
+        record_count: row.get(first + 2),
+        object_key: row.get(first + 3),
+        object_size: row.get::<i64, _>(first + 4) as u64,
+        byte_start: row.get::<i64, _>(first + 5) as u64,
+        byte_length: row.get::<i64, _>(first + 6) as u64,
+        min_timestamp: row.get(first + 7),
+        max_timestamp: row.get(first + 8),
     }
 }
 
@@ -188,8 +217,48 @@ where
     async fn commit_object(&self, commit: &ObjectCommit) -> Result<CommitOutcome> {
         let mut tx = self.begin_write().await?;
         let outcome = Self::commit_object_in(&mut tx, commit).await?;
-        tx.commit().await.map_err(Error::db("committing object"))?;
+        tx.commit().await.map_err(commit_error)?;
         Ok(outcome)
+    }
+
+    async fn settle_object(&self, object_key: &str) -> Result<Option<Vec<Segment>>> {
+        // Inserting the key waits for any transaction still holding it
+        // uncommitted (the commit in doubt) to end, then conflicts if it
+        // committed. The insert is rolled back either way.
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(sql::<DB>(
+            "INSERT INTO objects (object_key, size_bytes, created_at_ms) VALUES ($1, 0, {now}) \
+             ON CONFLICT (object_key) DO NOTHING",
+        ))
+        .bind(object_key)
+        .execute(&mut *tx)
+        .await
+        .map_err(Error::db("settling object commit"))?;
+        let committed = DB::rows_affected(&inserted) == 0;
+        tx.rollback()
+            .await
+            .map_err(Error::db("settling object commit"))?;
+        if !committed {
+            return Ok(None);
+        }
+        let rows = sqlx::query(concat!(
+            "SELECT s.topic_id, s.partition_id, ",
+            segment_columns!(),
+            " WHERE s.object_key = $1 ORDER BY s.topic_id, s.partition_id, s.base_offset"
+        ))
+        .bind(object_key)
+        .fetch_all(&self.read)
+        .await
+        .map_err(Error::db("reading object segments"))?;
+        Ok(Some(
+            rows.iter()
+                .map(|row| {
+                    let topic_id: TopicId = row.get(0);
+                    let partition = row.get::<i64, _>(1) as u32;
+                    segment_at(row, 2, topic_id, partition)
+                })
+                .collect(),
+        ))
     }
 
     async fn partition_state(&self, topic_id: TopicId, partition: u32) -> Result<PartitionState> {

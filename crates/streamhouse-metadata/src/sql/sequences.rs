@@ -5,8 +5,9 @@ use std::collections::HashMap;
 
 use crate::types::{BatchOutcome, BatchRejected, ChunkCommit, ProducerBatch, add_sequence};
 
-/// Batches of one producer and partition remembered to answer retries.
-pub(crate) const SEQUENCES_KEPT: usize = 5;
+/// Batches of one producer and partition remembered with their offsets,
+/// to answer retries with where they were committed.
+pub(crate) const SEQUENCES_KEPT: usize = crate::types::PRODUCER_BATCHES_REMEMBERED;
 
 /// A remembered batch of a producer in a partition.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,7 +33,8 @@ pub(crate) struct ProducerRow {
 pub(crate) type ProducerEpochs = HashMap<i64, Option<ProducerRow>>;
 
 /// Per producer of one chunk: its last batches in the partition, newest
-/// first.
+/// first. The newest one holds the last sequence committed in the
+/// partition (of its epoch), which is never forgotten.
 pub(crate) type SequenceHistory = HashMap<i64, Vec<SequenceRow>>;
 
 /// What the commit does with one batch.
@@ -44,22 +46,48 @@ pub(crate) enum Verdict {
     Reject(BatchRejected),
 }
 
+/// Whether sequence `a` is at or before `b`, sequences wrapping past
+/// `i32::MAX` to 0: `a` lies within the half of the sequence space that
+/// ends at `b`.
+fn at_or_before(a: i32, b: i32) -> bool {
+    let distance = (i64::from(b) - i64::from(a)).rem_euclid(i64::from(i32::MAX) + 1);
+    distance < 1 << 30
+}
+
 /// Checks one idempotent batch against the producer's current epoch and
 /// its last batches in the partition (newest first).
+///
+/// A batch whose sequence range lies entirely at or before the last
+/// sequence committed in its epoch was committed before (sequences of an
+/// epoch are committed gap-free from 0): it is a duplicate, answered with
+/// its base offset when a remembered batch matches, or as
+/// [`BatchRejected::AlreadyCommitted`] when it is too old to be
+/// remembered. Both hold even when its epoch has since been fenced, as long
+/// as no batch of a newer epoch was committed in the partition: nothing is
+/// written, and the producer learns the batch's fate.
 pub(crate) fn check_sequence(
     p: &ProducerBatch,
     current_epoch: Option<i16>,
     history: &[SequenceRow],
 ) -> Verdict {
-    // A retry of a batch already committed is answered with its offset even
-    // when its epoch has since been fenced: nothing is written, and the
-    // producer learns the batch's fate.
     if let Some(dup) = history.iter().find(|r| {
         r.epoch == p.epoch
             && r.first_sequence == p.base_sequence
             && r.last_sequence == p.last_sequence()
     }) {
         return Verdict::Duplicate(dup.base_offset);
+    }
+    if let Some(last) = history.first()
+        && last.epoch == p.epoch
+        && at_or_before(p.base_sequence, p.last_sequence())
+        && at_or_before(p.last_sequence(), last.last_sequence)
+    {
+        return Verdict::Reject(BatchRejected::AlreadyCommitted {
+            producer_id: p.producer_id,
+            epoch: p.epoch,
+            first_sequence: p.base_sequence,
+            last_sequence: p.last_sequence(),
+        });
     }
     let Some(current) = current_epoch.filter(|&e| p.epoch <= e) else {
         return Verdict::Reject(BatchRejected::UnknownProducer {
@@ -238,11 +266,61 @@ mod tests {
             check_sequence(&batch(0, 5, 5), Some(3), &history),
             Verdict::Duplicate(50)
         );
-        // Same first sequence, different length: not the same batch.
+        // Same first sequence, different length: not the same batch, so
+        // not answered with its offset. Longer: it runs past the last
+        // committed sequence (out of order); shorter: it lies within what
+        // was committed (already written, offset unknown).
         assert!(matches!(
-            check_sequence(&batch(0, 5, 4), Some(0), &history),
+            check_sequence(&batch(0, 5, 6), Some(0), &history),
             Verdict::Reject(BatchRejected::OutOfOrderSequence { .. })
         ));
+        assert!(matches!(
+            check_sequence(&batch(0, 5, 4), Some(0), &history),
+            Verdict::Reject(BatchRejected::AlreadyCommitted { .. })
+        ));
+    }
+
+    #[test]
+    fn committed_ranges_too_old_to_remember_are_already_committed() {
+        // Only the newest batch is remembered; sequences 0..=99 of epoch 2
+        // were committed.
+        let history = [row(2, 90, 99, 500)];
+        for (base, count) in [(0, 10), (40, 5), (89, 11)] {
+            assert_eq!(
+                check_sequence(&batch(2, base, count), Some(2), &history),
+                Verdict::Reject(BatchRejected::AlreadyCommitted {
+                    producer_id: 1,
+                    epoch: 2,
+                    first_sequence: base,
+                    last_sequence: base + count - 1,
+                }),
+                "{base}+{count}"
+            );
+        }
+        // Even once the epoch is fenced, while it is the partition's last.
+        assert!(matches!(
+            check_sequence(&batch(2, 0, 10), Some(3), &history),
+            Verdict::Reject(BatchRejected::AlreadyCommitted { .. })
+        ));
+        // Overlapping the end, or of another epoch: not committed.
+        assert!(matches!(
+            check_sequence(&batch(2, 95, 10), Some(2), &history),
+            Verdict::Reject(BatchRejected::OutOfOrderSequence { expected: 100, .. })
+        ));
+        assert!(matches!(
+            check_sequence(&batch(1, 0, 10), Some(2), &history),
+            Verdict::Reject(BatchRejected::ProducerFenced { .. })
+        ));
+        // Across the wrap past i32::MAX.
+        let wrapped = [row(0, 3, 9, 70)];
+        assert!(matches!(
+            check_sequence(&batch(0, i32::MAX - 4, 5), Some(0), &wrapped),
+            Verdict::Reject(BatchRejected::AlreadyCommitted { .. })
+        ));
+        assert_eq!(
+            check_sequence(&batch(0, 10, 1), Some(0), &wrapped),
+            Verdict::Accept
+        );
     }
 
     #[test]
