@@ -203,7 +203,15 @@ pub trait MaintenanceStore: Send + Sync {
     async fn replace_segments(&self, old: &[Segment], new: &Segment) -> Result<bool>;
     /// The keys among `keys` that a segment references.
     async fn referenced_objects(&self, keys: &[String]) -> Result<Vec<String>>;
-    /// Forgets deleted objects (their rows in the objects table).
+    /// Claims objects for deletion, in one transaction, and returns the
+    /// keys claimed: those no segment references. A key no commit recorded
+    /// (`(key, size)` as listed in the object store) gets a row that makes
+    /// any later commit of that key fail on its unique key, so an object is
+    /// deleted only once no commit can ever reference it; a key a commit is
+    /// recording right now is not claimed. Claims are idempotent.
+    async fn claim_objects(&self, objects: &[(String, u64)]) -> Result<Vec<String>>;
+    /// Forgets deleted objects: drops their rows unless a segment
+    /// references them, keeping the claims of keys no commit recorded.
     async fn forget_objects(&self, keys: &[String]) -> Result<()>;
     /// Segment rows and bytes of each partition of a topic that has any.
     async fn partition_usage(&self, topic_id: TopicId) -> Result<Vec<PartitionUsage>>;

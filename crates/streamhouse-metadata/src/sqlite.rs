@@ -43,6 +43,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_group_assignment_topics.sql",
         include_str!("../migrations/sqlite/0007_group_assignment_topics.sql"),
     ),
+    (
+        "0008_object_gc_claims.sql",
+        include_str!("../migrations/sqlite/0008_object_gc_claims.sql"),
+    ),
 ];
 
 impl SqliteMetadataStore {

@@ -49,12 +49,14 @@ pub async fn postgres_url() -> Option<String> {
 }
 
 /// Wraps a metadata store; its object commits can be made to fail (as a
-/// lost database connection would), everything else passes through.
+/// lost database connection would) or to stall before they start (as a
+/// hung connection would), everything else passes through.
 pub struct FaultyMetadata {
     inner: std::sync::Arc<dyn crate::MetadataStore>,
     fail_commits: std::sync::atomic::AtomicBool,
     fail_after_commits: std::sync::atomic::AtomicBool,
     fail_settles: std::sync::atomic::AtomicBool,
+    stall_commits_ms: std::sync::atomic::AtomicU64,
 }
 
 impl FaultyMetadata {
@@ -64,7 +66,15 @@ impl FaultyMetadata {
             fail_commits: std::sync::atomic::AtomicBool::new(false),
             fail_after_commits: std::sync::atomic::AtomicBool::new(false),
             fail_settles: std::sync::atomic::AtomicBool::new(false),
+            stall_commits_ms: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Makes every `commit_object` wait `stall` before it starts (zero: no
+    /// wait).
+    pub fn stall_commits(&self, stall: std::time::Duration) {
+        self.stall_commits_ms
+            .store(stall.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Makes every `commit_object` fail (`true`) or pass (`false`). It
@@ -106,6 +116,10 @@ impl crate::LogStore for FaultyMetadata {
         &self,
         commit: &crate::ObjectCommit,
     ) -> crate::Result<crate::CommitOutcome> {
+        let stall = self.stall_commits_ms.load(Ordering::SeqCst);
+        if stall > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(stall)).await;
+        }
         if self.fail_commits.load(Ordering::SeqCst) {
             return Err(crate::Error::Database {
                 op: "committing object",
@@ -197,6 +211,7 @@ delegate!(crate::MaintenanceStore {
     apply_retention(topic_id: crate::TopicId, partition: u32, min_timestamp: Option<i64>, max_bytes: Option<i64>) -> (u64, i64);
     replace_segments(old: &[crate::Segment], new: &crate::Segment) -> bool;
     referenced_objects(keys: &[String]) -> Vec<String>;
+    claim_objects(objects: &[(String, u64)]) -> Vec<String>;
     forget_objects(keys: &[String]) -> ();
     partition_usage(topic_id: crate::TopicId) -> Vec<crate::PartitionUsage>;
 });

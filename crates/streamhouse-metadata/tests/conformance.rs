@@ -89,6 +89,7 @@ conformance!(
     job_leases_are_exclusive_and_expire,
     retention_drops_old_segments_and_advances_log_start,
     segments_are_replaced_atomically_and_objects_tracked,
+    objects_are_claimed_only_unreferenced_and_claims_fence_commits,
     topics_are_altered,
 );
 
@@ -1350,6 +1351,58 @@ async fn segments_are_replaced_atomically_and_objects_tracked(b: &Backend) {
         [merged],
         "referenced objects stay"
     );
+}
+
+async fn objects_are_claimed_only_unreferenced_and_claims_fence_commits(b: &Backend) {
+    let s = &b.store;
+    let t = s.create_topic(topic("claims", 1)).await.unwrap();
+    let live = object(vec![stamped(t.id, 0, 10, 100, 1)]);
+    s.commit_object(&live).await.unwrap();
+    // An upload whose commit has not arrived yet: the GC claims its key.
+    let stalled = object(vec![chunk(t.id, 0, &[5])]);
+    let listed = [
+        (live.object_key.clone(), 1_000),
+        (stalled.object_key.clone(), 1_000),
+    ];
+    assert_eq!(
+        s.claim_objects(&listed).await.unwrap(),
+        [stalled.object_key.clone()],
+        "a referenced object is never claimed"
+    );
+    // The stalled commit arrives after the claim: it fails, and nothing of
+    // it is visible.
+    assert!(s.commit_object(&stalled).await.is_err());
+    assert_eq!(s.partition_state(t.id, 0).await.unwrap().next_offset, 10);
+    // After the object is deleted and forgotten, the claim still fences
+    // the key; claiming again is idempotent.
+    s.forget_objects(std::slice::from_ref(&stalled.object_key))
+        .await
+        .unwrap();
+    assert!(s.commit_object(&stalled).await.is_err());
+    assert_eq!(
+        s.claim_objects(&listed[1..]).await.unwrap(),
+        [stalled.object_key.clone()]
+    );
+    assert_eq!(s.partition_state(t.id, 0).await.unwrap().next_offset, 10);
+    // A committed object is claimed once retention dropped its segments,
+    // and forgotten for good (no commit of its key can come again).
+    assert!(s.claim_objects(&listed[..1]).await.unwrap().is_empty());
+    s.apply_retention(t.id, 0, Some(i64::MAX), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.claim_objects(&listed[..1]).await.unwrap(),
+        [live.object_key.clone()]
+    );
+    s.forget_objects(std::slice::from_ref(&live.object_key))
+        .await
+        .unwrap();
+    assert!(s.claim_objects(&[]).await.unwrap().is_empty());
+    // Commits of new objects go on.
+    s.commit_object(&object(vec![chunk(t.id, 0, &[2])]))
+        .await
+        .unwrap();
+    assert_eq!(s.partition_state(t.id, 0).await.unwrap().next_offset, 12);
 }
 
 async fn topics_are_altered(b: &Backend) {

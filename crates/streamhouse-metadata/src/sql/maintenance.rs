@@ -1,5 +1,8 @@
-//! [`MaintenanceStore`] on SQL: job leases, retention, segment replacement
-//! and the object references the object GC checks.
+//! [`MaintenanceStore`] on SQL: job leases, retention, segment replacement,
+//! and the object references the object GC checks and its claims: an
+//! object is deleted only after a committed claim on its key, which every
+//! later commit of that key runs into (`objects.object_key` is unique and
+//! commits insert it with a plain INSERT).
 
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, QueryBuilder, Row, Type};
@@ -44,6 +47,18 @@ fn segments_to_drop(
         drop += 1;
     }
     drop
+}
+
+/// Appends the keys of `objects` as a bound list and the closing `)`.
+fn push_keys<'a, DB: Backend>(q: &mut QueryBuilder<DB>, objects: &'a [(String, u64)])
+where
+    &'a str: Encode<'a, DB> + Type<DB>,
+{
+    let mut list = q.separated(", ");
+    for (key, _) in objects {
+        list.push_bind(key.as_str());
+    }
+    q.push(")");
 }
 
 #[async_trait]
@@ -266,12 +281,66 @@ where
         Ok(out)
     }
 
+    async fn claim_objects(&self, objects: &[(String, u64)]) -> Result<Vec<String>> {
+        let mut objects = objects.to_vec();
+        // One key order for every claimer, so two never deadlock.
+        objects.sort();
+        objects.dedup_by(|a, b| a.0 == b.0);
+        let mut claimed = Vec::new();
+        for chunk in objects.chunks(INSERT_CHUNK) {
+            let mut tx = self.begin_write().await?;
+            // Keys no commit recorded get a claim that any later commit of
+            // the key runs into. On PostgreSQL a commit recording one of
+            // these keys right now makes this wait for it, then skip it.
+            let mut insert = QueryBuilder::<DB>::new(
+                "INSERT INTO objects (object_key, size_bytes, created_at_ms, gc_state) ",
+            );
+            insert.push_values(chunk, |mut b, (key, size)| {
+                b.push_bind(key.as_str())
+                    .push_bind(*size as i64)
+                    .push(DB::NOW)
+                    .push("2");
+            });
+            insert.push(" ON CONFLICT (object_key) DO NOTHING");
+            insert
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(Error::db("claiming unrecorded objects"))?;
+            // Committed objects are claimed once no segment references them.
+            let mut update = QueryBuilder::<DB>::new(
+                "UPDATE objects SET gc_state = 1 WHERE gc_state = 0 AND NOT EXISTS \
+                 (SELECT 1 FROM segments s WHERE s.object_key = objects.object_key) \
+                 AND object_key IN (",
+            );
+            push_keys(&mut update, chunk);
+            update
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(Error::db("claiming unreferenced objects"))?;
+            let mut select = QueryBuilder::<DB>::new(
+                "SELECT object_key FROM objects WHERE gc_state <> 0 AND object_key IN (",
+            );
+            push_keys(&mut select, chunk);
+            let rows = select
+                .build()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(Error::db("reading claimed objects"))?;
+            tx.commit().await.map_err(Error::db("claiming objects"))?;
+            claimed.extend(rows.iter().map(|r| r.get::<String, _>(0)));
+        }
+        Ok(claimed)
+    }
+
     async fn forget_objects(&self, keys: &[String]) -> Result<()> {
         let mut tx = self.begin_write().await?;
         for chunk in keys.chunks(INSERT_CHUNK) {
             let mut q = QueryBuilder::<DB>::new(
-                "DELETE FROM objects WHERE object_key NOT IN \
-                 (SELECT object_key FROM segments) AND object_key IN (",
+                "DELETE FROM objects WHERE gc_state <> 2 AND NOT EXISTS \
+                 (SELECT 1 FROM segments s WHERE s.object_key = objects.object_key) \
+                 AND object_key IN (",
             );
             let mut list = q.separated(", ");
             for k in chunk {
