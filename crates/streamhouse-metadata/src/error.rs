@@ -41,6 +41,16 @@ pub enum Error {
         epoch: i32,
         current: i32,
     },
+    #[error(
+        "member {member_id:?} of group {group:?} does not own {topic}/{partition} \
+         (the group's assignment moved on); it can commit only the partitions it owns"
+    )]
+    NotPartitionOwner {
+        group: String,
+        member_id: String,
+        topic: String,
+        partition: u32,
+    },
     #[error("group {0:?} has active members")]
     GroupNotEmpty(String),
     #[error("group {0:?} does not exist")]

@@ -91,6 +91,11 @@ conformance!(
     segments_are_replaced_atomically_and_objects_tracked,
     objects_are_claimed_only_unreferenced_and_claims_fence_commits,
     topics_are_altered,
+    a_retried_epoch_bump_gets_the_bumped_identity,
+    a_delayed_heartbeat_with_an_older_epoch_changes_nothing,
+    offsets_are_committed_only_by_the_partitions_owner,
+    a_group_is_never_deleted_under_a_joining_member,
+    added_partitions_and_created_topics_are_assigned_at_once,
 );
 
 fn topic(name: &str, partitions: u32) -> TopicConfig {
@@ -480,6 +485,7 @@ async fn agent_registry(b: &Backend) {
         group: group.into(),
         address: format!("127.0.0.1:{}", 50000 + id.len()),
         zone: zone.map(str::to_string),
+        kafka_address: (id == "a1").then(|| "127.0.0.1:9092".to_string()),
     };
     s.register_agent(reg("a1", "prod", Some("az1")))
         .await
@@ -513,12 +519,29 @@ async fn agent_registry(b: &Backend) {
     assert!(!prod[1].is_live(Duration::from_millis(100)));
     assert!(prod[0].is_live(Duration::from_secs(5)));
 
-    // Re-registering moves an agent; deregistering removes it.
+    // Every agent id has its own node id; the Kafka address is as registered.
+    let all = s.list_agents(None).await.unwrap();
+    let node_ids: std::collections::HashMap<String, i32> = all
+        .iter()
+        .map(|a| (a.agent_id.clone(), a.node_id))
+        .collect();
+    let distinct: std::collections::HashSet<i32> = node_ids.values().copied().collect();
+    assert_eq!(distinct.len(), 3, "{node_ids:?}");
+    assert_eq!(prod[0].kafka_address.as_deref(), Some("127.0.0.1:9092"));
+    assert_eq!(prod[1].kafka_address, None);
+
+    // Re-registering moves an agent; deregistering removes it. Node ids
+    // stay with the agent id, also across deregistration.
     s.register_agent(reg("a2", "staging", None)).await.unwrap();
     assert_eq!(s.list_agents(Some("prod")).await.unwrap().len(), 1);
     s.deregister_agent("a1").await.unwrap();
     s.deregister_agent("a1").await.unwrap();
     assert!(s.list_agents(Some("prod")).await.unwrap().is_empty());
+    s.register_agent(reg("a1", "prod", None)).await.unwrap();
+    for a in s.list_agents(None).await.unwrap() {
+        assert_eq!(node_ids[&a.agent_id], a.node_id, "{}", a.agent_id);
+    }
+    s.deregister_agent("a1").await.unwrap();
     assert!(matches!(
         s.heartbeat_agent("a1").await,
         Err(Error::AgentNotFound(_))
@@ -615,7 +638,9 @@ async fn sequence_gaps_and_old_epochs_are_rejected(b: &Backend) {
     );
     assert_eq!(s.partition_state(t.id, 0).await.unwrap().next_offset, 2);
 
-    // A new epoch fences the old one, whose batches and re-inits now fail.
+    // A new epoch fences the old one, whose batches now fail. (Its re-init
+    // is the same bump again, answered with epoch 1: see
+    // `a_retried_epoch_bump_gets_the_bumped_identity`.)
     let p1 = s.init_producer_id(Some(p0)).await.unwrap();
     assert_eq!((p1.producer_id, p1.epoch), (id, 1));
     assert_eq!(
@@ -626,14 +651,7 @@ async fn sequence_gaps_and_old_epochs_are_rejected(b: &Backend) {
             current_epoch: 1
         })
     );
-    assert!(matches!(
-        s.init_producer_id(Some(p0)).await,
-        Err(Error::ProducerFenced {
-            epoch: 0,
-            current_epoch: 1,
-            ..
-        })
-    ));
+    assert_eq!(s.init_producer_id(Some(p0)).await.unwrap(), p1);
     // The new epoch restarts its sequences at 0.
     assert_eq!(
         base(&one(s.commit_object(&commit(&[(1, 0, 1)])).await.unwrap())),
@@ -1451,6 +1469,56 @@ async fn topics_are_altered(b: &Backend) {
     ));
 }
 
+/// KIP-360: the answer to an epoch bump can be lost; the producer sends the
+/// same bump again and must get the bumped identity, not be fenced.
+async fn a_retried_epoch_bump_gets_the_bumped_identity(b: &Backend) {
+    let s = &b.store;
+    let t = s.create_topic(topic("kip360", 1)).await.unwrap();
+    let p0 = s.init_producer_id(None).await.unwrap();
+    let p1 = s.init_producer_id(Some(p0)).await.unwrap();
+    assert_eq!((p1.producer_id, p1.epoch), (p0.producer_id, p0.epoch + 1));
+    // The retries (through another store, as a retry reaching another
+    // agent would) get the same identity and bump nothing.
+    let other = b.open_again().await;
+    assert_eq!(other.init_producer_id(Some(p0)).await.unwrap(), p1);
+    assert_eq!(s.init_producer_id(Some(p0)).await.unwrap(), p1);
+    // Epoch 1 is current: its batches commit.
+    let c = object(vec![producer_chunk(t.id, p1.producer_id, &[(1, 0, 1)])]);
+    let out = s.commit_object(&c).await.unwrap();
+    assert_eq!(base(&out[0].as_ref().unwrap()[0]), 0);
+    // Once the epoch moved on, the old bump is fenced for good.
+    let p2 = s.init_producer_id(Some(p1)).await.unwrap();
+    assert_eq!(p2.epoch, 2);
+    assert!(matches!(
+        s.init_producer_id(Some(p0)).await,
+        Err(Error::ProducerFenced {
+            epoch: 0,
+            current_epoch: 2,
+            ..
+        })
+    ));
+    assert_eq!(s.init_producer_id(Some(p1)).await.unwrap(), p2);
+    // An epoch reached by a transaction end, not by a bump, is no retry.
+    let tp = s
+        .init_transactional_producer("kip360-txn", 60_000)
+        .await
+        .unwrap();
+    let next = s
+        .end_transaction(&EndTransaction {
+            producer_id: tp.producer_id,
+            epoch: Some(tp.epoch),
+            commit: true,
+            markers: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(next.epoch, tp.epoch + 1);
+    assert!(matches!(
+        s.init_producer_id(Some(tp)).await,
+        Err(Error::ProducerFenced { .. })
+    ));
+}
+
 async fn a_resent_request_of_any_number_of_batches_appends_nothing(b: &Backend) {
     let s = &b.store;
     let t = s.create_topic(topic("resend", 1)).await.unwrap();
@@ -1605,4 +1673,237 @@ async fn an_abort_racing_a_commit_to_a_new_partition_covers_it(b: &Backend) {
             "round {round}: a transaction was left open"
         );
     }
+}
+
+fn owned_by(d: &GroupDescription, member: &str) -> Vec<TopicPartition> {
+    d.members
+        .iter()
+        .find(|m| m.member_id == member)
+        .map(|m| m.owned.clone())
+        .unwrap_or_default()
+}
+
+/// A heartbeat delayed in the network, carrying an older member epoch and
+/// partitions since released, must not give them back to their old owner.
+async fn a_delayed_heartbeat_with_an_older_epoch_changes_nothing(b: &Backend) {
+    let s = &b.store;
+    s.create_topic(topic("g", 2)).await.unwrap();
+    let mut a = Member::join(s, "late", &["g"], 30_000).await;
+    assert_eq!(a.owned.len(), 2);
+    let delayed = GroupHeartbeat {
+        group_id: "late".into(),
+        member_id: a.id.clone(),
+        member_epoch: a.epoch,
+        client_id: "test".into(),
+        subscription: vec!["g".into()],
+        owned: a.owned.clone(),
+        session_timeout_ms: 30_000,
+    };
+    let mut bm = Member::join(s, "late", &["g"], 30_000).await;
+    // `a` learns its smaller share (a new epoch), releases, `b` takes it.
+    let old_epoch = a.epoch;
+    a.heartbeat(s, "late", &["g"], 30_000).await;
+    assert!(a.epoch > old_epoch);
+    assert_eq!(a.owned.len(), 1);
+    a.heartbeat(s, "late", &["g"], 30_000).await;
+    bm.heartbeat(s, "late", &["g"], 30_000).await;
+    assert_eq!(bm.owned.len(), 1);
+    let before = s.describe_group("late").await.unwrap();
+    assert_eq!(owned_by(&before, &a.id), a.owned);
+
+    let err = s.group_heartbeat(delayed).await.unwrap_err();
+    assert!(
+        matches!(err, Error::FencedMemberEpoch { epoch, current, .. }
+            if epoch == old_epoch && current == a.epoch),
+        "{err}"
+    );
+    let after = s.describe_group("late").await.unwrap();
+    assert_eq!(
+        owned_by(&after, &a.id),
+        a.owned,
+        "owned partitions unchanged"
+    );
+    assert_eq!(owned_by(&after, &bm.id), bm.owned);
+    // `a` carries on at its current epoch.
+    a.heartbeat(s, "late", &["g"], 30_000).await;
+    assert_eq!(a.owned.len(), 1);
+}
+
+async fn offsets_are_committed_only_by_the_partitions_owner(b: &Backend) {
+    let s = &b.store;
+    s.create_topic(topic("g", 2)).await.unwrap();
+    let commit = |tp: &TopicPartition, offset| {
+        vec![OffsetCommit {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            offset,
+            metadata: None,
+        }]
+    };
+    let mut a = Member::join(s, "own", &["g"], 30_000).await;
+    let bm = Member::join(s, "own", &["g"], 30_000).await;
+    // `a` is told to give one partition up: until it reports the release it
+    // still owns it, and commits it (as a consumer does on revocation).
+    a.heartbeat(s, "own", &["g"], 30_000).await;
+    let mine = a.owned[0].clone();
+    let revoked = TopicPartition::new("g", 1 - mine.partition);
+    s.commit_group_offsets("own", Some((&a.id, a.epoch)), &commit(&revoked, 4))
+        .await
+        .unwrap();
+    settle(s, "own", &mut [a, bm]).await;
+    let d = s.describe_group("own").await.unwrap();
+    let (a_id, b_id) = (
+        d.members[0].member_id.clone(),
+        d.members[1].member_id.clone(),
+    );
+    let (a_tp, b_tp) = (
+        owned_by(&d, &a_id)[0].clone(),
+        owned_by(&d, &b_id)[0].clone(),
+    );
+    let a_epoch = d.members[0].member_epoch;
+
+    s.commit_group_offsets("own", Some((&a_id, a_epoch)), &commit(&a_tp, 7))
+        .await
+        .unwrap();
+    // The other member's partition, alone or with its own: refused whole.
+    for offsets in [
+        commit(&b_tp, 9),
+        [commit(&a_tp, 9), commit(&b_tp, 9)].concat(),
+    ] {
+        let err = s
+            .commit_group_offsets("own", Some((&a_id, a_epoch)), &offsets)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::NotPartitionOwner { member_id, topic, partition, .. }
+                if *member_id == a_id && *topic == b_tp.topic && *partition == b_tp.partition),
+            "{err}"
+        );
+    }
+    // The same through a transaction.
+    let p = s
+        .init_transactional_producer("own-txn", 60_000)
+        .await
+        .unwrap();
+    let err = s
+        .add_transaction_offsets(p, "own", Some((&a_id, a_epoch)), &commit(&b_tp, 9))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotPartitionOwner { .. }), "{err}");
+    let offsets: BTreeMap<u32, i64> = s
+        .fetch_offsets("own")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| (o.partition, o.offset))
+        .collect();
+    assert_eq!(offsets[&a_tp.partition], 7);
+    if revoked == b_tp {
+        assert_eq!(offsets[&b_tp.partition], 4);
+    }
+}
+
+/// `delete_group` racing a member's join: either the delete comes first
+/// (and the member is in the new group) or it is refused; never both
+/// succeed with the member gone.
+async fn a_group_is_never_deleted_under_a_joining_member(b: &Backend) {
+    let s = &b.store;
+    let other = b.open_again().await;
+    s.create_topic(topic("g", 1)).await.unwrap();
+    for i in 0..40 {
+        let group = format!("race-{i}");
+        s.commit_group_offsets(
+            &group,
+            None,
+            &[OffsetCommit {
+                topic: "g".into(),
+                partition: 0,
+                offset: 1,
+                metadata: None,
+            }],
+        )
+        .await
+        .unwrap();
+        let (deleted, joined) = tokio::join!(
+            s.delete_group(&group),
+            other.group_heartbeat(GroupHeartbeat {
+                group_id: group.clone(),
+                member_id: String::new(),
+                member_epoch: JOIN_GROUP_EPOCH,
+                client_id: "test".into(),
+                subscription: vec!["g".into()],
+                owned: vec![],
+                session_timeout_ms: 30_000,
+            })
+        );
+        let joined = joined.unwrap();
+        match deleted {
+            Ok(()) => {
+                let d = s.describe_group(&group).await.unwrap();
+                assert_eq!(
+                    d.members.iter().map(|m| &m.member_id).collect::<Vec<_>>(),
+                    [&joined.member_id],
+                    "group {group} was deleted under its member"
+                );
+                assert!(d.offsets.is_empty());
+            }
+            Err(Error::GroupNotEmpty(_)) => {
+                assert_eq!(s.fetch_offsets(&group).await.unwrap().len(), 1);
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+async fn added_partitions_and_created_topics_are_assigned_at_once(b: &Backend) {
+    let s = &b.store;
+    s.create_topic(topic("a", 2)).await.unwrap();
+    let mut m = Member::join(s, "grow", &["a", "b"], 30_000).await;
+    assert_eq!(m.owned.len(), 2);
+    let epoch = m.epoch;
+    m.heartbeat(s, "grow", &["a", "b"], 30_000).await;
+    assert_eq!((m.owned.len(), m.epoch), (2, epoch));
+
+    s.alter_topic(
+        "a",
+        TopicAlter {
+            partition_count: Some(4),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let answer = m.heartbeat(s, "grow", &["a", "b"], 30_000).await;
+    assert_eq!(m.owned.len(), 4, "{answer:?}");
+    assert!(m.epoch > epoch, "a new assignment, a new epoch");
+    assert!(answer.pending.is_empty());
+
+    // A subscribed topic that did not exist when the member joined.
+    s.create_topic(topic("b", 3)).await.unwrap();
+    m.heartbeat(s, "grow", &["a", "b"], 30_000).await;
+    assert_eq!(m.owned.len(), 7);
+    assert_eq!(
+        m.owned.iter().filter(|tp| tp.topic == "b").count(),
+        3,
+        "{:?}",
+        m.owned
+    );
+    // Shared between two members once another joins.
+    let other = Member::join(s, "grow", &["a", "b"], 30_000).await;
+    let mut members = [m, other];
+    for _ in 0..5 {
+        for x in members.iter_mut() {
+            x.heartbeat(s, "grow", &["a", "b"], 30_000).await;
+        }
+    }
+    let [_, mut other] = members;
+    assert!(other.owned.len() >= 3, "{:?}", other.owned);
+    // A deleted topic's partitions leave the assignment.
+    s.delete_topic("b").await.unwrap();
+    other.heartbeat(s, "grow", &["a", "b"], 30_000).await;
+    assert!(
+        other.owned.iter().all(|tp| tp.topic == "a"),
+        "{:?}",
+        other.owned
+    );
 }
