@@ -43,6 +43,19 @@ pub enum Error {
         code: ErrorCode,
         message: String,
     },
+    /// The agent could not tell whether the records were written (its
+    /// metadata store failed while committing them). A producer without
+    /// idempotence does not resend them, as that could write them twice;
+    /// resending them is the application's choice.
+    #[error(
+        "records for topic {topic:?} partition {partition} may or may not have been written \
+         (resending them may write them twice): {message}"
+    )]
+    OutcomeUnknown {
+        topic: String,
+        partition: u32,
+        message: String,
+    },
     /// Every attempt failed; the last error is the source. The records may
     /// or may not have been written.
     #[error(
@@ -110,6 +123,7 @@ impl Error {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             Error::Rejected { code, .. } | Error::Group { code, .. } => Some(*code),
+            Error::OutcomeUnknown { .. } => Some(ErrorCode::OutcomeUnknown),
             Error::Rpc { status, .. } => streamhouse_proto::status_error_code(status),
             Error::RetriesExhausted { last, .. } => last.code(),
             Error::ProducerFenced { source } | Error::TransactionAbortable { source } => {

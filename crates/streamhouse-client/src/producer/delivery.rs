@@ -8,7 +8,8 @@ use std::task::{Context, Poll};
 use super::record::SendResult;
 use crate::error::{Error, Result};
 
-/// The base offset a batch was committed at, or why it failed.
+/// The base offset a batch was committed at (-1: committed earlier, at
+/// offsets no longer known), or why it failed.
 pub(super) type BatchOutcome = std::result::Result<i64, Error>;
 
 /// The outcome of one batch, awaited by every record in it. (One cell per
@@ -114,7 +115,12 @@ impl Future for DeliveryFuture {
         Poll::Ready(outcome.map(|base| SendResult {
             topic: self.topic.to_string(),
             partition: self.partition,
-            offset: base + i64::from(self.index),
+            // -1: committed at offsets the agent no longer knows.
+            offset: if base < 0 {
+                -1
+            } else {
+                base + i64::from(self.index)
+            },
             timestamp: self.timestamp,
         }))
     }

@@ -56,6 +56,9 @@ impl ProducerRecord {
 pub struct SendResult {
     pub topic: String,
     pub partition: u32,
+    /// The record's offset; -1 when a resent batch of an idempotent
+    /// producer was found committed earlier, too long ago for the agent to
+    /// remember where (`DUPLICATE_SEQUENCE`): written once, offset unknown.
     pub offset: i64,
     pub timestamp: i64,
 }

@@ -18,6 +18,10 @@ use super::delivery::BatchWait;
 use super::{Command, Inner};
 use crate::error::{Error, Result, code_is_retryable};
 
+/// Most batches of an idempotent producer per partition in one request:
+/// as many as the agent's commit remembers with their offsets.
+pub(super) const MAX_IDEMPOTENT_BATCHES: usize = streamhouse_metadata::PRODUCER_BATCHES_REMEMBERED;
+
 /// Batches of one partition travelling in one request.
 pub(super) struct InFlight {
     pub(super) queue: Arc<Mutex<PartitionQueue>>,
@@ -157,13 +161,20 @@ pub(super) fn gather(
             tracing::error!(error = %e, "re-sequencing batch failed");
             continue;
         }
-        // One request per partition at a time, with batches of one epoch.
+        // One request per partition at a time, with batches of one epoch;
+        // idempotent ones no more than the agent remembers the offsets of,
+        // so a resent request gets every batch's offsets back.
         let epoch = q.sealed.front().and_then(|b| b.stamp.map(|s| s.0));
+        let most = if epoch.is_some() {
+            MAX_IDEMPOTENT_BATCHES
+        } else {
+            usize::MAX
+        };
         let mut batches = Vec::new();
         while let Some(b) = q.sealed.front() {
             let fits =
                 batches.is_empty() || bytes + b.bytes.len() <= inner.config.max_request_bytes;
-            if !fits || b.stamp.map(|s| s.0) != epoch {
+            if !fits || b.stamp.map(|s| s.0) != epoch || batches.len() >= most {
                 break;
             }
             bytes += b.bytes.len();
@@ -207,13 +218,27 @@ pub(super) async fn send_request(inner: Arc<Inner>, flights: Vec<InFlight>) -> R
 
 /// What to do with one batch after an answer.
 pub(super) enum Fate {
+    /// Committed at this base offset (-1: at offsets no longer known).
     Done(i64),
-    /// Retry; `uncertain` when the batch may have been committed.
+    /// Retry, knowing this much of whether the batch was committed.
     Retry {
-        uncertain: bool,
+        written: Written,
         error: Error,
     },
     Fail(Error),
+}
+
+/// What an answer to be retried tells of whether the batch was committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Written {
+    /// This attempt may have committed it: its outcome is unknown until an
+    /// answer to the same producer id, epoch and sequence settles it.
+    Maybe,
+    /// This attempt wrote nothing; what earlier attempts did is unchanged.
+    NotThisAttempt,
+    /// No attempt committed it (the agent's commit recognises every
+    /// committed batch of the epoch): it may be re-sequenced.
+    Never,
 }
 
 /// Applies a produce answer; returns whether the producer epoch must be
@@ -249,11 +274,11 @@ pub(super) fn handle_response(
         for (i, b) in flight.batches.iter().enumerate() {
             let fate = match (&result, partition_result) {
                 (Err(e), _) => Fate::Retry {
-                    uncertain: true,
+                    written: Written::Maybe,
                     error: e.clone(),
                 },
                 (Ok(_), None) => Fate::Retry {
-                    uncertain: true,
+                    written: Written::Maybe,
                     error: rejected(
                         ErrorCode::Internal,
                         "the agent's answer omitted this partition",
@@ -266,8 +291,9 @@ pub(super) fn handle_response(
                     }
                     let error = rejected(code, &pr.message);
                     if code_is_retryable(code) {
+                        // Refused as a whole: nothing of it was written now.
                         Fate::Retry {
-                            uncertain: false,
+                            written: Written::NotThisAttempt,
                             error,
                         }
                     } else {
@@ -276,39 +302,25 @@ pub(super) fn handle_response(
                 }
                 (Ok(_), Some(pr)) => match pr.batches.get(i) {
                     None => Fate::Retry {
-                        uncertain: true,
+                        written: Written::Maybe,
                         error: rejected(ErrorCode::Internal, "the agent's answer omitted a batch"),
                     },
                     Some(br) if br.error == ErrorCode::None as i32 => Fate::Done(br.base_offset),
                     Some(br) => {
                         let code = ErrorCode::try_from(br.error).unwrap_or(ErrorCode::Internal);
-                        let error = rejected(code, &br.message);
-                        match code {
-                            c if code_is_retryable(c) => Fate::Retry {
-                                uncertain: true,
-                                error,
-                            },
-                            ErrorCode::OutOfOrderSequence => {
-                                // Follows a batch being retried: retry in order.
-                                // Otherwise the sequence was lost: new epoch.
-                                if !earlier_retry {
-                                    bump = true;
-                                }
-                                Fate::Retry {
-                                    uncertain: false,
-                                    error,
-                                }
+                        let answer = BatchAnswer {
+                            code,
+                            topic: &topic,
+                            partition,
+                            message: &br.message,
+                        };
+                        batch_fate(b, answer, current_epoch, || {
+                            // Follows a batch being retried: retry in order.
+                            // Otherwise the sequence was lost: new epoch.
+                            if !earlier_retry {
+                                bump = true;
                             }
-                            ErrorCode::ProducerFenced if b.stamp.map(|s| s.0) < current_epoch => {
-                                // Stamped before our own epoch bump: not
-                                // committed; re-sequence and resend.
-                                Fate::Retry {
-                                    uncertain: false,
-                                    error,
-                                }
-                            }
-                            _ => Fate::Fail(error),
-                        }
+                        })
                     }
                 },
             };
@@ -339,9 +351,13 @@ pub(super) fn handle_response(
                     }
                     b.done.complete(Err(e));
                 }
-                Fate::Retry { uncertain, error } => {
+                Fate::Retry { written, error } => {
                     b.attempts += 1;
-                    b.uncertain = uncertain;
+                    match written {
+                        Written::Maybe => b.uncertain = true,
+                        Written::NotThisAttempt => {}
+                        Written::Never => b.uncertain = false,
+                    }
                     if b.attempts > inner.config.max_retries {
                         let e = Error::RetriesExhausted {
                             topic: topic.clone(),
@@ -374,6 +390,78 @@ pub(super) fn handle_response(
     }
     inner.wake.notify_one();
     bump
+}
+
+/// An agent's error answer for one batch.
+struct BatchAnswer<'a> {
+    code: ErrorCode,
+    topic: &'a str,
+    partition: u32,
+    message: &'a str,
+}
+
+/// The fate of one batch the agent answered with an error;
+/// `out_of_order` runs when the batch's sequence does not follow the last
+/// committed one.
+fn batch_fate(
+    b: &Sealed,
+    answer: BatchAnswer<'_>,
+    current_epoch: Option<i16>,
+    out_of_order: impl FnOnce(),
+) -> Fate {
+    let error = Error::Rejected {
+        topic: answer.topic.to_string(),
+        partition: answer.partition,
+        code: answer.code,
+        message: answer.message.to_string(),
+    };
+    match answer.code {
+        // Committed before, at offsets no longer known: delivered.
+        ErrorCode::DuplicateSequence => Fate::Done(-1),
+        // Nothing written now; this attempt may have failed after the
+        // commit applied, so its outcome is unknown unless an agent said
+        // it definitely wrote nothing.
+        ErrorCode::StorageUnavailable | ErrorCode::TopicDeleted | ErrorCode::AgentShuttingDown => {
+            Fate::Retry {
+                written: Written::NotThisAttempt,
+                error,
+            }
+        }
+        // Maybe written: only a resend with the same sequence is safe (it
+        // is answered as a duplicate if it was); a producer without
+        // idempotence reports the possibility instead of duplicating.
+        ErrorCode::OutcomeUnknown if b.stamp.is_some() => Fate::Retry {
+            written: Written::Maybe,
+            error,
+        },
+        ErrorCode::OutcomeUnknown => Fate::Fail(Error::OutcomeUnknown {
+            topic: answer.topic.to_string(),
+            partition: answer.partition,
+            message: answer.message.to_string(),
+        }),
+        c if code_is_retryable(c) => Fate::Retry {
+            written: Written::Maybe,
+            error,
+        },
+        ErrorCode::OutOfOrderSequence => {
+            out_of_order();
+            // A committed batch would have been answered as a duplicate.
+            Fate::Retry {
+                written: Written::Never,
+                error,
+            }
+        }
+        ErrorCode::ProducerFenced if b.stamp.map(|s| s.0) < current_epoch => {
+            // Stamped before our own epoch bump, and not recognised as
+            // committed in that epoch: not committed; re-sequence and
+            // resend.
+            Fate::Retry {
+                written: Written::Never,
+                error,
+            }
+        }
+        _ => Fate::Fail(error),
+    }
 }
 
 /// Bumps the producer epoch after sequence continuity was lost; every

@@ -197,6 +197,23 @@ fn duplicate_at(base_offset: i64) -> Answer {
 /// An idempotent producer (id 7, epoch 0) over `script`, one record per
 /// batch.
 fn producer(script: &Arc<Script>, max_retries: u32) -> Producer {
+    producer_with(
+        script,
+        max_retries,
+        Some(ProducerIdentity {
+            producer_id: 7,
+            epoch: 0,
+        }),
+    )
+}
+
+/// A producer over `script` with `identity` (`None`: without idempotence),
+/// one record per batch.
+fn producer_with(
+    script: &Arc<Script>,
+    max_retries: u32,
+    identity: Option<ProducerIdentity>,
+) -> Producer {
     let config = ProducerConfig {
         batch_size: 1,
         batch_timeout: Duration::from_millis(1),
@@ -215,11 +232,7 @@ fn producer(script: &Arc<Script>, max_retries: u32) -> Producer {
             1 << 20,
         ),
     ));
-    let identity = ProducerIdentity {
-        producer_id: 7,
-        epoch: 0,
-    };
-    Producer::start(config, cluster, script.clone(), Some(identity))
+    Producer::start(config, cluster, script.clone(), identity)
 }
 
 async fn send(p: &Producer, value: &str) -> Result<i64> {
@@ -406,5 +419,132 @@ async fn a_fenced_producer_fails_its_batch_without_retrying() {
     );
     assert_eq!(script.stamps().len(), 1, "fencing is not retried");
     assert!(script.bumps().is_empty());
+    p.close().await.unwrap();
+}
+
+/// Every batch of the request answered as committed before: the first
+/// `unknown` with DUPLICATE_SEQUENCE (offsets forgotten), the others as
+/// duplicates at offsets from 100 on.
+fn all_duplicates(unknown: usize) -> Answer {
+    Box::new(move |request| {
+        let results = request
+            .partitions
+            .iter()
+            .map(|p| pb::PartitionResult {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                batches: headers(&p.records)
+                    .iter()
+                    .enumerate()
+                    .map(|(i, _)| {
+                        if i < unknown {
+                            pb::BatchResult {
+                                error: ErrorCode::DuplicateSequence as i32,
+                                message: "committed before".into(),
+                                ..Default::default()
+                            }
+                        } else {
+                            pb::BatchResult {
+                                base_offset: 100 + i as i64,
+                                duplicate: true,
+                                ..Default::default()
+                            }
+                        }
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .collect();
+        Ok(pb::ProduceResponse { results })
+    })
+}
+
+#[tokio::test]
+async fn a_lost_answer_is_settled_by_resending_the_same_sequences() {
+    let script = Arc::new(Script::default());
+    // The first request commits but its answer is lost; the resend is
+    // answered as committed before.
+    script.then(unavailable()).then(all_duplicates(3));
+    let p = producer(&script, 3);
+    let n = super::sender::MAX_IDEMPOTENT_BATCHES + 4;
+    let mut pending = Vec::new();
+    for i in 0..n {
+        let record = super::ProducerRecord::new("t", format!("r{i}"));
+        pending.push(p.send_record(record).await.unwrap());
+    }
+    let mut offsets = Vec::new();
+    for d in pending {
+        offsets.push(d.await.unwrap().offset);
+    }
+    let cap = super::sender::MAX_IDEMPOTENT_BATCHES;
+    let first: Vec<(i16, i32)> = (0..cap as i32).map(|s| (0, s)).collect();
+    let rest: Vec<(i16, i32)> = (cap as i32..n as i32).map(|s| (0, s)).collect();
+    assert_eq!(
+        script.stamps(),
+        [first.clone(), first, rest],
+        "no more batches per request than the agent remembers; the resend \
+         carries the original sequences"
+    );
+    assert!(script.bumps().is_empty(), "nothing is re-sequenced");
+    let mut expected = vec![-1; 3];
+    expected.extend((3..cap as i64).map(|i| 100 + i));
+    expected.extend(0..4);
+    assert_eq!(
+        offsets, expected,
+        "delivered once each; -1 where the offset is no longer known"
+    );
+    p.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn outcome_unknown_is_resent_only_with_the_same_sequence() {
+    let script = Arc::new(Script::default());
+    script
+        .then(batch_error(ErrorCode::OutcomeUnknown))
+        .then(duplicate_at(12));
+    let p = producer(&script, 3);
+    assert_eq!(send(&p, "a").await.unwrap(), 12);
+    assert_eq!(script.stamps(), [vec![(0, 0)], vec![(0, 0)]]);
+    assert!(script.bumps().is_empty());
+    p.close().await.unwrap();
+
+    // Without idempotence a resend could write the records twice: the
+    // record fails, saying it may have been written.
+    let script = Arc::new(Script::default());
+    script.then(batch_error(ErrorCode::OutcomeUnknown));
+    let p = producer_with(&script, 3, None);
+    let e = send(&p, "a").await.unwrap_err();
+    assert!(matches!(e, Error::OutcomeUnknown { .. }), "{e:?}");
+    assert!(!e.is_retryable());
+    assert_eq!(e.code(), Some(ErrorCode::OutcomeUnknown));
+    assert!(
+        e.to_string().contains("may or may not have been written"),
+        "{e}"
+    );
+    assert_eq!(script.requests.lock().unwrap().len(), 1, "not resent");
+    assert_eq!(send(&p, "b").await.unwrap(), 0);
+    p.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_lost_once_stays_in_doubt_after_refusals() {
+    let script = Arc::new(Script::default());
+    // Lost (maybe committed), then refused twice (nothing written by those
+    // attempts): the first attempt's outcome is still unknown when the
+    // producer gives up, so the sequence cannot go on in this epoch.
+    script
+        .then(unavailable())
+        .then(partition_error(ErrorCode::StorageUnavailable))
+        .then(batch_error(ErrorCode::StorageUnavailable));
+    let p = producer(&script, 2);
+    let e = send(&p, "a").await.unwrap_err();
+    assert!(matches!(e, Error::RetriesExhausted { .. }), "{e:?}");
+    assert_eq!(send(&p, "b").await.unwrap(), 0);
+    assert_eq!(script.bumps().len(), 1);
+    assert_eq!(
+        script.stamps(),
+        [vec![(0, 0)], vec![(0, 0)], vec![(0, 0)], vec![(1, 0)]],
+        "the batch in doubt kept its sequence; the next one starts a new epoch"
+    );
     p.close().await.unwrap();
 }
