@@ -168,6 +168,7 @@ pub(crate) fn status(e: &streamhouse_metadata::Error) -> Status {
         | M::InvalidTransactionState { .. }
         | M::UnknownProducer(_)
         | M::FencedMemberEpoch { .. }
+        | M::NotPartitionOwner { .. }
         | M::GroupNotEmpty(_) => Status::failed_precondition(msg),
         e if e.is_retryable() => Status::unavailable(msg),
         _ => Status::internal(msg),
@@ -188,7 +189,9 @@ fn metadata_error_code(e: &streamhouse_metadata::Error) -> Option<ErrorCode> {
         M::UnknownProducer(_) => ErrorCode::UnknownProducer,
         M::InvalidTransactionState { .. } => ErrorCode::InvalidTxnState,
         M::UnknownMember { .. } => ErrorCode::UnknownMember,
-        M::FencedMemberEpoch { .. } => ErrorCode::FencedMemberEpoch,
+        // The member's view of its partitions is stale, as with a fenced
+        // epoch: a rebalance moved the partition on.
+        M::FencedMemberEpoch { .. } | M::NotPartitionOwner { .. } => ErrorCode::FencedMemberEpoch,
         M::GroupNotEmpty(_) => ErrorCode::GroupNotEmpty,
         e if e.is_retryable() => ErrorCode::StorageUnavailable,
         M::TopicAlreadyExists(_)
@@ -264,6 +267,14 @@ mod tests {
             tonic::Code::FailedPrecondition
         );
         assert_eq!(code(fenced_member), Some(ErrorCode::FencedMemberEpoch));
+        let not_owner = M::NotPartitionOwner {
+            group: "g".into(),
+            member_id: "m".into(),
+            topic: "t".into(),
+            partition: 0,
+        };
+        assert_eq!(status(&not_owner).code(), tonic::Code::FailedPrecondition);
+        assert_eq!(code(not_owner), Some(ErrorCode::FencedMemberEpoch));
         let fenced_producer = M::ProducerFenced {
             producer_id: 1,
             epoch: 0,

@@ -100,7 +100,11 @@ fn group_error(e: &streamhouse_metadata::Error) -> Option<ErrorCode> {
     use streamhouse_metadata::Error as M;
     match e {
         M::UnknownMember { .. } => Some(ErrorCode::UnknownMember),
-        M::FencedMemberEpoch { .. } => Some(ErrorCode::FencedMemberEpoch),
+        // A commit of a partition the member no longer owns: its view is
+        // stale, as with a fenced epoch.
+        M::FencedMemberEpoch { .. } | M::NotPartitionOwner { .. } => {
+            Some(ErrorCode::FencedMemberEpoch)
+        }
         M::GroupNotEmpty(_) => Some(ErrorCode::GroupNotEmpty),
         _ => None,
     }

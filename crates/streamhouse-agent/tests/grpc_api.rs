@@ -278,14 +278,24 @@ async fn idempotent_retries_get_their_original_offsets() {
         fenced.results[0].batches[0].error,
         ErrorCode::ProducerFenced as i32
     );
-    let err = c
-        .init_producer_id(pb::InitProducerIdRequest {
-            producer_id: Some(id.producer_id),
-            producer_epoch: Some(id.producer_epoch),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    // The same bump again (its answer was lost) gets the bumped identity
+    // (KIP-360), not a fenced producer.
+    let old = pb::InitProducerIdRequest {
+        producer_id: Some(id.producer_id),
+        producer_epoch: Some(id.producer_epoch),
+        ..Default::default()
+    };
+    let again = c.init_producer_id(old.clone()).await.unwrap().into_inner();
+    assert_eq!(again, bumped);
+    // Once the epoch moved on, the old one is fenced for good.
+    c.init_producer_id(pb::InitProducerIdRequest {
+        producer_id: Some(bumped.producer_id),
+        producer_epoch: Some(bumped.producer_epoch),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let err = c.init_producer_id(old).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     agent.shutdown().await.unwrap();
 }
@@ -398,5 +408,82 @@ async fn fetch_returns_committed_batches() {
     let r = wait.await.unwrap().unwrap().into_inner();
     assert_eq!(r.partitions[0].high_watermark, 7);
     assert!(!r.partitions[0].records.is_empty());
+    agent.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_partitions_owner_commits_its_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let (agent, mut c) = start(&dir).await;
+    create(&mut c, "own", 2).await;
+    let heartbeat = |member_id: &str, member_epoch: i32, owned: &[pb::TopicPartitionRef]| {
+        pb::GroupHeartbeatRequest {
+            group_id: "owners".into(),
+            member_id: member_id.into(),
+            member_epoch,
+            client_id: "test".into(),
+            subscribed_topics: vec!["own".into()],
+            owned: owned.to_vec(),
+            session_timeout_ms: 30_000,
+        }
+    };
+    let a = c
+        .group_heartbeat(heartbeat("", 0, &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a.assigned.len(), 2);
+    let b = c
+        .group_heartbeat(heartbeat("", 0, &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    // `a` gives one partition up, `b` takes it.
+    let a = c
+        .group_heartbeat(heartbeat(&a.member_id, a.member_epoch, &a.assigned))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a.assigned.len(), 1);
+    let a = c
+        .group_heartbeat(heartbeat(&a.member_id, a.member_epoch, &a.assigned))
+        .await
+        .unwrap()
+        .into_inner();
+    let b = c
+        .group_heartbeat(heartbeat(&b.member_id, b.member_epoch, &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(b.assigned.len(), 1);
+    let commit = |p: &pb::TopicPartitionRef| pb::CommitOffsetsRequest {
+        group_id: "owners".into(),
+        member_id: Some(a.member_id.clone()),
+        member_epoch: a.member_epoch,
+        offsets: vec![pb::OffsetToCommit {
+            topic: p.topic.clone(),
+            partition: p.partition,
+            offset: 3,
+            metadata: None,
+        }],
+    };
+    let ok = c.commit_offsets(commit(&a.assigned[0])).await.unwrap();
+    assert_eq!(ok.into_inner().error, ErrorCode::None as i32);
+    let refused = c
+        .commit_offsets(commit(&b.assigned[0]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        refused.error,
+        ErrorCode::FencedMemberEpoch as i32,
+        "{}",
+        refused.message
+    );
+    assert!(
+        refused.message.contains("does not own"),
+        "{}",
+        refused.message
+    );
     agent.shutdown().await.unwrap();
 }
