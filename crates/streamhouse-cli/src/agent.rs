@@ -171,6 +171,7 @@ impl Args {
                 compaction_interval: Duration::from_secs(self.compaction_interval_s.max(1)),
                 compaction_target_bytes: self.compaction_target_bytes,
                 key_compaction_interval: Duration::from_secs(self.key_compaction_interval_s.max(1)),
+                ..JobsConfig::default()
             },
             limits: RequestLimits {
                 max_request_bytes: self.max_request_bytes,
