@@ -116,6 +116,16 @@ fn spawn(stores: &Stores, advertise: SocketAddr) -> (Child, SocketAddr) {
             "--transaction-check-ms",
             "200",
             "--unsafe-no-fsync",
+            // Background jobs at their most eager, so merges and object
+            // collection race the faults too.
+            "--compaction-interval-s",
+            "1",
+            "--compaction-target-bytes",
+            "262144",
+            "--gc-interval-s",
+            "1",
+            "--gc-grace-s",
+            "1",
         ])
         .args(&stores.args)
         .env("STREAMHOUSE_LOG", "error")

@@ -134,6 +134,8 @@ impl Run {
         }
         heal(&mut cluster);
         eprintln!("faults/{}: faults stopped, finishing the load", self.name);
+        // Agent 0 may be a new process now: reach its current address.
+        let admin = Admin::connect(cluster.direct()).await.unwrap();
 
         let mut stuck = Vec::new();
         if !workload.stop_producers(Duration::from_secs(120)).await {
@@ -156,6 +158,18 @@ impl Run {
             logs: cluster.read_logs(TOPIC, PARTITIONS).await,
             committed,
         };
+        let stored: usize = observed
+            .logs
+            .values()
+            .flat_map(|l| &l.batches)
+            .map(|b| b.records.len())
+            .sum();
+        self.figures
+            .operation("final_log_records_checked", stored as u64);
+        self.figures.operation(
+            "final_read_committed_records_checked",
+            observed.committed.len() as u64,
+        );
         let mut history = ctx.history.lock().unwrap();
         history
             .observed
