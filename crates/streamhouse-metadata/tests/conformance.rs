@@ -1384,7 +1384,7 @@ async fn objects_are_claimed_only_unreferenced_and_claims_fence_commits(b: &Back
     ];
     assert_eq!(
         s.claim_objects(&listed).await.unwrap(),
-        [stalled.object_key.clone()],
+        std::slice::from_ref(&stalled.object_key),
         "a referenced object is never claimed"
     );
     // The stalled commit arrives after the claim: it fails, and nothing of
@@ -1399,7 +1399,7 @@ async fn objects_are_claimed_only_unreferenced_and_claims_fence_commits(b: &Back
     assert!(s.commit_object(&stalled).await.is_err());
     assert_eq!(
         s.claim_objects(&listed[1..]).await.unwrap(),
-        [stalled.object_key.clone()]
+        std::slice::from_ref(&stalled.object_key)
     );
     assert_eq!(s.partition_state(t.id, 0).await.unwrap().next_offset, 10);
     // A committed object is claimed once retention dropped its segments,
@@ -1410,7 +1410,7 @@ async fn objects_are_claimed_only_unreferenced_and_claims_fence_commits(b: &Back
         .unwrap();
     assert_eq!(
         s.claim_objects(&listed[..1]).await.unwrap(),
-        [live.object_key.clone()]
+        std::slice::from_ref(&live.object_key)
     );
     s.forget_objects(std::slice::from_ref(&live.object_key))
         .await
