@@ -123,10 +123,13 @@ impl Cluster {
             let mut log = PartitionLog::default();
             let mut at = 0;
             loop {
-                let r = reader
-                    .read(topic, p, at, 1 << 20)
-                    .await
-                    .unwrap_or_else(|e| panic!("reading {topic}/{p} at {at}: {e}"));
+                let r = match reader.read(topic, p, at, 1 << 20).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        log.unreadable = Some((at, error_chain(&e)));
+                        break;
+                    }
+                };
                 log.log_start = r.log_start_offset;
                 log.high_watermark = r.next_offset;
                 if r.batches.is_empty() {
@@ -170,4 +173,15 @@ async fn start_agents(n: usize, seed: u64, stores: &Stores, figures: &Arc<Figure
         agents.push(Agent::start(name, seed.wrapping_add(i as u64), stores, figures.clone()).await);
     }
     agents
+}
+
+/// An error with its sources, on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
 }

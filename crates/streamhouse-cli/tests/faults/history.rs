@@ -67,6 +67,8 @@ pub struct PartitionLog {
     pub log_start: i64,
     pub high_watermark: i64,
     pub batches: Vec<LogBatch>,
+    /// Where reading stopped on an error, and the error.
+    pub unreadable: Option<(i64, String)>,
 }
 
 /// What the final reads saw.
@@ -120,10 +122,19 @@ pub enum Violation {
         visible: usize,
         of: usize,
     },
+    /// The same partition held by two members; `at` when the second got
+    /// it (times since the run started).
     SharedOwnership {
         tp: Tp,
         members: Vec<String>,
         at: Duration,
+    },
+    /// The log cannot be read at this offset (e.g. an object it
+    /// references is gone).
+    Unreadable {
+        tp: Tp,
+        offset: i64,
+        error: String,
     },
     Stuck {
         what: String,
@@ -142,7 +153,15 @@ impl History {
         let mut violations = self.observed.clone();
         let mut stored: HashMap<&str, Vec<(Tp, i64)>> = HashMap::new();
         for (tp, log) in &seen.logs {
-            check_dense(tp, log, &mut violations);
+            if let Some((offset, error)) = &log.unreadable {
+                violations.push(Violation::Unreadable {
+                    tp: tp.clone(),
+                    offset: *offset,
+                    error: error.clone(),
+                });
+            } else {
+                check_dense(tp, log, &mut violations);
+            }
             for b in log.batches.iter().filter(|b| !b.control) {
                 for (offset, value) in &b.records {
                     stored
@@ -236,7 +255,10 @@ impl History {
                     if b.from < a_end && b.member != a.member {
                         violations.push(Violation::SharedOwnership {
                             tp: tp.clone(),
-                            members: vec![a.member.clone(), b.member.clone()],
+                            members: vec![
+                                format!("{} from {:?} to {:?}", a.member, a.from, a.to),
+                                format!("{} from {:?} to {:?}", b.member, b.from, b.to),
+                            ],
                             at: b.from,
                         });
                     }
@@ -364,6 +386,7 @@ mod tests {
                 batch(4, 4, false, &[(4, "x")]),
                 batch(5, 5, true, &[]),
             ],
+            unreadable: None,
         };
         let observed = Observed {
             logs: [(tp(0), log)].into_iter().collect(),
@@ -493,6 +516,24 @@ mod tests {
     }
 
     #[test]
+    fn an_unreadable_log_is_found() {
+        let (h, mut o) = clean();
+        let log = o.logs.get_mut(&tp(0)).unwrap();
+        log.batches.truncate(1);
+        log.unreadable = Some((2, "object gone".into()));
+        o.committed.truncate(2);
+        let v = h.check(&o);
+        assert!(
+            v.contains(&Violation::Unreadable {
+                tp: tp(0),
+                offset: 2,
+                error: "object gone".into()
+            }),
+            "{v:?}"
+        );
+    }
+
+    #[test]
     fn two_owners_at_once_are_found() {
         let (mut h, o) = clean();
         let span = |member: &str, from, to: Option<u64>| Ownership {
@@ -509,7 +550,10 @@ mod tests {
             v,
             vec![Violation::SharedOwnership {
                 tp: tp(0),
-                members: vec!["m2".into(), "m3".into()],
+                members: vec![
+                    "m2 from 100ms to None".into(),
+                    "m3 from 150ms to Some(160ms)".into()
+                ],
                 at: Duration::from_millis(150),
             }]
         );
