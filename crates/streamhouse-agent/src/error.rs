@@ -21,6 +21,18 @@ pub enum Error {
     Storage(#[from] streamhouse_storage::Error),
     #[error("gRPC server failed")]
     Server(#[source] tonic::transport::Error),
+    /// A Kafka request or response that does not code.
+    #[error("Kafka protocol: {what}")]
+    KafkaProtocol {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A Kafka client broke the framing rules; its connection is closed.
+    #[error("Kafka connection: {0}")]
+    KafkaConnection(String),
+    #[error("Kafka connection I/O failed")]
+    KafkaIo(#[source] std::io::Error),
 }
 
 /// Result with the agent [`Error`].

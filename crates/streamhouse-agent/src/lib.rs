@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 
 mod error;
 mod jobs;
+mod kafka;
 mod produce;
 mod service;
 mod transactions;
@@ -77,6 +78,17 @@ pub struct AgentConfig {
     /// objects): faster, but a power loss can lose acknowledged records.
     /// PostgreSQL and S3 are unaffected. Default: false (durable).
     pub unsafe_no_fsync: bool,
+    /// Address of the Kafka protocol listener; port 0 picks one. Default:
+    /// off (`streamhouse agent` listens on 127.0.0.1:9092).
+    pub kafka_listen: Option<SocketAddr>,
+    /// `host:port` Kafka clients are told to connect to. Default: the bound
+    /// Kafka address.
+    pub kafka_advertise: Option<String>,
+    /// Create a topic a Kafka Metadata request names when it does not exist
+    /// and the client allows it. Default: true.
+    pub kafka_auto_create_topics: bool,
+    /// Partitions of a topic created that way. Default: 1.
+    pub kafka_default_partitions: u32,
 }
 
 impl Default for AgentConfig {
@@ -100,6 +112,10 @@ impl Default for AgentConfig {
             jobs: JobsConfig::default(),
             metrics_listen: None,
             unsafe_no_fsync: false,
+            kafka_listen: None,
+            kafka_advertise: None,
+            kafka_auto_create_topics: true,
+            kafka_default_partitions: 1,
         }
     }
 }
@@ -110,6 +126,7 @@ pub struct Agent;
 /// A started agent.
 pub struct RunningAgent {
     addr: SocketAddr,
+    kafka_addr: Option<SocketAddr>,
     agent_id: String,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<()>>,
@@ -178,6 +195,26 @@ impl Agent {
             .agent_id
             .clone()
             .unwrap_or_else(|| ulid::Ulid::new().to_string());
+        if config.kafka_default_partitions == 0 {
+            return Err(Error::Config(
+                "the Kafka default partition count must be at least 1".into(),
+            ));
+        }
+        let kafka_listener = match config.kafka_listen {
+            None => None,
+            Some(listen) => {
+                let bind_error = |source| Error::Bind {
+                    address: listen.to_string(),
+                    source,
+                };
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .map_err(bind_error)?;
+                let bound = listener.local_addr().map_err(bind_error)?;
+                Some((listener, bound))
+            }
+        };
+        let kafka_addr = kafka_listener.as_ref().map(|(_, bound)| *bound);
         metadata
             .register_agent(AgentRegistration {
                 agent_id: agent_id.clone(),
@@ -187,6 +224,12 @@ impl Agent {
                     .clone()
                     .unwrap_or_else(|| addr.to_string()),
                 zone: config.zone.clone(),
+                kafka_address: kafka_addr.map(|bound| {
+                    config
+                        .kafka_advertise
+                        .clone()
+                        .unwrap_or_else(|| bound.to_string())
+                }),
             })
             .await?;
         let shutting_down = Arc::new(AtomicBool::new(false));
@@ -201,6 +244,22 @@ impl Agent {
             commits: pipeline.commits(),
             store: store.clone(),
         };
+        let (kafka_stop, kafka_stopped) = tokio::sync::watch::channel(false);
+        let kafka_task = kafka_listener.map(|(listener, _)| {
+            let broker = Arc::new(kafka::Broker {
+                metadata: metadata.clone(),
+                pipeline: pipeline.clone(),
+                reader: service.reader.clone(),
+                commits: pipeline.commits(),
+                limits: config.limits.clone(),
+                agent_ttl: config.agent_ttl,
+                group: config.group.clone(),
+                shutting_down: shutting_down.clone(),
+                auto_create_topics: config.kafka_auto_create_topics,
+                default_partitions: config.kafka_default_partitions,
+            });
+            tokio::spawn(kafka::serve(listener, broker, kafka_stopped))
+        });
         let server = StreamHouseServer::new(service)
             .max_decoding_message_size(config.limits.max_request_bytes)
             .max_encoding_message_size(config.limits.max_fetch_bytes + (1 << 20));
@@ -235,7 +294,7 @@ impl Agent {
             background.push(tokio::spawn(jobs.clone().run(job, every)));
         }
         background.push(tokio::spawn(group_gauges(metadata.clone())));
-        tracing::info!(%agent_id, %addr, group = %config.group, "agent started");
+        tracing::info!(%agent_id, %addr, kafka = ?kafka_addr, group = %config.group, "agent started");
         let id = agent_id.clone();
         let task = tokio::spawn(async move {
             let incoming = tokio_stream_listener(listener);
@@ -252,6 +311,7 @@ impl Agent {
                     // buffered now, so in-flight produce requests get their
                     // answers while the server drains.
                     shutting_down.store(true, Ordering::Relaxed);
+                    let _ = kafka_stop.send(true);
                     flushed = Some(tokio::spawn(async move { closing.close().await }));
                 })
                 .await;
@@ -259,6 +319,9 @@ impl Agent {
                 let _ = flushed.await;
             }
             pipeline.close().await;
+            if let Some(kafka) = kafka_task {
+                kafka.abort();
+            }
             for task in &background {
                 task.abort();
             }
@@ -270,6 +333,7 @@ impl Agent {
         });
         Ok(RunningAgent {
             addr,
+            kafka_addr,
             agent_id,
             stop: Some(stop),
             task,
@@ -357,6 +421,11 @@ impl RunningAgent {
         self.addr
     }
 
+    /// The address the Kafka listener is bound to, if it is on.
+    pub fn kafka_addr(&self) -> Option<SocketAddr> {
+        self.kafka_addr
+    }
+
     /// The agent's id in the metadata store.
     pub fn agent_id(&self) -> &str {
         &self.agent_id
@@ -379,11 +448,15 @@ impl RunningAgent {
 /// down gracefully. This is what `streamhouse agent` runs.
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
     let agent = Agent::start(config).await?;
+    // The first line ends with the gRPC address: scripts read it.
     println!(
         "streamhouse agent {} listening on {}",
         agent.agent_id(),
         agent.local_addr()
     );
+    if let Some(kafka) = agent.kafka_addr() {
+        println!("Kafka clients: bootstrap.servers={kafka}");
+    }
     shutdown.await;
     tracing::info!("shutting down: finishing requests and flushing");
     agent.shutdown().await

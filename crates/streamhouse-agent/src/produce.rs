@@ -16,7 +16,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use streamhouse_core::{Compression, batches};
 use streamhouse_proto::ErrorCode;
-use streamhouse_storage::{Appended, BatchValidator, ValidBatch, WritePipeline};
+use streamhouse_storage::{Appended, Appending, BatchValidator, ValidBatch, WritePipeline};
 
 use crate::error::{describe, error_code};
 
@@ -59,6 +59,23 @@ pub(crate) async fn produce(
     pipeline: &Arc<WritePipeline>,
     inputs: &[PartitionInput<'_>],
 ) -> Vec<PartitionOutcome> {
+    submit(pipeline, inputs).await.committed().await
+}
+
+/// A request's batches handed to the pipeline (or refused), in request
+/// order, their commits not yet awaited.
+pub(crate) struct Submitted(
+    Vec<Result<Vec<streamhouse_storage::Result<Appending>>, PartitionOutcome>>,
+);
+
+/// Validates every partition of a request and submits the valid batches to
+/// the pipeline in request order; [`Submitted::committed`] awaits their
+/// commits. Requests submitted one after the other keep their order in the
+/// pipeline, whenever their commits are awaited.
+pub(crate) async fn submit(
+    pipeline: &Arc<WritePipeline>,
+    inputs: &[PartitionInput<'_>],
+) -> Submitted {
     // Start every partition's validation before waiting for any.
     let mut checks = Vec::with_capacity(inputs.len());
     for input in inputs {
@@ -87,23 +104,31 @@ pub(crate) async fn produce(
             }
         });
     }
-    let mut out = Vec::with_capacity(submitted.len());
-    for entry in submitted {
-        out.push(match entry {
-            Err(refused) => refused,
-            Ok(appends) => {
-                let mut results = Vec::with_capacity(appends.len());
-                for submitted in appends {
-                    results.push(match submitted {
-                        Ok(appending) => appending.await.map_err(BatchFailure::from),
-                        Err(e) => Err(e.into()),
-                    });
+    Submitted(submitted)
+}
+
+impl Submitted {
+    /// Waits for every submitted batch's commit: one outcome per partition,
+    /// in request order.
+    pub(crate) async fn committed(self) -> Vec<PartitionOutcome> {
+        let mut out = Vec::with_capacity(self.0.len());
+        for entry in self.0 {
+            out.push(match entry {
+                Err(refused) => refused,
+                Ok(appends) => {
+                    let mut results = Vec::with_capacity(appends.len());
+                    for submitted in appends {
+                        results.push(match submitted {
+                            Ok(appending) => appending.await.map_err(BatchFailure::from),
+                            Err(e) => Err(e.into()),
+                        });
+                    }
+                    PartitionOutcome::Batches(results)
                 }
-                PartitionOutcome::Batches(results)
-            }
-        });
+            });
+        }
+        out
     }
-    out
 }
 
 /// The partition's valid batches, or what to answer instead.

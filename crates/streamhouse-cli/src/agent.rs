@@ -8,8 +8,8 @@ use streamhouse_storage::{PipelineConfig, ReaderConfig, S3Options};
 
 use crate::BoxError;
 
-/// Run an agent: a stateless gRPC server that writes to object storage and
-/// commits offsets in the metadata store. With no flags it uses the
+/// Run an agent: a stateless gRPC and Kafka protocol server that writes to
+/// object storage and commits offsets in the metadata store. With no flags it uses the
 /// embedded defaults under ./streamhouse-data. SIGINT or SIGTERM shuts it
 /// down gracefully (in-flight requests finish, buffered records are
 /// committed).
@@ -124,6 +124,49 @@ pub struct Args {
     /// Heartbeat interval, in milliseconds.
     #[arg(long, env = "STREAMHOUSE_HEARTBEAT_MS", default_value_t = 1000)]
     heartbeat_ms: u64,
+    /// Address of the Kafka protocol listener (port 0 picks a free port),
+    /// or `off`.
+    #[arg(
+        long,
+        env = "STREAMHOUSE_KAFKA_LISTEN",
+        default_value = "127.0.0.1:9092"
+    )]
+    kafka_listen: KafkaListen,
+    /// Address Kafka clients should connect to, as given to them in
+    /// Metadata answers [default: the Kafka listen address].
+    #[arg(long, env = "STREAMHOUSE_KAFKA_ADVERTISE")]
+    kafka_advertise: Option<String>,
+    /// Create topics that Kafka clients ask metadata for and that do not
+    /// exist, when the client allows it (true or false).
+    #[arg(
+        long,
+        env = "STREAMHOUSE_KAFKA_AUTO_CREATE_TOPICS",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    kafka_auto_create_topics: bool,
+    /// Partitions of topics created that way.
+    #[arg(
+        long,
+        env = "STREAMHOUSE_KAFKA_DEFAULT_PARTITIONS",
+        default_value_t = 1
+    )]
+    kafka_default_partitions: u32,
+}
+
+/// `--kafka-listen`: an address, or `off`.
+#[derive(Clone, Copy, Debug)]
+struct KafkaListen(Option<SocketAddr>);
+
+impl std::str::FromStr for KafkaListen {
+    type Err = std::net::AddrParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(KafkaListen(None));
+        }
+        s.parse().map(|a| KafkaListen(Some(a)))
+    }
 }
 
 impl Args {
@@ -164,6 +207,10 @@ impl Args {
             },
             metrics_listen: self.metrics_listen,
             unsafe_no_fsync: self.unsafe_no_fsync,
+            kafka_listen: self.kafka_listen.0,
+            kafka_advertise: self.kafka_advertise.clone(),
+            kafka_auto_create_topics: self.kafka_auto_create_topics,
+            kafka_default_partitions: self.kafka_default_partitions,
             jobs: JobsConfig {
                 retention_interval: Duration::from_secs(self.retention_interval_s.max(1)),
                 gc_interval: Duration::from_secs(self.gc_interval_s.max(1)),

@@ -35,6 +35,8 @@ impl AgentProcess {
                 &flush_ms.to_string(),
                 "--heartbeat-ms",
                 "200",
+                "--kafka-listen",
+                "127.0.0.1:0",
             ])
             .args(extra)
             .env("STREAMHOUSE_LOG", "warn")

@@ -44,6 +44,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0008_object_gc_claims.sql",
         include_str!("../migrations/postgres/0008_object_gc_claims.sql"),
     ),
+    (
+        "0009_agent_node_ids.sql",
+        include_str!("../migrations/postgres/0009_agent_node_ids.sql"),
+    ),
 ];
 
 impl PostgresMetadataStore {

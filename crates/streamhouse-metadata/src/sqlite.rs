@@ -47,6 +47,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0008_object_gc_claims.sql",
         include_str!("../migrations/sqlite/0008_object_gc_claims.sql"),
     ),
+    (
+        "0009_agent_node_ids.sql",
+        include_str!("../migrations/sqlite/0009_agent_node_ids.sql"),
+    ),
 ];
 
 impl SqliteMetadataStore {

@@ -277,6 +277,9 @@ pub struct AgentRegistration {
     /// Address clients connect to, `host:port`.
     pub address: String,
     pub zone: Option<String>,
+    /// Address Kafka clients connect to, `host:port`; `None` when the agent
+    /// has no Kafka listener.
+    pub kafka_address: Option<String>,
 }
 
 /// A registered agent, with its heartbeat age measured by the store's clock.
@@ -290,6 +293,11 @@ pub struct AgentInfo {
     pub last_heartbeat_ms: i64,
     /// Time since the last heartbeat, by the metadata store's clock.
     pub heartbeat_age: Duration,
+    /// Stable node id of the agent id (its Kafka broker id), assigned on
+    /// first registration and kept for later registrations of the same id.
+    pub node_id: i32,
+    /// Address Kafka clients connect to, if the agent listens for them.
+    pub kafka_address: Option<String>,
 }
 
 impl AgentInfo {

@@ -105,6 +105,8 @@ fn spawn(stores: &Stores, advertise: SocketAddr) -> (Child, SocketAddr) {
             "agent",
             "--listen",
             "127.0.0.1:0",
+            "--kafka-listen",
+            "127.0.0.1:0",
             "--advertise",
             &advertise.to_string(),
             "--flush-interval-ms",

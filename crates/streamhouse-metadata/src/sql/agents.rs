@@ -1,4 +1,6 @@
-//! [`AgentStore`] on SQL: the agent registry.
+//! [`AgentStore`] on SQL: the agent registry. Each agent id gets a stable
+//! node id (its Kafka broker id) on first registration, in `agent_nodes`,
+//! which deregistration keeps.
 
 use std::time::Duration;
 
@@ -39,10 +41,11 @@ where
         }
         let mut tx = self.begin_write().await?;
         sqlx::query(sql::<DB>(
-            "INSERT INTO agents (agent_id, agent_group, address, zone, started_at_ms, \
-             heartbeat_at_ms) VALUES ($1, $2, $3, $4, {now}, {now}) \
+            "INSERT INTO agents (agent_id, agent_group, address, zone, kafka_address, \
+             started_at_ms, heartbeat_at_ms) VALUES ($1, $2, $3, $4, $5, {now}, {now}) \
              ON CONFLICT (agent_id) DO UPDATE SET agent_group = excluded.agent_group, \
              address = excluded.address, zone = excluded.zone, \
+             kafka_address = excluded.kafka_address, \
              started_at_ms = excluded.started_at_ms, \
              heartbeat_at_ms = excluded.heartbeat_at_ms",
         ))
@@ -50,9 +53,17 @@ where
         .bind(&agent.group)
         .bind(&agent.address)
         .bind(&agent.zone)
+        .bind(&agent.kafka_address)
         .execute(&mut *tx)
         .await
         .map_err(Error::db("registering agent"))?;
+        sqlx::query(
+            "INSERT INTO agent_nodes (agent_id) VALUES ($1) ON CONFLICT (agent_id) DO NOTHING",
+        )
+        .bind(&agent.agent_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(Error::db("assigning the agent's node id"))?;
         tx.commit().await.map_err(Error::db("registering agent"))
     }
 
@@ -83,25 +94,33 @@ where
 
     async fn list_agents(&self, group: Option<&str>) -> Result<Vec<AgentInfo>> {
         let rows = sqlx::query(sql::<DB>(
-            "SELECT agent_id, agent_group, address, zone, started_at_ms, heartbeat_at_ms, \
-             {now} - heartbeat_at_ms FROM agents WHERE $1 IS NULL OR agent_group = $1 \
-             ORDER BY agent_id",
+            "SELECT a.agent_id, a.agent_group, a.address, a.zone, a.started_at_ms, \
+             a.heartbeat_at_ms, {now} - a.heartbeat_at_ms, n.node_id, a.kafka_address \
+             FROM agents a JOIN agent_nodes n ON n.agent_id = a.agent_id \
+             WHERE $1 IS NULL OR a.agent_group = $1 ORDER BY a.agent_id",
         ))
         .bind(group)
         .fetch_all(&self.read)
         .await
         .map_err(Error::db("listing agents"))?;
-        Ok(rows
-            .into_iter()
-            .map(|row| AgentInfo {
-                agent_id: row.get(0),
-                group: row.get(1),
-                address: row.get(2),
-                zone: row.get(3),
-                started_at_ms: row.get(4),
-                last_heartbeat_ms: row.get(5),
-                heartbeat_age: Duration::from_millis(row.get::<i64, _>(6).max(0) as u64),
+        rows.into_iter()
+            .map(|row| {
+                let node_id: i64 = row.get(7);
+                Ok(AgentInfo {
+                    agent_id: row.get(0),
+                    group: row.get(1),
+                    address: row.get(2),
+                    zone: row.get(3),
+                    started_at_ms: row.get(4),
+                    last_heartbeat_ms: row.get(5),
+                    heartbeat_age: Duration::from_millis(row.get::<i64, _>(6).max(0) as u64),
+                    node_id: i32::try_from(node_id).map_err(|_| Error::InvalidArgument {
+                        field: "agent node id",
+                        reason: format!("{node_id} does not fit in 32 bits"),
+                    })?,
+                    kafka_address: row.get(8),
+                })
             })
-            .collect())
+            .collect()
     }
 }

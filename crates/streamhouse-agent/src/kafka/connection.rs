@@ -1,0 +1,119 @@
+//! Kafka connections: accepting them, reading size-prefixed request
+//! frames, and writing the answers in request order while later requests
+//! are already being handled (pipelining).
+//!
+//! ```text
+//! socket ─read frame─▶ dispatch::request ─spawn─▶ answer task ┐
+//!        ◀─write in order── writer (awaits the tasks FIFO) ◀──┘
+//! ```
+//!
+//! A frame whose size is negative, too small for a request header, or over
+//! the agent's largest request closes the connection, as do an unknown API
+//! key and a body that does not decode; other connections are unaffected.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::Broker;
+use super::dispatch;
+use crate::error::{Error, Result};
+
+/// Requests of one connection handled at the same time, answered in order.
+const MAX_IN_FLIGHT: usize = 64;
+/// Smallest request: API key, version and correlation id.
+const MIN_FRAME: usize = 8;
+
+/// Accepts Kafka connections on `listener` until `stop` changes, then
+/// serves the open ones until the task is aborted.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let broker = broker.clone();
+                    connections.spawn(async move {
+                        if let Err(e) = connection(stream, broker).await {
+                            tracing::debug!(%peer, error = %e, "Kafka connection closed");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a Kafka connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            },
+            _ = stop.changed() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+/// One answer, in the order of its request; `None` for a request that is
+/// not answered (produce with acks=0).
+type Answer = JoinHandle<Result<Option<Bytes>>>;
+
+async fn connection(stream: TcpStream, broker: Arc<Broker>) -> Result<()> {
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Answer>(MAX_IN_FLIGHT);
+    let writer = tokio::spawn(async move {
+        while let Some(answer) = rx.recv().await {
+            let frame = answer
+                .await
+                .map_err(|e| Error::KafkaConnection(format!("request handler failed: {e}")))??;
+            if let Some(frame) = frame {
+                wr.write_all(&frame).await.map_err(Error::KafkaIo)?;
+            }
+        }
+        wr.shutdown().await.map_err(Error::KafkaIo)
+    });
+    let read = read_requests(&mut rd, &broker, &tx).await;
+    // The requests read so far are still answered, then the socket closes.
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| Error::KafkaConnection(format!("writer failed: {e}")))?;
+    read.and(written)
+}
+
+async fn read_requests(
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    broker: &Arc<Broker>,
+    answers: &mpsc::Sender<Answer>,
+) -> Result<()> {
+    let max = broker.limits.max_request_bytes;
+    loop {
+        let size = match rd.read_i32().await {
+            Ok(size) => size,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(Error::KafkaIo(e)),
+        };
+        let size = usize::try_from(size)
+            .ok()
+            .filter(|&s| (MIN_FRAME..=max).contains(&s))
+            .ok_or_else(|| {
+                Error::KafkaConnection(format!(
+                    "request frame of {size} bytes (allowed: {MIN_FRAME} to {max})"
+                ))
+            })?;
+        let mut frame = BytesMut::zeroed(size);
+        rd.read_exact(&mut frame).await.map_err(Error::KafkaIo)?;
+        let answer = dispatch::request(broker, frame.freeze()).await?;
+        if answers.send(tokio::spawn(answer)).await.is_err() {
+            // The writer stopped: the socket is gone.
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! From a request frame to the future of its answer: the header, the API
+//! key and version, the body decoded by `kafka-protocol`, the handler, and
+//! the answer encoded at the request's version.
+//!
+//! A version inside the codec's range but outside ours is answered with
+//! UNSUPPORTED_VERSION in the API's own response (ApiVersions answers at
+//! v0, as Kafka does, so that any client can read it); a frame that cannot
+//! be decoded (unknown API key, a version no Kafka release defines, a
+//! malformed body) is an error that closes the connection.
+
+use std::future::Future;
+use std::ops::RangeInclusive;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, Message};
+
+use super::{Broker, api_versions, fetch, init_producer_id, list_offsets, metadata, produce};
+use crate::error::{Error, Result};
+
+/// The answer to one request: its encoded frame, or `None` when the
+/// request is not answered (produce with acks=0).
+pub(super) type Reply = Pin<Box<dyn Future<Output = Result<Option<Bytes>>> + Send>>;
+
+const UNSUPPORTED_VERSION: i16 = ResponseError::UnsupportedVersion.code();
+
+/// Parses one request frame and starts handling it. Produce requests are
+/// submitted to the pipeline before this returns, so the requests of a
+/// connection reach the pipeline in the order they were sent; everything
+/// else happens in the returned future.
+pub(super) async fn request(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply> {
+    let api_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api = ApiKey::try_from(api_key)
+        .map_err(|()| Error::KafkaConnection(format!("unknown API key {api_key}")))?;
+    metrics::counter!("streamhouse_kafka_requests_total", "api" => format!("{api:?}")).increment(1);
+    if api == ApiKey::ApiVersions && !api_versions::VERSIONS.contains(&version) {
+        // The body may be of a version we cannot parse: answer at v0.
+        let body = api_versions::unsupported();
+        return done(api, 0, correlation_id, &body);
+    }
+    let mut body = frame;
+    RequestHeader::decode(&mut body, api.request_header_version(version))
+        .map_err(codec("request header"))?;
+    let b = broker.clone();
+    match api {
+        ApiKey::ApiVersions => {
+            let _: kafka_protocol::messages::ApiVersionsRequest = decode(&mut body, version)?;
+            done(api, version, correlation_id, &api_versions::supported())
+        }
+        ApiKey::Metadata => {
+            let r = decode(&mut body, version)?;
+            if !metadata::VERSIONS.contains(&version) {
+                return done(
+                    api,
+                    version,
+                    correlation_id,
+                    &metadata::refuse(UNSUPPORTED_VERSION),
+                );
+            }
+            Ok(reply(api, version, correlation_id, async move {
+                metadata::handle(&b, r, version).await
+            }))
+        }
+        ApiKey::Produce => {
+            let r: kafka_protocol::messages::ProduceRequest = decode(&mut body, version)?;
+            let acks = r.acks;
+            if !produce::VERSIONS.contains(&version) {
+                let refused = produce::refuse(&r, UNSUPPORTED_VERSION);
+                return if acks == 0 {
+                    Ok(Box::pin(async { Ok(None) }))
+                } else {
+                    done(api, version, correlation_id, &refused)
+                };
+            }
+            let committed = produce::submit(&b, r).await;
+            Ok(Box::pin(async move {
+                let response = committed.answer().await;
+                if acks == 0 {
+                    return Ok(None);
+                }
+                encode(api, version, correlation_id, &response).map(Some)
+            }))
+        }
+        ApiKey::Fetch => {
+            let r = decode(&mut body, version)?;
+            if !fetch::VERSIONS.contains(&version) {
+                return done(
+                    api,
+                    version,
+                    correlation_id,
+                    &fetch::refuse(UNSUPPORTED_VERSION),
+                );
+            }
+            Ok(reply(api, version, correlation_id, async move {
+                fetch::handle(&b, r, version).await
+            }))
+        }
+        ApiKey::ListOffsets => {
+            let r = decode(&mut body, version)?;
+            if !list_offsets::VERSIONS.contains(&version) {
+                let refused = list_offsets::refuse(&r, UNSUPPORTED_VERSION);
+                return done(api, version, correlation_id, &refused);
+            }
+            Ok(reply(api, version, correlation_id, async move {
+                list_offsets::handle(&b, r, version).await
+            }))
+        }
+        ApiKey::InitProducerId => {
+            let r = decode(&mut body, version)?;
+            if !init_producer_id::VERSIONS.contains(&version) {
+                let refused = init_producer_id::refuse(UNSUPPORTED_VERSION);
+                return done(api, version, correlation_id, &refused);
+            }
+            Ok(reply(api, version, correlation_id, async move {
+                init_producer_id::handle(&b, r).await
+            }))
+        }
+        other => Err(Error::KafkaConnection(format!(
+            "API {other:?} (key {api_key}) is not served"
+        ))),
+    }
+}
+
+/// Every API this listener serves, with the versions it serves.
+pub(super) const SERVED: &[(ApiKey, RangeInclusive<i16>)] = &[
+    (ApiKey::Produce, produce::VERSIONS),
+    (ApiKey::Fetch, fetch::VERSIONS),
+    (ApiKey::ListOffsets, list_offsets::VERSIONS),
+    (ApiKey::Metadata, metadata::VERSIONS),
+    (ApiKey::ApiVersions, api_versions::VERSIONS),
+    (ApiKey::InitProducerId, init_producer_id::VERSIONS),
+];
+
+fn codec<E>(what: &'static str) -> impl FnOnce(E) -> Error
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    move |e| Error::KafkaProtocol {
+        what: what.to_string(),
+        source: e.into(),
+    }
+}
+
+/// The request body at `version`; a version the codec does not know is an
+/// error (the body's layout is unknown).
+fn decode<R: Decodable + Message>(body: &mut Bytes, version: i16) -> Result<R> {
+    if version < R::VERSIONS.min || version > R::VERSIONS.max {
+        return Err(Error::KafkaConnection(format!(
+            "request version {version} is outside {}..={}",
+            R::VERSIONS.min,
+            R::VERSIONS.max
+        )));
+    }
+    R::decode(body, version).map_err(codec("request body"))
+}
+
+/// The frame of an answer: size, response header, body.
+fn encode<T: Encodable>(api: ApiKey, version: i16, correlation_id: i32, body: &T) -> Result<Bytes> {
+    let header_version = api.response_header_version(version);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let size = header
+        .compute_size(header_version)
+        .and_then(|h| Ok(h + body.compute_size(version)?))
+        .map_err(codec("response size"))?;
+    let mut buf = BytesMut::with_capacity(4 + size);
+    buf.put_i32(size as i32);
+    header
+        .encode(&mut buf, header_version)
+        .map_err(codec("response header"))?;
+    body.encode(&mut buf, version)
+        .map_err(codec("response body"))?;
+    Ok(buf.freeze())
+}
+
+fn done<T: Encodable>(api: ApiKey, version: i16, correlation_id: i32, body: &T) -> Result<Reply> {
+    let frame = encode(api, version, correlation_id, body)?;
+    Ok(Box::pin(async move { Ok(Some(frame)) }))
+}
+
+fn reply<T, F>(api: ApiKey, version: i16, correlation_id: i32, answer: F) -> Reply
+where
+    T: Encodable,
+    F: Future<Output = T> + Send + 'static,
+{
+    Box::pin(async move {
+        let body = answer.await;
+        encode(api, version, correlation_id, &body).map(Some)
+    })
+}

@@ -1,0 +1,81 @@
+//! Our error codes as Kafka error codes, in one place.
+
+use kafka_protocol::ResponseError;
+use streamhouse_proto::ErrorCode;
+
+/// The Kafka error code a client gets for `code`.
+pub(super) fn kafka_code(code: ErrorCode) -> i16 {
+    use ResponseError as K;
+    let k = match code {
+        ErrorCode::None => return 0,
+        ErrorCode::UnknownTopic | ErrorCode::UnknownPartition | ErrorCode::TopicDeleted => {
+            K::UnknownTopicOrPartition
+        }
+        ErrorCode::InvalidRecord => K::InvalidRecord,
+        ErrorCode::RecordTooLarge => K::MessageTooLarge,
+        ErrorCode::OutOfOrderSequence => K::OutOfOrderSequenceNumber,
+        // An idempotent producer whose epoch was bumped: Kafka answers
+        // produce requests of a stale epoch with INVALID_PRODUCER_EPOCH.
+        ErrorCode::ProducerFenced => K::InvalidProducerEpoch,
+        ErrorCode::UnknownProducer => K::UnknownProducerId,
+        ErrorCode::StorageUnavailable => K::KafkaStorageError,
+        ErrorCode::OffsetOutOfRange => K::OffsetOutOfRange,
+        // Retriable, and makes the client refresh its metadata and move on
+        // to another agent.
+        ErrorCode::AgentShuttingDown => K::NotLeaderOrFollower,
+        ErrorCode::Internal => K::UnknownServerError,
+        ErrorCode::UnknownMember => K::UnknownMemberId,
+        ErrorCode::FencedMemberEpoch => K::FencedMemberEpoch,
+        ErrorCode::GroupNotEmpty => K::NonEmptyGroup,
+        ErrorCode::InvalidTxnState => K::InvalidTxnState,
+        ErrorCode::CorruptBatch => K::CorruptMessage,
+        // Delivered before: idempotent Kafka producers take it as success.
+        ErrorCode::DuplicateSequence => K::DuplicateSequenceNumber,
+        // Retriable: an idempotent producer's retry is answered as a
+        // duplicate if the batch was written; as with a Kafka timeout, a
+        // retry of another producer may duplicate.
+        ErrorCode::OutcomeUnknown => K::RequestTimedOut,
+    };
+    k.code()
+}
+
+/// The Kafka error code of a storage error.
+pub(super) fn storage_code(e: &streamhouse_storage::Error) -> i16 {
+    kafka_code(crate::error::error_code(e))
+}
+
+/// The Kafka error code of a metadata error on a topic request.
+pub(super) fn metadata_code(e: &streamhouse_metadata::Error) -> i16 {
+    use streamhouse_metadata::Error as M;
+    match e {
+        M::TopicNotFound(_)
+        | M::TopicIdNotFound(_)
+        | M::PartitionNotFound { .. }
+        | M::PartitionIdNotFound { .. } => ResponseError::UnknownTopicOrPartition.code(),
+        M::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists.code(),
+        M::Invalid(_) => ResponseError::InvalidTopicException.code(),
+        M::InvalidConfig { .. } => ResponseError::InvalidConfig.code(),
+        M::InvalidArgument { .. } => ResponseError::InvalidRequest.code(),
+        M::UnknownProducer(_) => ResponseError::UnknownProducerId.code(),
+        M::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch.code(),
+        _ => ResponseError::UnknownServerError.code(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_match_kafka() {
+        assert_eq!(kafka_code(ErrorCode::None), 0);
+        assert_eq!(kafka_code(ErrorCode::UnknownTopic), 3);
+        assert_eq!(kafka_code(ErrorCode::OffsetOutOfRange), 1);
+        assert_eq!(kafka_code(ErrorCode::OutOfOrderSequence), 45);
+        assert_eq!(kafka_code(ErrorCode::DuplicateSequence), 46);
+        assert_eq!(kafka_code(ErrorCode::ProducerFenced), 47);
+        assert_eq!(kafka_code(ErrorCode::AgentShuttingDown), 6);
+        assert_eq!(kafka_code(ErrorCode::RecordTooLarge), 10);
+        assert_eq!(kafka_code(ErrorCode::Internal), -1);
+    }
+}

@@ -1,0 +1,193 @@
+//! Fetch: whole stored batches, byte for byte with their base offsets
+//! patched, from the [`Reader`](streamhouse_storage::Reader), starting with
+//! the batch that holds the fetch offset (the client skips the records
+//! before it). The answer waits up to `max_wait_ms` for `min_bytes`,
+//! woken by this agent's commits and polling for other agents'. Fetch
+//! sessions are not kept: every answer has session id 0, which tells the
+//! client to send full fetches.
+
+use std::ops::RangeInclusive;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
+use streamhouse_proto::ErrorCode;
+
+use super::Broker;
+use super::errors::{kafka_code, storage_code};
+use crate::error::bounded;
+
+/// Fetch versions served: record batch v2 (v4) up to v12, the last that
+/// names topics (v13+ names topic ids).
+pub(super) const VERSIONS: RangeInclusive<i16> = 4..=12;
+
+/// How often a waiting fetch looks for other agents' commits.
+const POLL: Duration = Duration::from_millis(5);
+
+/// A request refused as a whole (Fetch v7+ has a top-level error code).
+pub(super) fn refuse(code: i16) -> FetchResponse {
+    FetchResponse::default().with_error_code(code)
+}
+
+pub(super) async fn handle(broker: &Broker, request: FetchRequest, version: i16) -> FetchResponse {
+    let partitions: usize = request.topics.iter().map(|t| t.partitions.len()).sum();
+    let refusal = if partitions > broker.limits.max_partitions_per_request {
+        Some(ResponseError::InvalidRequest.code())
+    } else if broker.shutting_down.load(Ordering::Relaxed) {
+        Some(kafka_code(ErrorCode::AgentShuttingDown))
+    } else {
+        None
+    };
+    if let Some(code) = refusal {
+        return answer(
+            request
+                .topics
+                .iter()
+                .map(|t| {
+                    FetchableTopicResponse::default()
+                        .with_topic(t.topic.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| failed(p.partition, code))
+                                .collect(),
+                        )
+                })
+                .collect(),
+        );
+    }
+    let max_bytes = usize::try_from(request.max_bytes)
+        .unwrap_or(0)
+        .min(broker.limits.max_fetch_bytes);
+    let wait = Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0))
+        .min(broker.limits.max_fetch_wait);
+    let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
+    let committed = version >= 4 && request.isolation_level == 1;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut commits = broker.commits.clone();
+    loop {
+        commits.mark_unchanged();
+        let (topics, bytes, any_error) = fetch_once(broker, &request, max_bytes, committed).await;
+        if bytes >= min_bytes || any_error || tokio::time::Instant::now() >= deadline {
+            metrics::counter!("streamhouse_fetch_bytes_total").increment(bytes as u64);
+            return answer(topics);
+        }
+        tokio::select! {
+            _ = commits.changed() => {}
+            _ = tokio::time::sleep(POLL) => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+fn answer(topics: Vec<FetchableTopicResponse>) -> FetchResponse {
+    FetchResponse::default()
+        .with_session_id(0)
+        .with_responses(topics)
+}
+
+fn failed(partition: i32, code: i16) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(partition)
+        .with_error_code(code)
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_preferred_read_replica(BrokerId(-1))
+        .with_records(Some(Bytes::new()))
+}
+
+/// One pass over every partition: the answers, the record bytes they hold,
+/// and whether any partition failed.
+async fn fetch_once(
+    broker: &Broker,
+    request: &FetchRequest,
+    max_bytes: usize,
+    committed: bool,
+) -> (Vec<FetchableTopicResponse>, usize, bool) {
+    let mut budget = max_bytes;
+    let mut total = 0;
+    let mut any_error = false;
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for t in &request.topics {
+        let topic = t.topic.0.as_str();
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            let Ok(partition) = u32::try_from(p.partition) else {
+                any_error = true;
+                partitions.push(failed(
+                    p.partition,
+                    ResponseError::UnknownTopicOrPartition.code(),
+                ));
+                continue;
+            };
+            // Once the budget is spent, later partitions report offsets only
+            // (the reader returns at least one batch, which is dropped).
+            let limit = usize::try_from(p.partition_max_bytes)
+                .unwrap_or(0)
+                .min(budget);
+            let read = if committed {
+                broker
+                    .reader
+                    .read_committed(topic, partition, p.fetch_offset, limit.max(1))
+                    .await
+            } else {
+                broker
+                    .reader
+                    .read(topic, partition, p.fetch_offset, limit.max(1))
+                    .await
+            };
+            match read {
+                Ok(r) => {
+                    let mut records = Bytes::new();
+                    if !r.batches.is_empty() && (limit > 0 || total == 0) {
+                        let size: usize = r.batches.iter().map(Bytes::len).sum();
+                        let mut buf = BytesMut::with_capacity(size);
+                        for b in &r.batches {
+                            buf.extend_from_slice(b);
+                        }
+                        records = buf.freeze();
+                        budget = budget.saturating_sub(size);
+                        total += size;
+                    }
+                    let aborted = committed.then(|| {
+                        r.aborted
+                            .iter()
+                            .map(|a| {
+                                AbortedTransaction::default()
+                                    .with_producer_id(ProducerId(a.producer_id))
+                                    .with_first_offset(a.first_offset)
+                            })
+                            .collect()
+                    });
+                    partitions.push(
+                        PartitionData::default()
+                            .with_partition_index(p.partition)
+                            .with_high_watermark(r.next_offset)
+                            .with_last_stable_offset(r.last_stable_offset)
+                            .with_log_start_offset(r.log_start_offset)
+                            .with_aborted_transactions(aborted)
+                            .with_preferred_read_replica(BrokerId(-1))
+                            .with_records(Some(records)),
+                    );
+                }
+                Err(e) => {
+                    any_error = true;
+                    tracing::info!(topic = %bounded(topic), partition, error = %e, "Kafka fetch error");
+                    partitions.push(failed(p.partition, storage_code(&e)));
+                }
+            }
+        }
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(t.topic.clone())
+                .with_partitions(partitions),
+        );
+    }
+    (topics, total, any_error)
+}

@@ -1,0 +1,154 @@
+//! Metadata: the live brokers of the agent's group and the topics asked
+//! for (or all), each partition led by the broker [`brokers::leader`]
+//! picks. A named topic that does not exist is created with the default
+//! partition count when auto-creation is on and the client allows it.
+
+use std::collections::HashMap;
+use std::ops::RangeInclusive;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use streamhouse_metadata::{Topic, TopicConfig};
+
+use super::Broker;
+use super::brokers::{self, KafkaBroker};
+use super::errors::metadata_code;
+use crate::error::bounded;
+
+/// Metadata versions served (v13 only adds a top-level error code).
+pub(super) const VERSIONS: RangeInclusive<i16> = 0..=12;
+
+/// The cluster id every agent reports.
+const CLUSTER_ID: &str = "streamhouse";
+
+/// The answer to a request refused as a whole. Metadata below v13 has no
+/// top-level error code: it lists no brokers and no topics.
+pub(super) fn refuse(code: i16) -> MetadataResponse {
+    MetadataResponse::default().with_error_code(code)
+}
+
+pub(super) async fn handle(
+    broker: &Broker,
+    request: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
+    let brokers = match brokers::live(broker).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing brokers for Kafka metadata failed");
+            Vec::new()
+        }
+    };
+    // v0 has no null: an empty list means every topic. v4+ says whether
+    // the client allows creation; before v4 clients always allowed it.
+    let names: Option<Vec<String>> = match request.topics {
+        Some(t) if !(version == 0 && t.is_empty()) => Some(
+            t.into_iter()
+                .filter_map(|t| t.name.map(|n| n.0.to_string()))
+                .collect(),
+        ),
+        _ => None,
+    };
+    let may_create =
+        broker.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+    let mut topics = Vec::new();
+    match names {
+        None => match broker.metadata.list_topics().await {
+            Ok(all) => topics.extend(all.iter().map(|t| topic_entry(t, &brokers))),
+            Err(e) => tracing::warn!(error = %e, "listing topics for Kafka metadata failed"),
+        },
+        Some(names) => {
+            let mut seen = HashMap::new();
+            for name in names {
+                if seen.insert(name.clone(), ()).is_some() {
+                    continue;
+                }
+                topics.push(match find_or_create(broker, &name, may_create).await {
+                    Ok(t) => topic_entry(&t, &brokers),
+                    Err(code) => MetadataResponseTopic::default()
+                        .with_name(Some(TopicName(StrBytes::from_string(name))))
+                        .with_error_code(code),
+                });
+            }
+        }
+    }
+    MetadataResponse::default()
+        .with_brokers(
+            brokers
+                .iter()
+                .map(|b| {
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(b.node_id))
+                        .with_host(StrBytes::from_string(b.host.clone()))
+                        .with_port(b.port)
+                        .with_rack(b.rack.clone().map(StrBytes::from_string))
+                })
+                .collect(),
+        )
+        .with_cluster_id(Some(StrBytes::from_static_str(CLUSTER_ID)))
+        .with_controller_id(BrokerId(brokers.first().map_or(-1, |b| b.node_id)))
+        .with_topics(topics)
+}
+
+async fn find_or_create(broker: &Broker, name: &str, may_create: bool) -> Result<Topic, i16> {
+    match broker.metadata.get_topic(name).await {
+        Ok(Some(t)) => return Ok(t),
+        Ok(None) if !may_create => return Err(ResponseError::UnknownTopicOrPartition.code()),
+        Ok(None) => {}
+        Err(e) => return Err(metadata_code(&e)),
+    }
+    let created = broker
+        .metadata
+        .create_topic(TopicConfig {
+            name: name.to_string(),
+            partition_count: broker.default_partitions,
+            retention_ms: None,
+            config: HashMap::new(),
+        })
+        .await;
+    match created {
+        Ok(t) => {
+            tracing::info!(topic = %t.name, partitions = t.partition_count, "created topic for a Kafka client");
+            Ok(t)
+        }
+        // Another client created it meanwhile.
+        Err(streamhouse_metadata::Error::TopicAlreadyExists(_)) => {
+            match broker.metadata.get_topic(name).await {
+                Ok(Some(t)) => Ok(t),
+                Ok(None) => Err(ResponseError::UnknownTopicOrPartition.code()),
+                Err(e) => Err(metadata_code(&e)),
+            }
+        }
+        Err(e) => {
+            tracing::info!(topic = %bounded(name), error = %e, "automatic topic creation refused");
+            Err(metadata_code(&e))
+        }
+    }
+}
+
+fn topic_entry(t: &Topic, brokers: &[KafkaBroker]) -> MetadataResponseTopic {
+    let partitions = (0..t.partition_count)
+        .map(|p| {
+            let leader = brokers::leader(brokers, &t.name, p);
+            let entry = MetadataResponsePartition::default()
+                .with_partition_index(p as i32)
+                .with_leader_epoch(0);
+            match leader {
+                Some(l) => entry
+                    .with_leader_id(BrokerId(l))
+                    .with_replica_nodes(vec![BrokerId(l)])
+                    .with_isr_nodes(vec![BrokerId(l)]),
+                None => entry
+                    .with_leader_id(BrokerId(-1))
+                    .with_error_code(ResponseError::LeaderNotAvailable.code()),
+            }
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
+        .with_partitions(partitions)
+}

@@ -1,0 +1,56 @@
+//! The Kafka wire protocol: a second front door of the agent, beside gRPC,
+//! over the same pipeline, reader and stores.
+//!
+//! ```text
+//! Kafka client ──TCP──▶ connection (frames, in-order answers)
+//!                          └─▶ dispatch ─▶ api_versions | metadata | produce | fetch
+//!                                          | list_offsets | init_producer_id
+//!                              produce ─▶ crate::produce (same validation as gRPC)
+//!                              fetch   ─▶ Reader (stored batches, byte for byte)
+//! ```
+//!
+//! Every live agent of the group with a Kafka listener is a broker, known
+//! by the stable node id the metadata store gave its agent id
+//! ([`brokers`]); any agent serves any partition, so a partition's leader
+//! is only a deterministic choice that spreads clients over the agents.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use streamhouse_metadata::MetadataStore;
+use streamhouse_storage::{Reader, WritePipeline};
+use tokio::sync::watch;
+
+use crate::service::RequestLimits;
+
+mod api_versions;
+mod brokers;
+mod connection;
+mod dispatch;
+mod errors;
+mod fetch;
+mod init_producer_id;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+pub(crate) use connection::serve;
+
+/// What every Kafka request handler reaches: the agent's stores and
+/// settings.
+pub(crate) struct Broker {
+    pub metadata: Arc<dyn MetadataStore>,
+    pub pipeline: Arc<WritePipeline>,
+    pub reader: Arc<Reader>,
+    /// Changes on every commit of this agent's pipeline.
+    pub commits: watch::Receiver<u64>,
+    pub limits: RequestLimits,
+    /// Agents whose heartbeat is older are not brokers.
+    pub agent_ttl: Duration,
+    /// The agent group whose agents are the brokers.
+    pub group: String,
+    pub shutting_down: Arc<AtomicBool>,
+    pub auto_create_topics: bool,
+    pub default_partitions: u32,
+}

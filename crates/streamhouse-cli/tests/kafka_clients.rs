@@ -1,0 +1,425 @@
+//! Real Kafka clients against an agent's Kafka listener: kafka-python and
+//! confluent-kafka (librdkafka), driven by `fixtures/kafka/clients.py`
+//! with the interpreter in `STREAMHOUSE_KAFKA_PYTHON` (set by
+//! `scripts/test`; under `CI=true` a missing interpreter or client fails).
+//!
+//! - every codec, keys, null keys and values, headers, timestamps, acks
+//!   0/1/all, idempotence on: what each client produced is consumed back
+//!   exactly by both clients and by the native (gRPC) consumer, keyed
+//!   records on the partitions the native partitioner picks (murmur2);
+//! - records of the native producer are fetched over Kafka with the same
+//!   offsets, keys, values, headers and timestamps;
+//! - metadata (brokers, auto-created topics) and list offsets (earliest,
+//!   latest, by timestamp).
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use streamhouse_agent::{Agent, AgentConfig, RunningAgent};
+use streamhouse_client::{
+    Admin, AutoOffsetReset, Consumer, Producer, ProducerRecord, TopicPartition,
+};
+use tokio::io::AsyncWriteExt;
+
+const PARTITIONS: u32 = 3;
+const CLIENTS: [&str; 2] = ["kafka-python", "confluent"];
+const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
+
+/// The interpreter with both clients, or `None` to skip (never under CI).
+fn python() -> Option<String> {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let Ok(python) = std::env::var("STREAMHOUSE_KAFKA_PYTHON") else {
+        assert!(
+            !ci,
+            "STREAMHOUSE_KAFKA_PYTHON is not set and CI=true: run scripts/test"
+        );
+        eprintln!("skipping: STREAMHOUSE_KAFKA_PYTHON is not set (scripts/test sets it)");
+        return None;
+    };
+    let imports = std::process::Command::new(&python)
+        .args(["-c", "import kafka, confluent_kafka"])
+        .status()
+        .unwrap_or_else(|e| panic!("running {python}: {e}"));
+    if !imports.success() {
+        assert!(
+            !ci,
+            "{python} lacks kafka-python or confluent-kafka and CI=true"
+        );
+        eprintln!("skipping: {python} lacks kafka-python or confluent-kafka");
+        return None;
+    }
+    Some(python)
+}
+
+struct Cluster {
+    agent: RunningAgent,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = AgentConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            metadata_url: format!("sqlite://{}", dir.path().join("metadata.db").display()),
+            storage_url: format!("file://{}", dir.path().join("objects").display()),
+            kafka_listen: Some("127.0.0.1:0".parse().unwrap()),
+            kafka_default_partitions: PARTITIONS,
+            unsafe_no_fsync: true,
+            ..AgentConfig::default()
+        };
+        config.pipeline.flush_interval = Duration::from_millis(2);
+        let agent = Agent::start(config).await.unwrap();
+        Cluster { agent, _dir: dir }
+    }
+
+    fn grpc(&self) -> String {
+        self.agent.local_addr().to_string()
+    }
+
+    fn kafka(&self) -> String {
+        self.agent.kafka_addr().unwrap().to_string()
+    }
+}
+
+/// Runs `jobs` with one client; its results, one per job.
+async fn run(python: &str, client: &str, bootstrap: &str, jobs: Value) -> Vec<Value> {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/kafka/clients.py"
+    );
+    let mut child = tokio::process::Command::new(python)
+        .args([script, client, bootstrap])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(jobs.to_string().as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(180), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{client} did not finish"))
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{client} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match serde_json::from_slice(&out.stdout).unwrap() {
+        Value::Array(results) => results,
+        other => panic!("unexpected output {other}"),
+    }
+}
+
+/// Records with keys (some null), values (one null), headers (on every
+/// other record) and distinct timestamps.
+fn records(tag: &str, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            json!({
+                "key": (i % 4 != 0).then(|| format!("key-{}", i % 7)),
+                "value": (i != 3).then(|| format!("{tag} value {i} {}", "x".repeat(i * 13))),
+                "headers": if i % 2 == 1 {
+                    json!([["trace", format!("t{i}")], ["empty", ""]])
+                } else {
+                    json!([])
+                },
+                "timestamp": 1_700_000_000_000i64 + i as i64 * 1000,
+            })
+        })
+        .collect()
+}
+
+/// The produce job and the expected records once consumed: with the
+/// offsets the producer was told, or none for acks=0.
+fn produce_job(topic: &str, codec: &str, acks: &str, idempotent: bool, recs: &[Value]) -> Value {
+    json!({"op": "produce", "topic": topic, "codec": codec, "acks": acks,
+           "idempotent": idempotent, "records": recs})
+}
+
+fn consume_job(topic: &str, count: usize) -> Value {
+    json!({"op": "consume", "topic": topic, "partitions": (0..PARTITIONS).collect::<Vec<_>>(),
+           "count": count})
+}
+
+/// `sent` with the partitions and offsets of `delivered`, sorted by
+/// partition and offset.
+fn placed(sent: &[Value], delivered: &Value) -> Vec<Value> {
+    let delivered = delivered.as_array().unwrap();
+    assert_eq!(sent.len(), delivered.len());
+    let mut out: Vec<Value> = sent
+        .iter()
+        .zip(delivered)
+        .map(|(r, d)| {
+            let mut r = r.clone();
+            r["partition"] = d["partition"].clone();
+            r["offset"] = d["offset"].clone();
+            r
+        })
+        .collect();
+    out.sort_by_key(|r| (r["partition"].as_i64(), r["offset"].as_i64()));
+    out
+}
+
+/// `records` without offsets (acks=0 tells none), in a canonical order.
+fn contents(records: &[Value]) -> Vec<String> {
+    let mut out: Vec<String> = records
+        .iter()
+        .map(|r| json!([r["key"], r["value"], r["headers"], r["timestamp"]]).to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+fn expected_partition(key: &Value) -> Option<i64> {
+    key.as_str().map(|k| {
+        i64::from(streamhouse_client::partitioner::partition_for_key(
+            k.as_bytes(),
+            PARTITIONS,
+        ))
+    })
+}
+
+/// Every record of `topic`, read with the native (gRPC) consumer.
+async fn native_consume(cluster: &Cluster, topic: &str, count: usize) -> Vec<Value> {
+    let consumer = Consumer::builder()
+        .bootstrap(cluster.grpc())
+        .assign((0..PARTITIONS).map(|p| TopicPartition::new(topic, p)))
+        .auto_offset_reset(AutoOffsetReset::Earliest)
+        .enable_auto_commit(false)
+        .build()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while out.len() < count && tokio::time::Instant::now() < deadline {
+        for r in consumer.poll(Duration::from_millis(500)).await.unwrap() {
+            let text = |b: &Option<bytes::Bytes>| {
+                b.as_ref().map(|b| String::from_utf8(b.to_vec()).unwrap())
+            };
+            out.push(json!({
+                "partition": r.partition,
+                "offset": r.offset,
+                "key": text(&r.key),
+                "value": text(&r.value),
+                "headers": r.headers.iter().map(|h| json!([
+                    h.key, String::from_utf8(h.value.as_ref().map(|v| v.to_vec()).unwrap_or_default()).unwrap()
+                ])).collect::<Vec<_>>(),
+                "timestamp": r.timestamp,
+            }));
+        }
+    }
+    consumer.close().await.unwrap();
+    out.sort_by_key(|r| (r["partition"].as_i64(), r["offset"].as_i64()));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_clients_produce_every_codec_and_consume_exactly() {
+    let Some(python) = python() else { return };
+    let cluster = Cluster::start().await;
+    let kafka = cluster.kafka();
+    // Per client and codec: an idempotent acks=all producer, and one with
+    // acks 1 or 0 (idempotence needs acks=all).
+    let mut produced: Vec<(String, Vec<Value>, bool)> = Vec::new();
+    for client in CLIENTS {
+        let mut jobs = Vec::new();
+        let mut topics = Vec::new();
+        for (i, codec) in CODECS.iter().enumerate() {
+            let recs = records(&format!("{client} {codec}"), 40);
+            let idem_topic = format!("{client}-{codec}-idempotent");
+            jobs.push(produce_job(&idem_topic, codec, "all", true, &recs));
+            topics.push((idem_topic, recs.clone()));
+            let acks = ["1", "0"][i % 2];
+            let plain_topic = format!("{client}-{codec}-acks{acks}");
+            jobs.push(produce_job(&plain_topic, codec, acks, false, &recs));
+            topics.push((plain_topic, recs));
+        }
+        let results = run(&python, client, &kafka, Value::Array(jobs)).await;
+        for ((topic, recs), delivered) in topics.into_iter().zip(results) {
+            let acks0 = topic.ends_with("acks0");
+            if acks0 {
+                produced.push((topic, recs, false));
+                continue;
+            }
+            let expected = placed(&recs, &delivered);
+            for r in &expected {
+                if let Some(p) = expected_partition(&r["key"]) {
+                    assert_eq!(r["partition"].as_i64(), Some(p), "{topic}: {r}");
+                }
+            }
+            produced.push((topic, expected, true));
+        }
+    }
+    // Everything is read back by both clients, exactly.
+    for reader in CLIENTS {
+        let jobs: Vec<Value> = produced
+            .iter()
+            .map(|(topic, recs, _)| consume_job(topic, recs.len()))
+            .collect();
+        let results = run(&python, reader, &kafka, Value::Array(jobs)).await;
+        for ((topic, expected, with_offsets), consumed) in produced.iter().zip(results) {
+            let consumed = consumed.as_array().unwrap();
+            if *with_offsets {
+                assert_eq!(consumed, expected, "{reader} reading {topic}");
+            } else {
+                assert_eq!(
+                    contents(consumed),
+                    contents(expected),
+                    "{reader} reading {topic}"
+                );
+                for r in consumed {
+                    if let Some(p) = expected_partition(&r["key"]) {
+                        assert_eq!(r["partition"].as_i64(), Some(p), "{topic}: {r}");
+                    }
+                }
+            }
+        }
+    }
+    // And by the native consumer, with the same offsets.
+    for (topic, expected, with_offsets) in produced.iter().filter(|(t, ..)| t.contains("zstd")) {
+        let native = native_consume(&cluster, topic, expected.len()).await;
+        if *with_offsets {
+            assert_eq!(&native, expected, "native consumer reading {topic}");
+        } else {
+            assert_eq!(
+                contents(&native),
+                contents(expected),
+                "native reading {topic}"
+            );
+        }
+    }
+    cluster.agent.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn native_records_are_fetched_over_kafka_unchanged() {
+    let Some(python) = python() else { return };
+    let cluster = Cluster::start().await;
+    Admin::connect(&cluster.grpc())
+        .await
+        .unwrap()
+        .create_topic("native", PARTITIONS, None, HashMap::new())
+        .await
+        .unwrap();
+    let producer = Producer::builder()
+        .bootstrap(cluster.grpc())
+        .idempotence(true)
+        .build()
+        .await
+        .unwrap();
+    let sent = records("native", 60);
+    let mut deliveries = Vec::new();
+    for r in &sent {
+        let mut record = ProducerRecord::new("native", bytes::Bytes::new())
+            .timestamp(r["timestamp"].as_i64().unwrap());
+        record.value = r["value"]
+            .as_str()
+            .map(|v| bytes::Bytes::from(v.to_string()));
+        if let Some(k) = r["key"].as_str() {
+            record = record.key(k.to_string());
+        }
+        for h in r["headers"].as_array().unwrap() {
+            record = record.header(
+                h[0].as_str().unwrap().to_string(),
+                h[1].as_str().unwrap().to_string(),
+            );
+        }
+        deliveries.push(producer.send_record(record).await.unwrap());
+    }
+    let mut delivered = Vec::new();
+    for d in deliveries {
+        let d = d.await.unwrap();
+        delivered.push(json!({"partition": d.partition, "offset": d.offset}));
+    }
+    producer.close().await.unwrap();
+    let expected = placed(&sent, &Value::Array(delivered));
+    for r in &expected {
+        if let Some(p) = expected_partition(&r["key"]) {
+            assert_eq!(r["partition"].as_i64(), Some(p), "{r}");
+        }
+    }
+    for client in CLIENTS {
+        let results = run(
+            &python,
+            client,
+            &cluster.kafka(),
+            json!([consume_job("native", sent.len())]),
+        )
+        .await;
+        assert_eq!(results[0].as_array().unwrap(), &expected, "{client}");
+    }
+    cluster.agent.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_metadata_and_list_offsets() {
+    let Some(python) = python() else { return };
+    let cluster = Cluster::start().await;
+    let kafka = cluster.kafka();
+    let node_id = streamhouse_metadata::open(&format!(
+        "sqlite://{}",
+        cluster._dir.path().join("metadata.db").display()
+    ))
+    .await
+    .unwrap()
+    .list_agents(None)
+    .await
+    .unwrap()[0]
+        .node_id;
+    for client in CLIENTS {
+        let topic = format!("offsets-{client}");
+        // One partition: every record has a key of partition 0.
+        let key = (0..100)
+            .map(|i| format!("k{i}"))
+            .find(|k| {
+                streamhouse_client::partitioner::partition_for_key(k.as_bytes(), PARTITIONS) == 0
+            })
+            .unwrap();
+        let recs: Vec<Value> = (0..10)
+            .map(|i| {
+                json!({"key": key, "value": format!("v{i}"), "headers": [],
+                            "timestamp": 1_700_000_000_000i64 + i * 1000})
+            })
+            .collect();
+        let results = run(
+            &python,
+            client,
+            &kafka,
+            json!([
+                {"op": "metadata", "topic": topic},
+                produce_job(&topic, "none", "all", true, &recs),
+                {"op": "offsets", "topic": topic, "partition": 0,
+                 "timestamp": 1_700_000_004_500i64},
+                {"op": "offsets", "topic": topic, "partition": 0,
+                 "timestamp": 1_700_000_000_000i64},
+                {"op": "offsets", "topic": topic, "partition": 0,
+                 "timestamp": 1_800_000_000_000i64},
+            ]),
+        )
+        .await;
+        assert_eq!(
+            results[0],
+            json!({"brokers": [node_id], "partitions": PARTITIONS}),
+            "{client}"
+        );
+        assert_eq!(
+            results[2],
+            json!({"earliest": 0, "latest": 10, "for_time": 5}),
+            "{client}"
+        );
+        assert_eq!(results[3]["for_time"], json!(0), "{client}");
+        // Nothing that recent: librdkafka says -1, kafka-python None.
+        assert!(
+            results[4]["for_time"] == json!(-1) || results[4]["for_time"].is_null(),
+            "{client}: {}",
+            results[4]
+        );
+    }
+    cluster.agent.shutdown().await.unwrap();
+}
