@@ -1602,6 +1602,16 @@ async fn a_commit_in_doubt_is_settled(b: &Backend) {
             .len(),
         1
     );
+    // A key the object GC claimed before any commit: not committed, and no
+    // commit of it can happen any more.
+    let claimed = object(vec![chunk(t.id, 1, &[1])]);
+    let key = claimed.object_key.clone();
+    assert_eq!(
+        s.claim_objects(&[(key.clone(), 10)]).await.unwrap(),
+        [key.clone()]
+    );
+    assert_eq!(s.settle_object(&key).await.unwrap(), None);
+    assert!(s.commit_object(&claimed).await.is_err());
 }
 
 /// A transactional producer writes to partition 0; then, at once, it

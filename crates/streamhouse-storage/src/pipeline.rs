@@ -573,18 +573,11 @@ async fn upload(store: Arc<dyn ObjectStore>, key: String, object: Bytes) -> Resu
         ..PutOptions::default()
     };
     let started = std::time::Instant::now();
-    let size = object.len() as u64;
     let result = store
         .put_opts(&Path::from(key.as_str()), object.into(), opts)
         .await;
     metrics::histogram!("streamhouse_upload_duration_seconds")
         .record(started.elapsed().as_secs_f64());
-    let outcome = if result.is_ok() { "ok" } else { "error" };
-    metrics::counter!("streamhouse_object_store_requests_total", "op" => "put", "result" => outcome)
-        .increment(1);
-    if result.is_ok() {
-        metrics::counter!("streamhouse_object_store_bytes_total", "op" => "put").increment(size);
-    }
     match result {
         Ok(_) => Ok(()),
         // Keys are unique to this flush: "already exists" means an earlier

@@ -33,8 +33,6 @@ impl Jobs {
             .map_ok(|m| (m.location.to_string(), m.size))
             .try_collect()
             .await?;
-        metrics::counter!("streamhouse_object_store_requests_total", "op" => "list", "result" => "ok")
-            .increment(1);
         let mut deleted = 0;
         for chunk in old.chunks(GC_CHUNK) {
             let keys: Vec<String> = chunk.iter().map(|(k, _)| k.clone()).collect();
@@ -61,14 +59,8 @@ impl Jobs {
             for key in &claimed {
                 match self.store.delete(&Path::from(key.as_str())).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => {
-                        metrics::counter!("streamhouse_object_store_requests_total", "op" => "delete", "result" => "error")
-                            .increment(1);
-                        return Err(e.into());
-                    }
+                    Err(e) => return Err(e.into()),
                 }
-                metrics::counter!("streamhouse_object_store_requests_total", "op" => "delete", "result" => "ok")
-                    .increment(1);
             }
             self.metadata.forget_objects(&claimed).await?;
             metrics::counter!("streamhouse_gc_objects_deleted_total")

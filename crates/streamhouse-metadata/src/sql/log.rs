@@ -6,7 +6,7 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, QueryBuilder, Row, Type};
 
 use super::backend::{Backend, sql};
 use super::placement::{SegmentRow, place_batches};
-use super::{INSERT_CHUNK, SqlStore, Tx};
+use super::{GC_CLAIMED_UNCOMMITTED, INSERT_CHUNK, SqlStore, Tx};
 use crate::LogStore;
 use crate::error::{Error, Result};
 use crate::types::{
@@ -234,7 +234,17 @@ where
         .execute(&mut *tx)
         .await
         .map_err(Error::db("settling object commit"))?;
-        let committed = DB::rows_affected(&inserted) == 0;
+        // A row the GC inserted to claim a never-committed key (gc_state 2)
+        // is not a commit: that commit can no longer happen.
+        let committed = DB::rows_affected(&inserted) == 0
+            && sqlx::query_scalar::<_, i64>(
+                "SELECT CAST(gc_state AS BIGINT) FROM objects WHERE object_key = $1",
+            )
+            .bind(object_key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(Error::db("settling object commit"))?
+                != Some(GC_CLAIMED_UNCOMMITTED);
         tx.rollback()
             .await
             .map_err(Error::db("settling object commit"))?;

@@ -32,6 +32,10 @@ mod transactions;
 
 use backend::Backend;
 
+/// `objects.gc_state` of a key the object GC claimed that no commit ever
+/// recorded: no commit of that key can succeed any more (migration 0008).
+const GC_CLAIMED_UNCOMMITTED: i64 = 2;
+
 /// Rows per multi-row INSERT, well under every backend's bind limit.
 const INSERT_CHUNK: usize = 500;
 
