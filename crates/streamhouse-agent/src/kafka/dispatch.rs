@@ -18,7 +18,9 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, Message};
 
-use super::{Broker, api_versions, fetch, init_producer_id, list_offsets, metadata, produce};
+use super::{
+    Broker, api_versions, bounds, fetch, init_producer_id, list_offsets, metadata, produce,
+};
 use crate::error::{Error, Result};
 
 /// The answer to one request: its encoded frame, or `None` when the
@@ -49,11 +51,11 @@ pub(super) async fn request(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply>
     let b = broker.clone();
     match api {
         ApiKey::ApiVersions => {
-            let _: kafka_protocol::messages::ApiVersionsRequest = decode(&mut body, version)?;
+            let _: kafka_protocol::messages::ApiVersionsRequest = decode(api, &mut body, version)?;
             done(api, version, correlation_id, &api_versions::supported())
         }
         ApiKey::Metadata => {
-            let r = decode(&mut body, version)?;
+            let r = decode(api, &mut body, version)?;
             if !metadata::VERSIONS.contains(&version) {
                 return done(
                     api,
@@ -67,7 +69,7 @@ pub(super) async fn request(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply>
             }))
         }
         ApiKey::Produce => {
-            let r: kafka_protocol::messages::ProduceRequest = decode(&mut body, version)?;
+            let r: kafka_protocol::messages::ProduceRequest = decode(api, &mut body, version)?;
             let acks = r.acks;
             if !produce::VERSIONS.contains(&version) {
                 let refused = produce::refuse(&r, UNSUPPORTED_VERSION);
@@ -87,7 +89,7 @@ pub(super) async fn request(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply>
             }))
         }
         ApiKey::Fetch => {
-            let r = decode(&mut body, version)?;
+            let r = decode(api, &mut body, version)?;
             if !fetch::VERSIONS.contains(&version) {
                 return done(
                     api,
@@ -101,7 +103,7 @@ pub(super) async fn request(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply>
             }))
         }
         ApiKey::ListOffsets => {
-            let r = decode(&mut body, version)?;
+            let r = decode(api, &mut body, version)?;
             if !list_offsets::VERSIONS.contains(&version) {
                 let refused = list_offsets::refuse(&r, UNSUPPORTED_VERSION);
                 return done(api, version, correlation_id, &refused);
@@ -111,11 +113,12 @@ pub(super) async fn request(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply>
             }))
         }
         ApiKey::InitProducerId => {
-            let r = decode(&mut body, version)?;
             if !init_producer_id::VERSIONS.contains(&version) {
+                known::<kafka_protocol::messages::InitProducerIdRequest>(version)?;
                 let refused = init_producer_id::refuse(UNSUPPORTED_VERSION);
                 return done(api, version, correlation_id, &refused);
             }
+            let r = decode(api, &mut body, version)?;
             Ok(reply(api, version, correlation_id, async move {
                 init_producer_id::handle(&b, r).await
             }))
@@ -146,9 +149,9 @@ where
     }
 }
 
-/// The request body at `version`; a version the codec does not know is an
-/// error (the body's layout is unknown).
-fn decode<R: Decodable + Message>(body: &mut Bytes, version: i16) -> Result<R> {
+/// An error unless the codec knows `version` of `R` (otherwise the body's
+/// layout, and the answer's, are unknown).
+fn known<R: Message>(version: i16) -> Result<()> {
     if version < R::VERSIONS.min || version > R::VERSIONS.max {
         return Err(Error::KafkaConnection(format!(
             "request version {version} is outside {}..={}",
@@ -156,6 +159,14 @@ fn decode<R: Decodable + Message>(body: &mut Bytes, version: i16) -> Result<R> {
             R::VERSIONS.max
         )));
     }
+    Ok(())
+}
+
+/// The request body at `version`, once its array counts are known to fit
+/// ([`bounds`]).
+fn decode<R: Decodable + Message>(api: ApiKey, body: &mut Bytes, version: i16) -> Result<R> {
+    known::<R>(version)?;
+    bounds::check(api, version, body)?;
     R::decode(body, version).map_err(codec("request body"))
 }
 

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use crate::service::RequestLimits;
 
 mod api_versions;
+mod bounds;
 mod brokers;
 mod connection;
 mod dispatch;

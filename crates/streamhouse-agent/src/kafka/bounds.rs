@@ -1,0 +1,333 @@
+//! A walk over a request body before it is decoded, checking that every
+//! array's element count fits in the bytes left. The codec reserves memory
+//! for the count it reads before reading any element, so a forged count
+//! (say 2^31 topics in a 20-byte frame) would otherwise ask the allocator
+//! for hundreds of gigabytes and abort the process. Each element takes at
+//! least one byte, so a real request always passes.
+//!
+//! The walk follows the layouts of the APIs whose requests hold arrays, at
+//! the versions this listener decodes; fields after the last array are
+//! left to the codec.
+
+use kafka_protocol::messages::ApiKey;
+
+use crate::error::Error;
+
+/// Why a body fails the walk.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Malformed {
+    /// The request ends early.
+    Truncated,
+    /// An array claims more elements than there are bytes left.
+    Count { count: u64, left: usize },
+    /// An unsigned varint longer than 5 bytes.
+    Varint,
+}
+
+impl From<Malformed> for Error {
+    fn from(m: Malformed) -> Error {
+        Error::KafkaConnection(match m {
+            Malformed::Truncated => "the request ends early".to_string(),
+            Malformed::Count { count, left } => {
+                format!("an array claims {count} elements with {left} bytes left")
+            }
+            Malformed::Varint => "an unsigned varint is longer than 5 bytes".to_string(),
+        })
+    }
+}
+
+type Walk = Result<(), Malformed>;
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    flexible: bool,
+}
+
+impl Cursor<'_> {
+    fn skip(&mut self, n: usize) -> Walk {
+        if n > self.buf.len() {
+            return Err(Malformed::Truncated);
+        }
+        self.buf = &self.buf[n..];
+        Ok(())
+    }
+
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], Malformed> {
+        let (head, rest) = self
+            .buf
+            .split_first_chunk::<N>()
+            .ok_or(Malformed::Truncated)?;
+        self.buf = rest;
+        Ok(*head)
+    }
+
+    fn varint(&mut self) -> Result<u64, Malformed> {
+        let mut value = 0u64;
+        for i in 0..5 {
+            let [b] = self.take::<1>()?;
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(Malformed::Varint)
+    }
+
+    /// A string, nullable or not (its length, then its bytes).
+    fn string(&mut self) -> Walk {
+        let len = if self.flexible {
+            self.varint()?.saturating_sub(1) as usize
+        } else {
+            usize::try_from(i16::from_be_bytes(self.take::<2>()?)).unwrap_or(0)
+        };
+        self.skip(len)
+    }
+
+    /// Bytes, nullable or not.
+    fn bytes(&mut self) -> Walk {
+        let len = if self.flexible {
+            self.varint()?.saturating_sub(1) as usize
+        } else {
+            usize::try_from(i32::from_be_bytes(self.take::<4>()?)).unwrap_or(0)
+        };
+        self.skip(len)
+    }
+
+    fn tagged_fields(&mut self) -> Walk {
+        if !self.flexible {
+            return Ok(());
+        }
+        let n = self.varint()?;
+        self.fits(n)?;
+        for _ in 0..n {
+            self.varint()?;
+            let size = self.varint()?;
+            self.skip(usize::try_from(size).map_err(|_| Malformed::Truncated)?)?;
+        }
+        Ok(())
+    }
+
+    fn fits(&self, count: u64) -> Walk {
+        if count > self.buf.len() as u64 {
+            return Err(Malformed::Count {
+                count,
+                left: self.buf.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// An array (a null one walks as empty: the codec judges it).
+    fn array(&mut self, mut element: impl FnMut(&mut Self) -> Walk) -> Walk {
+        let count = if self.flexible {
+            self.varint()?.saturating_sub(1)
+        } else {
+            u64::try_from(i32::from_be_bytes(self.take::<4>()?)).unwrap_or(0)
+        };
+        self.fits(count)?;
+        for _ in 0..count {
+            element(self)?;
+        }
+        Ok(())
+    }
+}
+
+/// Walks the body (after the request header) of `api` at `version`; the
+/// bytes walked (up to the end of its last array).
+pub(super) fn check(api: ApiKey, version: i16, body: &[u8]) -> Result<usize, Malformed> {
+    let flexible_from = match api {
+        ApiKey::Metadata => 9,
+        ApiKey::Produce => 9,
+        ApiKey::Fetch => 12,
+        ApiKey::ListOffsets => 6,
+        _ => return Ok(0),
+    };
+    let mut c = Cursor {
+        buf: body,
+        flexible: version >= flexible_from,
+    };
+    walk(&mut c, api, version)?;
+    Ok(body.len() - c.buf.len())
+}
+
+fn walk(c: &mut Cursor<'_>, api: ApiKey, v: i16) -> Walk {
+    match api {
+        ApiKey::Metadata => c.array(|c| {
+            if v >= 10 {
+                c.skip(16)?;
+            }
+            c.string()?;
+            c.tagged_fields()
+        }),
+        ApiKey::Produce => {
+            c.string()?; // transactional id
+            c.skip(2 + 4)?; // acks, timeout
+            c.array(|c| {
+                if v <= 12 {
+                    c.string()?;
+                } else {
+                    c.skip(16)?;
+                }
+                c.array(|c| {
+                    c.skip(4)?;
+                    c.bytes()?;
+                    c.tagged_fields()
+                })?;
+                c.tagged_fields()
+            })
+        }
+        ApiKey::ListOffsets => {
+            c.skip(4 + usize::from(v >= 2))?; // replica id, isolation level
+            c.array(|c| {
+                c.string()?;
+                c.array(|c| {
+                    c.skip(4 + if v >= 4 { 4 } else { 0 } + 8)?;
+                    c.tagged_fields()
+                })?;
+                c.tagged_fields()
+            })
+        }
+        ApiKey::Fetch => {
+            // replica id (to v14), max wait, min bytes, max bytes, isolation
+            // level; session id and epoch from v7.
+            c.skip(if v <= 14 { 4 } else { 0 } + 4 + 4 + 4 + 1)?;
+            if v >= 7 {
+                c.skip(8)?;
+            }
+            let topic = |c: &mut Cursor<'_>| if v <= 12 { c.string() } else { c.skip(16) };
+            c.array(|c| {
+                topic(c)?;
+                c.array(|c| {
+                    let epochs = if v >= 9 { 4 } else { 0 } + if v >= 12 { 4 } else { 0 };
+                    let log_start = if v >= 5 { 8 } else { 0 };
+                    c.skip(4 + 8 + 4 + epochs + log_start)?;
+                    c.tagged_fields()
+                })?;
+                c.tagged_fields()
+            })?;
+            if v >= 7 {
+                c.array(|c| {
+                    topic(c)?;
+                    c.array(|c| c.skip(4))?;
+                    c.tagged_fields()
+                })?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, TopicName,
+    };
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    fn name(s: &'static str) -> TopicName {
+        TopicName(StrBytes::from_static_str(s))
+    }
+
+    fn encoded<T: Encodable>(m: &T, v: i16) -> BytesMut {
+        let mut b = BytesMut::new();
+        m.encode(&mut b, v).unwrap();
+        b
+    }
+
+    /// Real requests of every version pass; the same with an array count
+    /// forged to 2^31-1 fails.
+    #[test]
+    fn real_requests_pass_and_forged_counts_fail() {
+        let metadata = MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name("a"))),
+            MetadataRequestTopic::default().with_name(Some(name("bb"))),
+        ]));
+        let produce = ProduceRequest::default()
+            .with_acks(-1)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(name("t"))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(1)
+                            .with_records(Some(bytes::Bytes::from_static(b"xyz"))),
+                    ]),
+            ]);
+        let list = ListOffsetsRequest::default().with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(name("t"))
+                .with_partitions(vec![ListOffsetsPartition::default().with_timestamp(-1)]),
+        ]);
+        let fetch = FetchRequest::default()
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(name("t"))
+                    .with_partitions(vec![FetchPartition::default(), FetchPartition::default()]),
+            ])
+            .with_forgotten_topics_data(vec![
+                ForgottenTopic::default()
+                    .with_topic(name("u"))
+                    .with_partitions(vec![1, 2, 3]),
+            ]);
+        let mut cases: Vec<(ApiKey, i16, BytesMut)> = Vec::new();
+        for v in 1..=12 {
+            cases.push((ApiKey::Metadata, v, encoded(&metadata, v)));
+        }
+        for v in 3..=12 {
+            cases.push((ApiKey::Produce, v, encoded(&produce, v)));
+        }
+        for v in 1..=10 {
+            cases.push((ApiKey::ListOffsets, v, encoded(&list, v)));
+        }
+        for v in 7..=12 {
+            cases.push((ApiKey::Fetch, v, encoded(&fetch, v)));
+        }
+        for (api, v, body) in cases {
+            let walked = check(api, v, &body).unwrap_or_else(|e| panic!("{api:?} v{v}: {e:?}"));
+            assert!(walked > 0, "{api:?} v{v}");
+            // Every prefix that cuts into the arrays ends early (or has a
+            // count too large).
+            for cut in 0..walked {
+                assert!(
+                    check(api, v, &body[..cut]).is_err(),
+                    "{api:?} v{v} cut {cut}"
+                );
+            }
+        }
+        // A forged count at the first array of each API.
+        let forged = |prefix: &[u8]| {
+            let mut b = prefix.to_vec();
+            b.extend_from_slice(&i32::MAX.to_be_bytes());
+            b.extend_from_slice(&[0; 16]);
+            b
+        };
+        assert!(matches!(
+            check(ApiKey::Metadata, 1, &forged(&[])),
+            Err(Malformed::Count { .. })
+        ));
+        assert!(matches!(
+            check(ApiKey::Produce, 3, &forged(&[0xff, 0xff, 0, 1, 0, 0, 0, 0])),
+            Err(Malformed::Count { .. })
+        ));
+        assert!(matches!(
+            check(ApiKey::ListOffsets, 2, &forged(&[0; 5])),
+            Err(Malformed::Count { .. })
+        ));
+        assert!(matches!(
+            check(ApiKey::Fetch, 4, &forged(&[0; 17])),
+            Err(Malformed::Count { .. })
+        ));
+        // A compact array whose varint claims 2^32 elements.
+        assert!(matches!(
+            check(ApiKey::Metadata, 9, &[0xff, 0xff, 0xff, 0xff, 0x0f]),
+            Err(Malformed::Count { .. })
+        ));
+    }
+}
