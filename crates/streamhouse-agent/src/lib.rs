@@ -448,15 +448,17 @@ impl RunningAgent {
 /// down gracefully. This is what `streamhouse agent` runs.
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
     let agent = Agent::start(config).await?;
-    // The first line ends with the gRPC address: scripts read it.
+    // One line that ends with the gRPC address: scripts read it, and may
+    // stop reading after it.
+    let kafka = agent
+        .kafka_addr()
+        .map(|k| format!(", Kafka on {k},"))
+        .unwrap_or_default();
     println!(
-        "streamhouse agent {} listening on {}",
+        "streamhouse agent {}{kafka} listening on {}",
         agent.agent_id(),
         agent.local_addr()
     );
-    if let Some(kafka) = agent.kafka_addr() {
-        println!("Kafka clients: bootstrap.servers={kafka}");
-    }
     shutdown.await;
     tracing::info!("shutting down: finishing requests and flushing");
     agent.shutdown().await
