@@ -195,15 +195,26 @@ async fn malformed_frames_close_only_their_connection() {
         seed ^= seed << 17;
         seed
     };
-    for round in 0..300 {
-        let (api, versions) = [
+    for round in 0..600 {
+        let served = [
             (ApiKey::Produce, 3..=10),
             (ApiKey::Fetch, 4..=12),
             (ApiKey::ListOffsets, 1..=6),
             (ApiKey::Metadata, 0..=12),
             (ApiKey::InitProducerId, 0..=4),
-        ][(next() % 5) as usize]
-            .clone();
+            (ApiKey::OffsetCommit, 2..=9),
+            (ApiKey::OffsetFetch, 1..=9),
+            (ApiKey::FindCoordinator, 0..=6),
+            (ApiKey::CreateTopics, 2..=7),
+            (ApiKey::DeleteTopics, 1..=6),
+            (ApiKey::OffsetForLeaderEpoch, 2..=4),
+            (ApiKey::DescribeConfigs, 1..=4),
+            (ApiKey::AlterConfigs, 0..=2),
+            (ApiKey::CreatePartitions, 0..=3),
+            (ApiKey::IncrementalAlterConfigs, 0..=1),
+            (ApiKey::DescribeCluster, 0..=2),
+        ];
+        let (api, versions) = served[(next() % served.len() as u64) as usize].clone();
         let span = (versions.end() - versions.start() + 1) as u64;
         let version = versions.start() + (next() % span) as i16;
         let len = (next() % 64) as usize;
@@ -249,12 +260,23 @@ async fn unsupported_versions_are_answered_as_such() {
     assert_eq!(
         served,
         [
-            (0, 3, 10),
-            (1, 4, 12),
-            (2, 1, 6),
-            (3, 0, 12),
-            (18, 0, 3),
-            (22, 0, 4)
+            (0, 3, 10), // Produce
+            (1, 4, 12), // Fetch
+            (2, 1, 6),  // ListOffsets
+            (3, 0, 12), // Metadata
+            (8, 2, 9),  // OffsetCommit
+            (9, 1, 9),  // OffsetFetch
+            (10, 0, 6), // FindCoordinator
+            (18, 0, 3), // ApiVersions
+            (19, 2, 7), // CreateTopics
+            (20, 1, 6), // DeleteTopics
+            (22, 0, 4), // InitProducerId
+            (23, 2, 4), // OffsetForLeaderEpoch
+            (32, 1, 4), // DescribeConfigs
+            (33, 0, 2), // AlterConfigs
+            (37, 0, 3), // CreatePartitions
+            (44, 0, 1), // IncrementalAlterConfigs
+            (60, 0, 2), // DescribeCluster
         ]
     );
 

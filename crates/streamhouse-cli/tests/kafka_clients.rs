@@ -362,16 +362,7 @@ async fn kafka_metadata_and_list_offsets() {
     let Some(python) = python() else { return };
     let cluster = Cluster::start().await;
     let kafka = cluster.kafka();
-    let node_id = streamhouse_metadata::open(&format!(
-        "sqlite://{}",
-        cluster._dir.path().join("metadata.db").display()
-    ))
-    .await
-    .unwrap()
-    .list_agents(None)
-    .await
-    .unwrap()[0]
-        .node_id;
+    let node_id = node_id(&cluster).await;
     for client in CLIENTS {
         let topic = format!("offsets-{client}");
         // One partition: every record has a key of partition 0.
@@ -420,6 +411,128 @@ async fn kafka_metadata_and_list_offsets() {
             "{client}: {}",
             results[4]
         );
+    }
+    cluster.agent.shutdown().await.unwrap();
+}
+
+/// The agent's node id (its only broker).
+async fn node_id(cluster: &Cluster) -> i64 {
+    let store = streamhouse_metadata::open(&format!(
+        "sqlite://{}",
+        cluster._dir.path().join("metadata.db").display()
+    ))
+    .await
+    .unwrap();
+    store.list_agents(None).await.unwrap()[0].node_id.into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_admin_configs_and_committed_offsets() {
+    let Some(python) = python() else { return };
+    let cluster = Cluster::start().await;
+    let node = node_id(&cluster).await;
+    let admin = Admin::connect(&cluster.grpc()).await.unwrap();
+    for client in CLIENTS {
+        let topic = format!("admin-{client}");
+        let group = format!("group-{client}");
+        let results = run(
+            &python,
+            client,
+            &cluster.kafka(),
+            json!([
+                {"op": "admin", "topic": topic},
+                {"op": "commit", "topic": topic, "group": group,
+                 "offsets": [[0, 5, "m0"], [3, 7, null]]},
+            ]),
+        )
+        .await;
+        let r = &results[0];
+        assert_eq!(r["created"], Value::Null, "{client}: {r}");
+        assert_eq!(r["created_again"], "TOPIC_ALREADY_EXISTS", "{client}");
+        assert_eq!(r["bad_config"], "INVALID_CONFIG", "{client}");
+        assert_eq!(r["grown"], Value::Null, "{client}: {r}");
+        assert_eq!(r["shrunk"], "INVALID_PARTITIONS", "{client}");
+        assert_eq!(r["partitions"], 4, "{client}");
+        assert_eq!(
+            r["cluster"],
+            json!({"cluster_id": "streamhouse", "controller": node, "brokers": [node]}),
+            "{client}"
+        );
+        let configs = |name: &str| r[name].as_object().unwrap().clone();
+        if client == "confluent" {
+            // librdkafka lists every config, defaults and read-only ones too.
+            let c = configs("configs");
+            assert_eq!(c["retention.ms"], "3600000");
+            assert_eq!(c["cleanup.policy"], "compact");
+            assert_eq!(c["retention.bytes"], "-1");
+            assert_eq!(c["max.message.bytes"], (8u64 << 20).to_string());
+            // Incremental: retention.bytes set, cleanup.policy deleted.
+            let c = configs("altered_configs");
+            assert_eq!(
+                (
+                    &c["retention.ms"],
+                    &c["retention.bytes"],
+                    &c["cleanup.policy"]
+                ),
+                (&json!("3600000"), &json!("1048576"), &json!("delete"))
+            );
+            // AlterConfigs with retention.bytes only: the rest is default.
+            let c = configs("reset_configs");
+            assert_eq!(
+                (
+                    &c["retention.ms"],
+                    &c["retention.bytes"],
+                    &c["cleanup.policy"]
+                ),
+                (&json!("-1"), &json!("1048576"), &json!("delete"))
+            );
+        } else {
+            // kafka-python lists the configs set on the topic.
+            assert_eq!(
+                r["configs"],
+                json!({"retention.ms": "3600000", "cleanup.policy": "compact"})
+            );
+            assert_eq!(
+                r["altered_configs"],
+                json!({"retention.ms": "3600000", "retention.bytes": "1048576",
+                       "cleanup.policy": "compact"})
+            );
+            assert_eq!(r["reset_configs"], json!({}));
+        }
+        // The same topic over gRPC.
+        let described = admin.describe_topic(&topic).await.unwrap();
+        assert_eq!(described.partitions.len(), 4, "{client}");
+        assert_eq!(
+            described.config.get("retention.bytes").map(String::as_str),
+            Some("1048576"),
+            "{client}"
+        );
+        // Standalone commits, read back by the client, its admin client and
+        // gRPC.
+        let expected = json!([[0, 5, "m0"], [3, 7, null]]);
+        assert_eq!(results[1]["committed"], expected, "{client}");
+        assert_eq!(results[1]["listed"], expected, "{client}");
+        let offsets = admin.describe_group(&group).await.unwrap().offsets;
+        let offsets: Vec<(u32, i64)> = offsets.iter().map(|(tp, o)| (tp.partition, *o)).collect();
+        assert_eq!(offsets, [(0, 5), (3, 7)], "{client}");
+
+        let results = run(
+            &python,
+            client,
+            &cluster.kafka(),
+            json!([{"op": "delete", "topic": topic}]),
+        )
+        .await;
+        assert_eq!(results[0]["deleted"], Value::Null, "{client}");
+        assert!(
+            results[0]["deleted_again"]
+                .as_str()
+                .unwrap()
+                .starts_with("UNKNOWN_TOPIC_OR_PART"),
+            "{client}: {}",
+            results[0]
+        );
+        assert!(admin.describe_topic(&topic).await.is_err(), "{client}");
     }
     cluster.agent.shutdown().await.unwrap();
 }

@@ -140,6 +140,16 @@ pub(super) fn check(api: ApiKey, version: i16, body: &[u8]) -> Result<usize, Mal
         ApiKey::Produce => 9,
         ApiKey::Fetch => 12,
         ApiKey::ListOffsets => 6,
+        ApiKey::CreateTopics => 5,
+        ApiKey::DeleteTopics => 4,
+        ApiKey::CreatePartitions => 2,
+        ApiKey::DescribeConfigs => 4,
+        ApiKey::AlterConfigs => 2,
+        ApiKey::IncrementalAlterConfigs => 1,
+        ApiKey::FindCoordinator => 3,
+        ApiKey::OffsetCommit => 8,
+        ApiKey::OffsetFetch => 6,
+        ApiKey::OffsetForLeaderEpoch => 4,
         _ => return Ok(0),
     };
     let mut c = Cursor {
@@ -213,6 +223,118 @@ fn walk(c: &mut Cursor<'_>, api: ApiKey, v: i16) -> Walk {
                 })?;
             }
             Ok(())
+        }
+        ApiKey::CreateTopics => c.array(|c| {
+            c.string()?;
+            c.skip(4 + 2)?; // partitions, replication factor
+            c.array(|c| {
+                c.skip(4)?;
+                c.array(|c| c.skip(4))?;
+                c.tagged_fields()
+            })?;
+            c.array(|c| {
+                c.string()?;
+                c.string()?;
+                c.tagged_fields()
+            })?;
+            c.tagged_fields()
+        }),
+        ApiKey::DeleteTopics if v >= 6 => c.array(|c| {
+            c.string()?;
+            c.skip(16)?;
+            c.tagged_fields()
+        }),
+        ApiKey::DeleteTopics => c.array(|c| c.string()),
+        ApiKey::CreatePartitions => c.array(|c| {
+            c.string()?;
+            c.skip(4)?;
+            c.array(|c| {
+                c.array(|c| c.skip(4))?;
+                c.tagged_fields()
+            })?;
+            c.tagged_fields()
+        }),
+        ApiKey::DescribeConfigs => c.array(|c| {
+            c.skip(1)?;
+            c.string()?;
+            c.array(|c| c.string())?;
+            c.tagged_fields()
+        }),
+        ApiKey::AlterConfigs | ApiKey::IncrementalAlterConfigs => {
+            let incremental = api == ApiKey::IncrementalAlterConfigs;
+            c.array(|c| {
+                c.skip(1)?;
+                c.string()?;
+                c.array(|c| {
+                    c.string()?;
+                    if incremental {
+                        c.skip(1)?;
+                    }
+                    c.string()?;
+                    c.tagged_fields()
+                })?;
+                c.tagged_fields()
+            })
+        }
+        ApiKey::FindCoordinator if v >= 4 => {
+            c.skip(1)?;
+            c.array(|c| c.string())
+        }
+        ApiKey::OffsetCommit => {
+            c.string()?; // group id
+            c.skip(4)?; // generation or member epoch
+            c.string()?; // member id
+            if v >= 7 {
+                c.string()?; // group instance id
+            }
+            if v <= 4 {
+                c.skip(8)?; // retention time
+            }
+            c.array(|c| {
+                c.string()?;
+                c.array(|c| {
+                    c.skip(4 + 8 + if v >= 6 { 4 } else { 0 })?;
+                    c.string()?;
+                    c.tagged_fields()
+                })?;
+                c.tagged_fields()
+            })
+        }
+        ApiKey::OffsetFetch => {
+            let topics = |c: &mut Cursor<'_>| {
+                c.array(|c| {
+                    c.string()?;
+                    c.array(|c| c.skip(4))?;
+                    c.tagged_fields()
+                })
+            };
+            if v <= 7 {
+                c.string()?;
+                topics(c)
+            } else {
+                c.array(|c| {
+                    c.string()?;
+                    if v >= 9 {
+                        c.string()?;
+                        c.skip(4)?;
+                    }
+                    topics(c)?;
+                    c.tagged_fields()
+                })
+            }
+        }
+        ApiKey::OffsetForLeaderEpoch => {
+            if v >= 3 {
+                c.skip(4)?;
+            }
+            c.array(|c| {
+                c.string()?;
+                c.array(|c| {
+                    c.skip(4 + 4 + 4)?;
+                    c.tagged_fields()
+                })?;
+                c.tagged_fields()
+            })
         }
         _ => Ok(()),
     }
@@ -289,6 +411,7 @@ mod tests {
         for v in 7..=12 {
             cases.push((ApiKey::Fetch, v, encoded(&fetch, v)));
         }
+        cases.extend(admin_cases());
         for (api, v, body) in cases {
             let walked = check(api, v, &body).unwrap_or_else(|e| panic!("{api:?} v{v}: {e:?}"));
             assert!(walked > 0, "{api:?} v{v}");
@@ -329,5 +452,133 @@ mod tests {
             check(ApiKey::Metadata, 9, &[0xff, 0xff, 0xff, 0xff, 0x0f]),
             Err(Malformed::Count { .. })
         ));
+    }
+
+    /// One request of every admin and offsets API at every version, each
+    /// array holding an element.
+    fn admin_cases() -> Vec<(ApiKey, i16, BytesMut)> {
+        use kafka_protocol::messages::*;
+        let topic = || name("t");
+        let text = || StrBytes::from_static_str("x");
+        let mut out = Vec::new();
+        let create = CreateTopicsRequest::default().with_topics(vec![
+            create_topics_request::CreatableTopic::default()
+                .with_name(topic())
+                .with_assignments(vec![
+                    create_topics_request::CreatableReplicaAssignment::default()
+                        .with_broker_ids(vec![BrokerId(1)]),
+                ])
+                .with_configs(vec![
+                    create_topics_request::CreatableTopicConfig::default()
+                        .with_name(text())
+                        .with_value(Some(text())),
+                ]),
+        ]);
+        for v in 2..=7 {
+            out.push((ApiKey::CreateTopics, v, encoded(&create, v)));
+        }
+        for v in 1..=6 {
+            let delete = if v >= 6 {
+                DeleteTopicsRequest::default().with_topics(vec![
+                    delete_topics_request::DeleteTopicState::default().with_name(Some(topic())),
+                ])
+            } else {
+                DeleteTopicsRequest::default().with_topic_names(vec![topic()])
+            };
+            out.push((ApiKey::DeleteTopics, v, encoded(&delete, v)));
+        }
+        let partitions = CreatePartitionsRequest::default().with_topics(vec![
+            create_partitions_request::CreatePartitionsTopic::default()
+                .with_name(topic())
+                .with_assignments(Some(vec![
+                    create_partitions_request::CreatePartitionsAssignment::default()
+                        .with_broker_ids(vec![BrokerId(1)]),
+                ])),
+        ]);
+        for v in 0..=3 {
+            out.push((ApiKey::CreatePartitions, v, encoded(&partitions, v)));
+        }
+        let describe = DescribeConfigsRequest::default().with_resources(vec![
+            describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_name(text())
+                .with_configuration_keys(Some(vec![text()])),
+        ]);
+        for v in 1..=4 {
+            out.push((ApiKey::DescribeConfigs, v, encoded(&describe, v)));
+        }
+        let alter = AlterConfigsRequest::default().with_resources(vec![
+            alter_configs_request::AlterConfigsResource::default()
+                .with_resource_name(text())
+                .with_configs(vec![
+                    alter_configs_request::AlterableConfig::default()
+                        .with_name(text())
+                        .with_value(Some(text())),
+                ]),
+        ]);
+        for v in 0..=2 {
+            out.push((ApiKey::AlterConfigs, v, encoded(&alter, v)));
+        }
+        let incremental = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            incremental_alter_configs_request::AlterConfigsResource::default()
+                .with_resource_name(text())
+                .with_configs(vec![
+                    incremental_alter_configs_request::AlterableConfig::default()
+                        .with_name(text())
+                        .with_value(Some(text())),
+                ]),
+        ]);
+        for v in 0..=1 {
+            out.push((ApiKey::IncrementalAlterConfigs, v, encoded(&incremental, v)));
+        }
+        let find = FindCoordinatorRequest::default().with_coordinator_keys(vec![text()]);
+        for v in 4..=6 {
+            out.push((ApiKey::FindCoordinator, v, encoded(&find, v)));
+        }
+        let commit = OffsetCommitRequest::default()
+            .with_group_id(GroupId(text()))
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(topic())
+                    .with_partitions(vec![
+                        offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_committed_metadata(Some(text())),
+                    ]),
+            ]);
+        for v in 2..=9 {
+            out.push((ApiKey::OffsetCommit, v, encoded(&commit, v)));
+        }
+        for v in 1..=9 {
+            let fetch = if v >= 8 {
+                OffsetFetchRequest::default().with_groups(vec![
+                    offset_fetch_request::OffsetFetchRequestGroup::default()
+                        .with_group_id(GroupId(text()))
+                        .with_topics(Some(vec![
+                            offset_fetch_request::OffsetFetchRequestTopics::default()
+                                .with_name(topic())
+                                .with_partition_indexes(vec![0, 1]),
+                        ])),
+                ])
+            } else {
+                OffsetFetchRequest::default()
+                    .with_group_id(GroupId(text()))
+                    .with_topics(Some(vec![
+                        offset_fetch_request::OffsetFetchRequestTopic::default()
+                            .with_name(topic())
+                            .with_partition_indexes(vec![0, 1]),
+                    ]))
+            };
+            out.push((ApiKey::OffsetFetch, v, encoded(&fetch, v)));
+        }
+        let epochs = OffsetForLeaderEpochRequest::default().with_topics(vec![
+            offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                .with_topic(topic())
+                .with_partitions(vec![
+                    offset_for_leader_epoch_request::OffsetForLeaderPartition::default(),
+                ]),
+        ]);
+        for v in 2..=4 {
+            out.push((ApiKey::OffsetForLeaderEpoch, v, encoded(&epochs, v)));
+        }
+        out
     }
 }

@@ -19,7 +19,8 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, Message};
 
 use super::{
-    Broker, api_versions, bounds, fetch, init_producer_id, list_offsets, metadata, produce,
+    Broker, admin, api_versions, bounds, cluster, configs, coordinator, fetch, init_producer_id,
+    list_offsets, metadata, offsets, produce,
 };
 use crate::error::{Error, Result};
 
@@ -123,20 +124,111 @@ pub(super) async fn request(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply>
                 init_producer_id::handle(&b, r).await
             }))
         }
+        ApiKey::CreateTopics => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { admin::create_topics(&b, r, version).await },
+        ),
+        ApiKey::DeleteTopics => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { admin::delete_topics(&b, r, version).await },
+        ),
+        ApiKey::CreatePartitions => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { admin::create_partitions(&b, r).await },
+        ),
+        ApiKey::DescribeConfigs => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { configs::describe(&b, r).await },
+        ),
+        ApiKey::AlterConfigs => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { configs::alter(&b, r).await },
+        ),
+        ApiKey::IncrementalAlterConfigs => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { configs::incremental_alter(&b, r).await },
+        ),
+        ApiKey::DescribeCluster => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { cluster::describe(&b, r).await },
+        ),
+        ApiKey::OffsetForLeaderEpoch => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { cluster::leader_epochs(&b, r).await },
+        ),
+        ApiKey::FindCoordinator => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { coordinator::handle(&b, r, version).await },
+        ),
+        ApiKey::OffsetCommit => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { offsets::commit(&b, r).await },
+        ),
+        ApiKey::OffsetFetch => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { offsets::fetch(&b, r, version).await },
+        ),
         other => Err(Error::KafkaConnection(format!(
             "API {other:?} (key {api_key}) is not served"
         ))),
     }
 }
 
-/// Every API this listener serves, with the versions it serves.
+/// Every API this listener serves, with the versions it serves, by API key.
 pub(super) const SERVED: &[(ApiKey, RangeInclusive<i16>)] = &[
     (ApiKey::Produce, produce::VERSIONS),
     (ApiKey::Fetch, fetch::VERSIONS),
     (ApiKey::ListOffsets, list_offsets::VERSIONS),
     (ApiKey::Metadata, metadata::VERSIONS),
+    (ApiKey::OffsetCommit, offsets::COMMIT_VERSIONS),
+    (ApiKey::OffsetFetch, offsets::FETCH_VERSIONS),
+    (ApiKey::FindCoordinator, coordinator::VERSIONS),
     (ApiKey::ApiVersions, api_versions::VERSIONS),
+    (ApiKey::CreateTopics, admin::CREATE_TOPICS_VERSIONS),
+    (ApiKey::DeleteTopics, admin::DELETE_TOPICS_VERSIONS),
     (ApiKey::InitProducerId, init_producer_id::VERSIONS),
+    (ApiKey::OffsetForLeaderEpoch, cluster::LEADER_EPOCH_VERSIONS),
+    (ApiKey::DescribeConfigs, configs::DESCRIBE_VERSIONS),
+    (ApiKey::AlterConfigs, configs::ALTER_VERSIONS),
+    (ApiKey::CreatePartitions, admin::CREATE_PARTITIONS_VERSIONS),
+    (
+        ApiKey::IncrementalAlterConfigs,
+        configs::INCREMENTAL_VERSIONS,
+    ),
+    (ApiKey::DescribeCluster, cluster::DESCRIBE_CLUSTER_VERSIONS),
 ];
 
 fn codec<E>(what: &'static str) -> impl FnOnce(E) -> Error
@@ -186,6 +278,25 @@ fn encode<T: Encodable>(api: ApiKey, version: i16, correlation_id: i32, body: &T
     body.encode(&mut buf, version)
         .map_err(codec("response body"))?;
     Ok(buf.freeze())
+}
+
+/// Decodes a request the handler serves at every version the codec knows,
+/// and starts the handler.
+fn handled<R, T, F, A>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &mut Bytes,
+    handler: F,
+) -> Result<Reply>
+where
+    R: Decodable + Message,
+    T: Encodable,
+    F: FnOnce(R) -> A,
+    A: Future<Output = T> + Send + 'static,
+{
+    let request = decode(api, body, version)?;
+    Ok(reply(api, version, correlation_id, handler(request)))
 }
 
 fn done<T: Encodable>(api: ApiKey, version: i16, correlation_id: i32, body: &T) -> Result<Reply> {

@@ -23,7 +23,7 @@ use crate::error::bounded;
 pub(super) const VERSIONS: RangeInclusive<i16> = 0..=12;
 
 /// The cluster id every agent reports.
-const CLUSTER_ID: &str = "streamhouse";
+pub(super) const CLUSTER_ID: &str = "streamhouse";
 
 /// The answer to a request refused as a whole. Metadata below v13 has no
 /// top-level error code: it lists no brokers and no topics.

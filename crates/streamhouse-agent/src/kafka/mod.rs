@@ -24,16 +24,21 @@ use tokio::sync::watch;
 
 use crate::service::RequestLimits;
 
+mod admin;
 mod api_versions;
 mod bounds;
 mod brokers;
+mod cluster;
+mod configs;
 mod connection;
+mod coordinator;
 mod dispatch;
 mod errors;
 mod fetch;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
+mod offsets;
 mod produce;
 
 pub(crate) use connection::serve;
