@@ -118,8 +118,6 @@ fn spawn(stores: &Stores, advertise: SocketAddr) -> (Child, SocketAddr) {
             "--transaction-check-ms",
             "200",
             "--unsafe-no-fsync",
-            "--kafka-listen",
-            "off",
             // Background jobs at their most eager, so merges and object
             // collection race the faults too.
             "--compaction-interval-s",
