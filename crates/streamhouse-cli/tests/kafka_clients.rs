@@ -10,7 +10,11 @@
 //! - records of the native producer are fetched over Kafka with the same
 //!   offsets, keys, values, headers and timestamps;
 //! - metadata (brokers, auto-created topics) and list offsets (earliest,
-//!   latest, by timestamp).
+//!   latest, by timestamp, largest timestamp);
+//! - admin: topics created with configs, configs described and altered
+//!   (incrementally and whole), partitions added, the cluster described,
+//!   topics deleted, standalone offset commits read back, all seen the same
+//!   over gRPC.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -372,11 +376,10 @@ async fn kafka_metadata_and_list_offsets() {
                 streamhouse_client::partitioner::partition_for_key(k.as_bytes(), PARTITIONS) == 0
             })
             .unwrap();
+        // Record 4 has the largest timestamp, out of order.
+        let ts = |i: i64| 1_700_000_000_000i64 + if i == 4 { 100_000 } else { i * 1000 };
         let recs: Vec<Value> = (0..10)
-            .map(|i| {
-                json!({"key": key, "value": format!("v{i}"), "headers": [],
-                            "timestamp": 1_700_000_000_000i64 + i * 1000})
-            })
+            .map(|i| json!({"key": key, "value": format!("v{i}"), "headers": [], "timestamp": ts(i)}))
             .collect();
         let results = run(
             &python,
@@ -401,7 +404,8 @@ async fn kafka_metadata_and_list_offsets() {
         );
         assert_eq!(
             results[2],
-            json!({"earliest": 0, "latest": 10, "for_time": 5}),
+            json!({"earliest": 0, "latest": 10, "for_time": 4,
+                   "max_timestamp": [4, ts(4)]}),
             "{client}"
         );
         assert_eq!(results[3]["for_time"], json!(0), "{client}");

@@ -1,6 +1,7 @@
 //! ListOffsets: the earliest offset (-2), the latest (-1; the last stable
-//! offset for read_committed), or the first offset whose record timestamp
-//! is at or after a time, with that record's timestamp.
+//! offset for read_committed), the record with the largest timestamp (-3,
+//! the first such record), or the first offset whose record timestamp is at
+//! or after a time, with that record's timestamp.
 
 use std::ops::RangeInclusive;
 
@@ -13,11 +14,16 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use super::Broker;
 use super::errors::storage_code;
 
-/// ListOffsets versions served (v7 adds the max-timestamp query, -3).
-pub(super) const VERSIONS: RangeInclusive<i16> = 1..=6;
+/// ListOffsets versions served (v8+ add queries for tiered storage).
+pub(super) const VERSIONS: RangeInclusive<i16> = 1..=7;
 
 const EARLIEST: i64 = -2;
 const LATEST: i64 = -1;
+const MAX_TIMESTAMP: i64 = -3;
+
+/// Segments listed per metadata query while looking for the largest
+/// timestamp.
+const SEGMENTS_PER_QUERY: u32 = 1000;
 
 /// Every partition refused with `code`.
 pub(super) fn refuse(request: &ListOffsetsRequest, code: i16) -> ListOffsetsResponse {
@@ -103,6 +109,7 @@ async fn lookup(
         EARLIEST => return Ok((state.log_start_offset, -1)),
         LATEST if committed => return Ok((state.last_stable_offset, -1)),
         LATEST => return Ok((state.next_offset, -1)),
+        MAX_TIMESTAMP => return max_timestamp(broker, topic, partition).await,
         _ => {}
     }
     let Some(offset) = broker
@@ -126,4 +133,69 @@ async fn lookup(
             .map(|(o, ts, _)| (o, ts))
     });
     Ok(found.unwrap_or((offset, timestamp)))
+}
+
+/// The first record with the partition's largest timestamp: its offset and
+/// timestamp, or -1 and -1 for an empty partition.
+async fn max_timestamp(
+    broker: &Broker,
+    topic: &str,
+    partition: u32,
+) -> streamhouse_storage::Result<(i64, i64)> {
+    let t = broker
+        .metadata
+        .get_topic(topic)
+        .await?
+        .ok_or_else(|| streamhouse_storage::Error::TopicNotFound(topic.to_string()))?;
+    let mut best: Option<streamhouse_metadata::Segment> = None;
+    let mut from = 0;
+    loop {
+        let segments = broker
+            .metadata
+            .segments(t.id, partition, from, SEGMENTS_PER_QUERY)
+            .await?;
+        let Some(last) = segments.last() else { break };
+        from = last.last_offset + 1;
+        let full = segments.len() == SEGMENTS_PER_QUERY as usize;
+        for s in segments {
+            if best
+                .as_ref()
+                .is_none_or(|b| s.max_timestamp > b.max_timestamp)
+            {
+                best = Some(s);
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    let Some(segment) = best else {
+        return Ok((-1, -1));
+    };
+    let data = broker.reader.segment_bytes(&segment).await?;
+    let mut base = segment.base_offset;
+    for item in streamhouse_core::batches(&data) {
+        let (header, raw) = item.map_err(|e| streamhouse_storage::Error::CorruptObject {
+            key: segment.object_key.clone(),
+            reason: e.to_string(),
+        })?;
+        if header.max_timestamp == segment.max_timestamp {
+            let mut batch =
+                streamhouse_core::RecordBatch::decode(&data.slice_ref(raw)).map_err(|e| {
+                    streamhouse_storage::Error::CorruptObject {
+                        key: segment.object_key.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+            batch.base_offset = base;
+            if let Some((offset, ts, _)) =
+                batch.iter().find(|(_, ts, _)| *ts == segment.max_timestamp)
+            {
+                return Ok((offset, ts));
+            }
+        }
+        base += header.offset_span();
+    }
+    // The segment's maximum is its last record's as far as we can find.
+    Ok((segment.last_offset, segment.max_timestamp))
 }
