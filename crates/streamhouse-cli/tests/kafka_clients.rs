@@ -399,7 +399,8 @@ async fn kafka_metadata_and_list_offsets() {
         .await;
         assert_eq!(
             results[0],
-            json!({"brokers": [node_id], "partitions": PARTITIONS}),
+            json!({"brokers": [node_id], "partitions": PARTITIONS,
+                   "leaders": [node_id, node_id, node_id]}),
             "{client}"
         );
         assert_eq!(
@@ -539,4 +540,127 @@ async fn kafka_admin_configs_and_committed_offsets() {
         assert!(admin.describe_topic(&topic).await.is_err(), "{client}");
     }
     cluster.agent.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_agents_lead_partitions_and_clients_survive_one_leaving() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let metadata = streamhouse_metadata::open_without_fsync(&format!(
+        "sqlite://{}",
+        dir.path().join("metadata.db").display()
+    ))
+    .await
+    .unwrap();
+    let store = streamhouse_storage::open_object_store(
+        &format!("file://{}", dir.path().join("objects").display()),
+        &Default::default(),
+    )
+    .unwrap();
+    let start = |id: &str| {
+        let mut config = AgentConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            agent_id: Some(id.to_string()),
+            kafka_listen: Some("127.0.0.1:0".parse().unwrap()),
+            heartbeat_interval: Duration::from_millis(100),
+            agent_ttl: Duration::from_secs(1),
+            ..AgentConfig::default()
+        };
+        config.pipeline.flush_interval = Duration::from_millis(2);
+        Agent::start_with(config, metadata.clone(), store.clone())
+    };
+    let a = start("agent-a").await.unwrap();
+    let b = start("agent-b").await.unwrap();
+    let nodes: HashMap<String, i64> = metadata
+        .list_agents(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.agent_id, a.node_id.into()))
+        .collect();
+    Admin::connect(&a.local_addr().to_string())
+        .await
+        .unwrap()
+        .create_topic("ha", 6, None, HashMap::new())
+        .await
+        .unwrap();
+    let bootstrap = a.kafka_addr().unwrap().to_string();
+    // Both agents are brokers, and each leads half the partitions.
+    for client in CLIENTS {
+        let r = run(
+            &python,
+            client,
+            &bootstrap,
+            json!([{"op": "metadata", "topic": "ha"}]),
+        )
+        .await;
+        let mut brokers = vec![nodes["agent-a"], nodes["agent-b"]];
+        brokers.sort();
+        assert_eq!(r[0]["brokers"], json!(brokers), "{client}");
+        let leaders: Vec<i64> = r[0]["leaders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_i64().unwrap())
+            .collect();
+        for node in &brokers {
+            assert_eq!(
+                leaders.iter().filter(|l| *l == node).count(),
+                3,
+                "{client}: {leaders:?}"
+            );
+        }
+    }
+    // An idempotent librdkafka producer streams while agent b shuts down:
+    // every record is delivered, and stored exactly once.
+    let count = 1500;
+    let producing = tokio::spawn({
+        let python = python.clone();
+        let bootstrap = bootstrap.clone();
+        async move {
+            run(
+                &python,
+                "confluent",
+                &bootstrap,
+                json!([{"op": "produce_stream", "topic": "ha", "count": count, "seconds": 3}]),
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    b.shutdown().await.unwrap();
+    let produced = producing.await.unwrap();
+    assert_eq!(
+        produced[0],
+        json!({"delivered": count, "errors": []}),
+        "every record is delivered"
+    );
+    let consumed = run(
+        &python,
+        "confluent",
+        &bootstrap,
+        json!([{"op": "consume", "topic": "ha", "partitions": (0..6).collect::<Vec<_>>(),
+                "count": count}]),
+    )
+    .await;
+    let mut values: Vec<String> = consumed[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["value"].as_str().unwrap().to_string())
+        .collect();
+    values.sort();
+    let mut expected: Vec<String> = (0..count).map(|i| format!("r{i}")).collect();
+    expected.sort();
+    assert_eq!(values, expected, "every record once");
+    // After b left, a leads everything.
+    let r = run(
+        &python,
+        "confluent",
+        &bootstrap,
+        json!([{"op": "metadata", "topic": "ha"}]),
+    )
+    .await;
+    assert_eq!(r[0]["brokers"], json!([nodes["agent-a"]]));
+    a.shutdown().await.unwrap();
 }
