@@ -1,0 +1,375 @@
+//! Produce and Fetch over the Kafka protocol with a raw client: stored
+//! batches served byte for byte (base offsets patched), the whole batch
+//! when the fetch offset falls inside it, long polls, byte limits, acks=0,
+//! per-partition errors and OffsetForLeaderEpoch.
+
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, FetchResponse,
+    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceRequest, ProduceResponse,
+    RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use streamhouse_agent::{Agent, AgentConfig, RunningAgent};
+use streamhouse_core::{Compression, NewRecord, RecordBatch};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn agent(dir: &tempfile::TempDir) -> RunningAgent {
+    let mut config = AgentConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metadata_url: format!("sqlite://{}", dir.path().join("metadata.db").display()),
+        storage_url: format!("file://{}", dir.path().join("objects").display()),
+        kafka_listen: Some("127.0.0.1:0".parse().unwrap()),
+        kafka_default_partitions: 3,
+        unsafe_no_fsync: true,
+        ..AgentConfig::default()
+    };
+    config.pipeline.flush_interval = Duration::from_millis(2);
+    Agent::start(config).await.unwrap()
+}
+
+/// A connection speaking the Kafka protocol, one request at a time.
+struct Conn {
+    stream: TcpStream,
+    next_id: i32,
+}
+
+impl Conn {
+    async fn open(agent: &RunningAgent) -> Conn {
+        Conn {
+            stream: TcpStream::connect(agent.kafka_addr().unwrap())
+                .await
+                .unwrap(),
+            next_id: 1,
+        }
+    }
+
+    async fn send<T: Encodable>(&mut self, api: ApiKey, version: i16, body: &T) -> i32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(api as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(id)
+            .with_client_id(Some(StrBytes::from_static_str("fetch-test")));
+        let mut payload = BytesMut::new();
+        header
+            .encode(&mut payload, api.request_header_version(version))
+            .unwrap();
+        body.encode(&mut payload, version).unwrap();
+        let mut frame = BytesMut::new();
+        frame.put_i32(payload.len() as i32);
+        frame.extend_from_slice(&payload);
+        self.stream.write_all(&frame).await.unwrap();
+        id
+    }
+
+    async fn receive<T: Decodable>(&mut self, api: ApiKey, version: i16) -> (i32, T) {
+        let size = self.stream.read_i32().await.unwrap();
+        let mut buf = vec![0; size as usize];
+        self.stream.read_exact(&mut buf).await.unwrap();
+        let mut bytes = Bytes::from(buf);
+        let header =
+            ResponseHeader::decode(&mut bytes, api.response_header_version(version)).unwrap();
+        (
+            header.correlation_id,
+            T::decode(&mut bytes, version).unwrap(),
+        )
+    }
+
+    async fn call<Q: Encodable, R: Decodable>(&mut self, api: ApiKey, version: i16, body: &Q) -> R {
+        let id = self.send(api, version, body).await;
+        let (got, response) = self.receive(api, version).await;
+        assert_eq!(got, id);
+        response
+    }
+}
+
+fn topic(name: &'static str) -> TopicName {
+    TopicName(StrBytes::from_static_str(name))
+}
+
+/// A batch of `n` records (`{tag}-{i}`, with a key and a header), base
+/// offset 0 as producers send it.
+fn batch(tag: &str, n: usize, compression: Compression) -> Bytes {
+    RecordBatch::from_records((0..n).map(|i| {
+        NewRecord::new(
+            1_700_000_000_000 + i as i64,
+            Some(Bytes::from(format!("key-{i}"))),
+            format!("{tag}-{i}-{}", "v".repeat(40)),
+        )
+    }))
+    .with_compression(compression)
+    .encode()
+    .unwrap()
+}
+
+fn produce_request(acks: i16, parts: Vec<(&'static str, i32, Bytes)>) -> ProduceRequest {
+    let mut topics: Vec<TopicProduceData> = Vec::new();
+    for (name, index, records) in parts {
+        let data = PartitionProduceData::default()
+            .with_index(index)
+            .with_records(Some(records));
+        match topics.iter_mut().find(|t| t.name == topic(name)) {
+            Some(t) => t.partition_data.push(data),
+            None => topics.push(
+                TopicProduceData::default()
+                    .with_name(topic(name))
+                    .with_partition_data(vec![data]),
+            ),
+        }
+    }
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(10_000)
+        .with_topic_data(topics)
+}
+
+/// Produces `records` to `name`/`index` (acks=all); the partition's code
+/// and base offset.
+async fn produce(conn: &mut Conn, name: &'static str, index: i32, records: Bytes) -> (i16, i64) {
+    let r: ProduceResponse = conn
+        .call(
+            ApiKey::Produce,
+            9,
+            &produce_request(-1, vec![(name, index, records)]),
+        )
+        .await;
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+fn fetch_request(parts: Vec<(&'static str, i32, i64, i32)>) -> FetchRequest {
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    for (name, partition, offset, max) in parts {
+        let p = FetchPartition::default()
+            .with_partition(partition)
+            .with_fetch_offset(offset)
+            .with_partition_max_bytes(max);
+        match topics.iter_mut().find(|t| t.topic == topic(name)) {
+            Some(t) => t.partitions.push(p),
+            None => topics.push(
+                FetchTopic::default()
+                    .with_topic(topic(name))
+                    .with_partitions(vec![p]),
+            ),
+        }
+    }
+    FetchRequest::default()
+        .with_replica_id((-1).into())
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(topics)
+}
+
+/// `raw` with its base offset set to `base` (what the agent serves).
+fn patched(raw: &Bytes, base: i64) -> Vec<u8> {
+    let mut out = raw.to_vec();
+    out[..8].copy_from_slice(&base.to_be_bytes());
+    out
+}
+
+/// Makes `name` exist with 3 partitions (auto-created by Metadata).
+async fn create(conn: &mut Conn, name: &'static str) {
+    let request = kafka_protocol::messages::MetadataRequest::default()
+        .with_topics(Some(vec![
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                .with_name(Some(topic(name))),
+        ]))
+        .with_allow_auto_topic_creation(true);
+    let r: kafka_protocol::messages::MetadataResponse =
+        conn.call(ApiKey::Metadata, 12, &request).await;
+    assert_eq!(r.topics[0].error_code, 0);
+    assert_eq!(r.topics[0].partitions.len(), 3);
+}
+
+#[tokio::test]
+async fn stored_batches_are_served_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent(&dir).await;
+    let mut conn = Conn::open(&agent).await;
+    create(&mut conn, "t").await;
+    let first = batch("a", 5, Compression::Lz4);
+    let second = batch("b", 3, Compression::Zstd);
+    assert_eq!(produce(&mut conn, "t", 0, first.clone()).await, (0, 0));
+    assert_eq!(produce(&mut conn, "t", 0, second.clone()).await, (0, 5));
+    for version in [4, 7, 11, 12] {
+        // From an offset inside the first batch: the whole of both batches.
+        let r: FetchResponse = conn
+            .call(
+                ApiKey::Fetch,
+                version,
+                &fetch_request(vec![("t", 0, 2, 1 << 20)]),
+            )
+            .await;
+        let p = &r.responses[0].partitions[0];
+        assert_eq!((p.error_code, p.high_watermark), (0, 8), "v{version}");
+        let mut expected = patched(&first, 0);
+        expected.extend(patched(&second, 5));
+        assert_eq!(p.records.as_deref(), Some(&expected[..]), "v{version}");
+        assert_eq!(p.preferred_read_replica.0, -1);
+        if version >= 7 {
+            assert_eq!(r.session_id, 0);
+        }
+        // At the high watermark: nothing, no error.
+        let r: FetchResponse = conn
+            .call(
+                ApiKey::Fetch,
+                version,
+                &fetch_request(vec![("t", 0, 8, 1 << 20)]),
+            )
+            .await;
+        let p = &r.responses[0].partitions[0];
+        assert_eq!(p.error_code, 0);
+        assert_eq!(p.records.as_deref().map(<[u8]>::len).unwrap_or(0), 0);
+    }
+    agent.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn fetch_limits_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent(&dir).await;
+    let mut conn = Conn::open(&agent).await;
+    create(&mut conn, "t").await;
+    let mut sent = Vec::new();
+    for partition in 0..3 {
+        let mut batches = Vec::new();
+        for i in 0..2 {
+            let b = batch(&format!("p{partition}b{i}"), 10, Compression::None);
+            produce(&mut conn, "t", partition, b.clone()).await;
+            batches.push(b);
+        }
+        sent.push(batches);
+    }
+    // A partition limit of 1 byte still returns the first batch, whole.
+    let r: FetchResponse = conn
+        .call(
+            ApiKey::Fetch,
+            12,
+            &fetch_request((0..3).map(|p| ("t", p, 0, 1)).collect()),
+        )
+        .await;
+    for (p, data) in r.responses[0].partitions.iter().enumerate() {
+        assert_eq!(data.records.as_deref(), Some(&patched(&sent[p][0], 0)[..]));
+    }
+    // A response limit of 1 byte: only the first partition has records, the
+    // others still report their offsets.
+    let mut request = fetch_request((0..3).map(|p| ("t", p, 0, 1 << 20)).collect());
+    request.max_bytes = 1;
+    let r: FetchResponse = conn.call(ApiKey::Fetch, 12, &request).await;
+    let parts = &r.responses[0].partitions;
+    assert_eq!(
+        parts[0].records.as_deref(),
+        Some(&patched(&sent[0][0], 0)[..])
+    );
+    for p in &parts[1..] {
+        assert_eq!(p.records.as_deref().map(<[u8]>::len), Some(0));
+        assert_eq!(
+            (p.error_code, p.high_watermark, p.log_start_offset),
+            (0, 20, 0)
+        );
+    }
+    // Errors per partition: unknown topic, unknown partition, out of range.
+    let r: FetchResponse = conn
+        .call(
+            ApiKey::Fetch,
+            12,
+            &fetch_request(vec![
+                ("t", 0, 21, 1000),
+                ("t", 7, 0, 1000),
+                ("nope", 0, 0, 1000),
+            ]),
+        )
+        .await;
+    let codes: Vec<i16> = r
+        .responses
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+        .collect();
+    assert_eq!(codes, [1, 3, 3]);
+    // Produce errors: unknown partition, bytes that are no batch.
+    let (code, _) = produce(&mut conn, "t", 9, batch("x", 1, Compression::None)).await;
+    assert_eq!(code, 3);
+    let (code, _) = produce(&mut conn, "t", 0, Bytes::from_static(&[1; 70])).await;
+    assert_eq!(code, 87, "INVALID_RECORD");
+    // OffsetForLeaderEpoch: epoch 0 ends at the high watermark.
+    let request = OffsetForLeaderEpochRequest::default()
+        .with_replica_id((-1).into())
+        .with_topics(vec![
+            OffsetForLeaderTopic::default()
+                .with_topic(topic("t"))
+                .with_partitions(vec![
+                    OffsetForLeaderPartition::default()
+                        .with_partition(1)
+                        .with_current_leader_epoch(0)
+                        .with_leader_epoch(0),
+                ]),
+        ]);
+    let r: OffsetForLeaderEpochResponse =
+        conn.call(ApiKey::OffsetForLeaderEpoch, 4, &request).await;
+    let p = &r.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.leader_epoch, p.end_offset), (0, 0, 20));
+    agent.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn fetch_waits_for_records_and_acks_zero_is_not_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent(&dir).await;
+    let mut conn = Conn::open(&agent).await;
+    create(&mut conn, "t").await;
+    // Nothing arrives: the fetch answers empty after max_wait.
+    let mut request = fetch_request(vec![("t", 0, 0, 1 << 20)]);
+    request.max_wait_ms = 300;
+    request.min_bytes = 1;
+    let started = Instant::now();
+    let r: FetchResponse = conn.call(ApiKey::Fetch, 12, &request).await;
+    assert!(started.elapsed() >= Duration::from_millis(280));
+    assert_eq!(
+        r.responses[0].partitions[0]
+            .records
+            .as_deref()
+            .map(<[u8]>::len),
+        Some(0)
+    );
+    // A record arrives (acks=0, no answer) while the fetch waits: it is
+    // answered at once.
+    request.max_wait_ms = 10_000;
+    let fetch_id = conn.send(ApiKey::Fetch, 12, &request).await;
+    let mut writer = Conn::open(&agent).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let records = batch("late", 2, Compression::Gzip);
+    writer
+        .send(
+            ApiKey::Produce,
+            9,
+            &produce_request(0, vec![("t", 0, records.clone())]),
+        )
+        .await;
+    // The next answer on the writer's connection is its ApiVersions: the
+    // acks=0 produce got none.
+    let versions_id = writer
+        .send(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default())
+        .await;
+    let (got, _): (i32, ApiVersionsResponse) = writer.receive(ApiKey::ApiVersions, 3).await;
+    assert_eq!(got, versions_id);
+    let (got, r): (i32, FetchResponse) = conn.receive(ApiKey::Fetch, 12).await;
+    assert_eq!(got, fetch_id);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(
+        r.responses[0].partitions[0].records.as_deref(),
+        Some(&patched(&records, 0)[..])
+    );
+    agent.shutdown().await.unwrap();
+}
