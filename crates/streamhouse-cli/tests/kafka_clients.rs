@@ -63,6 +63,40 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// An agent on a fresh PostgreSQL schema and S3 prefix; `None` (skip)
+    /// without those services outside CI.
+    async fn on_postgres_and_s3() -> Option<Cluster> {
+        use streamhouse_metadata::testing::{postgres_url, service_env};
+        let endpoint = service_env("STREAMHOUSE_TEST_S3_ENDPOINT")?;
+        let bucket = service_env("STREAMHOUSE_TEST_S3_BUCKET")?;
+        let metadata = streamhouse_metadata::open(&postgres_url().await?)
+            .await
+            .unwrap();
+        let prefix = format!("kafka-{}", ulid_like());
+        let store = streamhouse_storage::open_object_store(
+            &format!("s3://{bucket}/{prefix}"),
+            &streamhouse_storage::S3Options {
+                endpoint: Some(endpoint),
+                region: Some("us-east-1".into()),
+                allow_http: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut config = AgentConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            kafka_listen: Some("127.0.0.1:0".parse().unwrap()),
+            kafka_default_partitions: PARTITIONS,
+            ..AgentConfig::default()
+        };
+        config.pipeline.flush_interval = Duration::from_millis(2);
+        let agent = Agent::start_with(config, metadata, store).await.unwrap();
+        Some(Cluster {
+            agent,
+            _dir: tempfile::tempdir().unwrap(),
+        })
+    }
+
     async fn start() -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let mut config = AgentConfig {
@@ -223,10 +257,35 @@ async fn native_consume(cluster: &Cluster, topic: &str, count: usize) -> Vec<Val
     out
 }
 
+/// A name no other test run uses.
+fn ulid_like() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kafka_clients_produce_every_codec_and_consume_exactly() {
     let Some(python) = python() else { return };
-    let cluster = Cluster::start().await;
+    every_codec_round_trip(&python, Cluster::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_clients_on_postgres_and_s3() {
+    let Some(python) = python() else { return };
+    let Some(cluster) = Cluster::on_postgres_and_s3().await else {
+        return;
+    };
+    every_codec_round_trip(&python, cluster).await;
+}
+
+async fn every_codec_round_trip(python: &str, cluster: Cluster) {
+    let python = python.to_string();
     let kafka = cluster.kafka();
     // Per client and codec: an idempotent acks=all producer, and one with
     // acks 1 or 0 (idempotence needs acks=all).
