@@ -11,6 +11,10 @@
 //!   offsets, keys, values, headers and timestamps;
 //! - metadata (brokers, auto-created topics) and list offsets (earliest,
 //!   latest, by timestamp, largest timestamp);
+//! - an idempotent librdkafka producer streaming through two agent
+//!   processes, one killed with SIGKILL and restarted: every record stored
+//!   exactly once (and through two in-process agents, one shut down);
+//! - the round trip again on PostgreSQL + S3;
 //! - admin: topics created with configs, configs described and altered
 //!   (incrementally and whole), partitions added, the cluster described,
 //!   topics deleted, standalone offset commits read back, all seen the same
@@ -722,4 +726,127 @@ async fn two_agents_lead_partitions_and_clients_survive_one_leaving() {
     .await;
     assert_eq!(r[0]["brokers"], json!([nodes["agent-a"]]));
     a.shutdown().await.unwrap();
+}
+
+/// `streamhouse agent` as a process; killed when dropped.
+struct AgentProcess {
+    child: std::process::Child,
+    grpc: String,
+    kafka: String,
+}
+
+impl AgentProcess {
+    fn start(dir: &std::path::Path, agent_id: &str) -> AgentProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_streamhouse"))
+            .args([
+                "agent",
+                "--listen",
+                "127.0.0.1:0",
+                "--kafka-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--agent-id", agent_id, "--heartbeat-ms", "200"])
+            .args(["--flush-interval-ms", "5", "--unsafe-no-fsync"])
+            .arg("--metadata")
+            .arg(format!("sqlite://{}", dir.join("metadata.db").display()))
+            .arg("--storage")
+            .arg(format!("file://{}", dir.join("objects").display()))
+            .env("STREAMHOUSE_LOG", "error")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // "streamhouse agent ID, Kafka on ADDR, listening on ADDR"
+        let kafka = line
+            .split("Kafka on ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .unwrap_or_else(|| panic!("no Kafka address in {line:?}"))
+            .to_string();
+        let grpc = line.trim().rsplit(' ').next().unwrap().to_string();
+        AgentProcess { child, grpc, kafka }
+    }
+
+    fn kill(mut self) {
+        // SIGKILL: no flush, no deregistration.
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idempotent_librdkafka_producer_through_a_sigkilled_agent() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let a = AgentProcess::start(dir.path(), "agent-a");
+    let b = AgentProcess::start(dir.path(), "agent-b");
+    Admin::connect(&a.grpc)
+        .await
+        .unwrap()
+        .create_topic("killed", 6, None, HashMap::new())
+        .await
+        .unwrap();
+    let count = 3000;
+    let producing = tokio::spawn({
+        let python = python.clone();
+        let bootstrap = a.kafka.clone();
+        async move {
+            run(
+                &python,
+                "confluent",
+                &bootstrap,
+                json!([{"op": "produce_stream", "topic": "killed", "count": count, "seconds": 6}]),
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    b.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Restarted with the same agent id: the same node id, a new address.
+    let b = AgentProcess::start(dir.path(), "agent-b");
+    let produced = producing.await.unwrap();
+    assert_eq!(
+        produced[0],
+        json!({"delivered": count, "errors": []}),
+        "every record is delivered"
+    );
+    let consumed = run(
+        &python,
+        "confluent",
+        &b.kafka,
+        json!([{"op": "consume", "topic": "killed", "partitions": (0..6).collect::<Vec<_>>(),
+                "count": count}]),
+    )
+    .await;
+    let mut values: Vec<String> = consumed[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["value"].as_str().unwrap().to_string())
+        .collect();
+    values.sort();
+    let mut expected: Vec<String> = (0..count).map(|i| format!("r{i}")).collect();
+    expected.sort();
+    assert_eq!(values, expected, "every record once");
+    // And nothing more is stored.
+    let described = Admin::connect(&b.grpc)
+        .await
+        .unwrap()
+        .describe_topic("killed")
+        .await
+        .unwrap();
+    let stored: i64 = described.partitions.iter().map(|p| p.high_watermark).sum();
+    assert_eq!(stored, count, "records stored");
 }
