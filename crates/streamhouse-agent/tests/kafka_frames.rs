@@ -199,7 +199,7 @@ async fn malformed_frames_close_only_their_connection() {
         let served = [
             (ApiKey::Produce, 3..=10),
             (ApiKey::Fetch, 4..=12),
-            (ApiKey::ListOffsets, 1..=6),
+            (ApiKey::ListOffsets, 1..=7),
             (ApiKey::Metadata, 0..=12),
             (ApiKey::InitProducerId, 0..=4),
             (ApiKey::OffsetCommit, 2..=9),

@@ -18,6 +18,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, Message};
 
+use super::metrics::{self, ErrorCodes};
 use super::{
     Broker, admin, api_versions, bounds, cluster, configs, coordinator, fetch, init_producer_id,
     list_offsets, metadata, offsets, produce,
@@ -40,7 +41,8 @@ pub(super) async fn request(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply>
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
     let api = ApiKey::try_from(api_key)
         .map_err(|()| Error::KafkaConnection(format!("unknown API key {api_key}")))?;
-    metrics::counter!("streamhouse_kafka_requests_total", "api" => format!("{api:?}")).increment(1);
+    ::metrics::counter!("streamhouse_kafka_requests_total", "api" => format!("{api:?}"))
+        .increment(1);
     if api == ApiKey::ApiVersions && !api_versions::VERSIONS.contains(&version) {
         // The body may be of a version we cannot parse: answer at v0.
         let body = api_versions::unsupported();
@@ -83,6 +85,7 @@ pub(super) async fn request(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply>
             let committed = produce::submit(&b, r).await;
             Ok(Box::pin(async move {
                 let response = committed.answer().await;
+                metrics::count(api, &response);
                 if acks == 0 {
                     return Ok(None);
                 }
@@ -291,7 +294,7 @@ fn handled<R, T, F, A>(
 ) -> Result<Reply>
 where
     R: Decodable + Message,
-    T: Encodable,
+    T: Encodable + ErrorCodes,
     F: FnOnce(R) -> A,
     A: Future<Output = T> + Send + 'static,
 {
@@ -299,18 +302,25 @@ where
     Ok(reply(api, version, correlation_id, handler(request)))
 }
 
-fn done<T: Encodable>(api: ApiKey, version: i16, correlation_id: i32, body: &T) -> Result<Reply> {
+fn done<T: Encodable + ErrorCodes>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+) -> Result<Reply> {
+    metrics::count(api, body);
     let frame = encode(api, version, correlation_id, body)?;
     Ok(Box::pin(async move { Ok(Some(frame)) }))
 }
 
 fn reply<T, F>(api: ApiKey, version: i16, correlation_id: i32, answer: F) -> Reply
 where
-    T: Encodable,
+    T: Encodable + ErrorCodes,
     F: Future<Output = T> + Send + 'static,
 {
     Box::pin(async move {
         let body = answer.await;
+        metrics::count(api, &body);
         encode(api, version, correlation_id, &body).map(Some)
     })
 }

@@ -38,6 +38,7 @@ mod fetch;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
+mod metrics;
 mod offsets;
 mod produce;
 

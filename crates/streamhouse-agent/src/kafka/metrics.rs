@@ -1,0 +1,180 @@
+//! Metrics of the Kafka listener: answers counted by API and error code
+//! (`streamhouse_kafka_responses_total{api, error}`, one count per error
+//! code in the answer: per partition, per topic or for the whole request).
+
+use kafka_protocol::messages::{
+    AlterConfigsResponse, ApiKey, ApiVersionsResponse, CreatePartitionsResponse,
+    CreateTopicsResponse, DeleteTopicsResponse, DescribeClusterResponse, DescribeConfigsResponse,
+    FetchResponse, FindCoordinatorResponse, IncrementalAlterConfigsResponse,
+    InitProducerIdResponse, ListOffsetsResponse, MetadataResponse, OffsetCommitResponse,
+    OffsetFetchResponse, OffsetForLeaderEpochResponse, ProduceResponse,
+};
+
+/// The error codes an answer carries (0 for success).
+pub(super) trait ErrorCodes {
+    fn error_codes(&self) -> Vec<i16>;
+}
+
+/// Counts the answer's error codes.
+pub(super) fn count(api: ApiKey, answer: &impl ErrorCodes) {
+    let mut codes = answer.error_codes();
+    if codes.is_empty() {
+        codes.push(0);
+    }
+    for code in codes {
+        metrics::counter!(
+            "streamhouse_kafka_responses_total",
+            "api" => format!("{api:?}"),
+            "error" => code.to_string()
+        )
+        .increment(1);
+    }
+}
+
+impl ErrorCodes for ApiVersionsResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        vec![self.error_code]
+    }
+}
+
+impl ErrorCodes for MetadataResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        self.topics.iter().map(|t| t.error_code).collect()
+    }
+}
+
+impl ErrorCodes for ProduceResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        self.responses
+            .iter()
+            .flat_map(|t| t.partition_responses.iter().map(|p| p.error_code))
+            .collect()
+    }
+}
+
+impl ErrorCodes for FetchResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        let mut codes: Vec<i16> = self
+            .responses
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect();
+        if self.error_code != 0 {
+            codes.push(self.error_code);
+        }
+        codes
+    }
+}
+
+impl ErrorCodes for ListOffsetsResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        self.topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect()
+    }
+}
+
+impl ErrorCodes for InitProducerIdResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        vec![self.error_code]
+    }
+}
+
+impl ErrorCodes for CreateTopicsResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        self.topics.iter().map(|t| t.error_code).collect()
+    }
+}
+
+impl ErrorCodes for DeleteTopicsResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        self.responses.iter().map(|t| t.error_code).collect()
+    }
+}
+
+impl ErrorCodes for CreatePartitionsResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        self.results.iter().map(|t| t.error_code).collect()
+    }
+}
+
+impl ErrorCodes for DescribeConfigsResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        self.results.iter().map(|r| r.error_code).collect()
+    }
+}
+
+impl ErrorCodes for AlterConfigsResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        self.responses.iter().map(|r| r.error_code).collect()
+    }
+}
+
+impl ErrorCodes for IncrementalAlterConfigsResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        self.responses.iter().map(|r| r.error_code).collect()
+    }
+}
+
+impl ErrorCodes for DescribeClusterResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        vec![self.error_code]
+    }
+}
+
+impl ErrorCodes for OffsetForLeaderEpochResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        self.topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect()
+    }
+}
+
+impl ErrorCodes for FindCoordinatorResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        let mut codes: Vec<i16> = self.coordinators.iter().map(|c| c.error_code).collect();
+        if codes.is_empty() {
+            codes.push(self.error_code);
+        }
+        codes
+    }
+}
+
+impl ErrorCodes for OffsetCommitResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        self.topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect()
+    }
+}
+
+impl ErrorCodes for OffsetFetchResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        let mut codes: Vec<i16> = self.groups.iter().map(|g| g.error_code).collect();
+        codes.push(self.error_code);
+        codes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::produce_response::{
+        PartitionProduceResponse, TopicProduceResponse,
+    };
+
+    #[test]
+    fn every_partition_counts() {
+        let r = ProduceResponse::default().with_responses(vec![
+            TopicProduceResponse::default().with_partition_responses(vec![
+                PartitionProduceResponse::default(),
+                PartitionProduceResponse::default().with_error_code(3),
+            ]),
+        ]);
+        assert_eq!(r.error_codes(), [0, 3]);
+        assert_eq!(MetadataResponse::default().error_codes(), Vec::<i16>::new());
+    }
+}
