@@ -262,7 +262,7 @@ async fn unsupported_versions_are_answered_as_such() {
         [
             (0, 3, 10), // Produce
             (1, 4, 12), // Fetch
-            (2, 1, 6),  // ListOffsets
+            (2, 1, 7),  // ListOffsets
             (3, 0, 12), // Metadata
             (8, 2, 9),  // OffsetCommit
             (9, 1, 9),  // OffsetFetch
