@@ -27,10 +27,12 @@ async fn agent(dir: &tempfile::TempDir) -> RunningAgent {
         metadata_url: format!("sqlite://{}", dir.path().join("metadata.db").display()),
         storage_url: format!("file://{}", dir.path().join("objects").display()),
         kafka_listen: Some("127.0.0.1:0".parse().unwrap()),
+        kafka_default_partitions: 3,
         unsafe_no_fsync: true,
         ..AgentConfig::default()
     };
     config.limits.max_request_bytes = 1 << 20;
+    config.pipeline.flush_interval = Duration::from_millis(2);
     Agent::start(config).await.unwrap()
 }
 
@@ -363,5 +365,375 @@ async fn pipelined_requests_are_answered_in_order() {
         };
         assert_eq!(got, id);
     }
+    agent.shutdown().await.unwrap();
+}
+
+/// One request of `api` at `version` about topic `t` (3 partitions, with
+/// records), group `g`, and topic `c{version}` to create (CreateTopics) or
+/// `c{version + 1}` to delete (DeleteTopics).
+fn request_of(api: ApiKey, version: i16) -> Option<Bytes> {
+    use kafka_protocol::messages::*;
+    let t = || TopicName(StrBytes::from_static_str("t"));
+    let s = |v: &str| StrBytes::from_string(v.to_string());
+    let created = || TopicName(s(&format!("c{version}")));
+    // DeleteTopics v1-v6 delete what CreateTopics v2-v7 created.
+    let to_delete = || TopicName(s(&format!("c{}", version + 1)));
+    let id = 100 + version as i32;
+    Some(match api {
+        ApiKey::Produce => {
+            let records =
+                streamhouse_core::RecordBatch::from_records([streamhouse_core::NewRecord::new(
+                    1, None, "v",
+                )])
+                .encode()
+                .unwrap();
+            frame(
+                api,
+                version,
+                id,
+                &ProduceRequest::default()
+                    .with_acks(-1)
+                    .with_topic_data(vec![
+                        TopicProduceData::default()
+                            .with_name(t())
+                            .with_partition_data(vec![
+                                PartitionProduceData::default()
+                                    .with_index(0)
+                                    .with_records(Some(records)),
+                            ]),
+                    ]),
+            )
+        }
+        ApiKey::Fetch => frame(
+            api,
+            version,
+            id,
+            &FetchRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_max_bytes(1 << 20)
+                .with_topics(vec![
+                    fetch_request::FetchTopic::default()
+                        .with_topic(t())
+                        .with_partitions(vec![
+                            fetch_request::FetchPartition::default()
+                                .with_partition_max_bytes(1 << 20),
+                        ]),
+                ]),
+        ),
+        ApiKey::ListOffsets => frame(
+            api,
+            version,
+            id,
+            &ListOffsetsRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![
+                    list_offsets_request::ListOffsetsTopic::default()
+                        .with_name(t())
+                        .with_partitions(
+                            [-1i64, -2, 0]
+                                .into_iter()
+                                .chain((version >= 7).then_some(-3))
+                                .map(|ts| {
+                                    list_offsets_request::ListOffsetsPartition::default()
+                                        .with_timestamp(ts)
+                                })
+                                .collect(),
+                        ),
+                ]),
+        ),
+        ApiKey::Metadata => frame(
+            api,
+            version,
+            id,
+            &MetadataRequest::default().with_topics(Some(vec![
+                metadata_request::MetadataRequestTopic::default().with_name(Some(t())),
+            ])),
+        ),
+        ApiKey::OffsetCommit => frame(
+            api,
+            version,
+            id,
+            &OffsetCommitRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![
+                    offset_commit_request::OffsetCommitRequestTopic::default()
+                        .with_name(t())
+                        .with_partitions(vec![
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_committed_offset(1)
+                                .with_committed_metadata(Some(s("m"))),
+                        ]),
+                ]),
+        ),
+        ApiKey::OffsetFetch if version >= 8 => frame(
+            api,
+            version,
+            id,
+            &OffsetFetchRequest::default().with_groups(vec![
+                offset_fetch_request::OffsetFetchRequestGroup::default()
+                    .with_group_id(GroupId(s("g"))),
+            ]),
+        ),
+        ApiKey::OffsetFetch => frame(
+            api,
+            version,
+            id,
+            &OffsetFetchRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_topics(Some(vec![
+                    offset_fetch_request::OffsetFetchRequestTopic::default()
+                        .with_name(t())
+                        .with_partition_indexes(vec![0, 1]),
+                ])),
+        ),
+        ApiKey::FindCoordinator if version >= 4 => frame(
+            api,
+            version,
+            id,
+            &FindCoordinatorRequest::default().with_coordinator_keys(vec![s("g")]),
+        ),
+        ApiKey::FindCoordinator => frame(
+            api,
+            version,
+            id,
+            &FindCoordinatorRequest::default().with_key(s("g")),
+        ),
+        ApiKey::ApiVersions => api_versions(version, id),
+        ApiKey::CreateTopics => frame(
+            api,
+            version,
+            id,
+            &CreateTopicsRequest::default().with_topics(vec![
+                create_topics_request::CreatableTopic::default()
+                    .with_name(created())
+                    .with_num_partitions(1)
+                    .with_replication_factor(1)
+                    .with_configs(vec![
+                        create_topics_request::CreatableTopicConfig::default()
+                            .with_name(s("retention.ms"))
+                            .with_value(Some(s("1000000"))),
+                    ]),
+            ]),
+        ),
+        ApiKey::DeleteTopics if version >= 6 => frame(
+            api,
+            version,
+            id,
+            &DeleteTopicsRequest::default().with_topics(vec![
+                delete_topics_request::DeleteTopicState::default().with_name(Some(to_delete())),
+            ]),
+        ),
+        ApiKey::DeleteTopics => frame(
+            api,
+            version,
+            id,
+            &DeleteTopicsRequest::default().with_topic_names(vec![to_delete()]),
+        ),
+        ApiKey::InitProducerId => frame(
+            api,
+            version,
+            id,
+            &InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(1000)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        ),
+        ApiKey::OffsetForLeaderEpoch => frame(
+            api,
+            version,
+            id,
+            &OffsetForLeaderEpochRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![
+                    offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                        .with_topic(t())
+                        .with_partitions(vec![
+                            offset_for_leader_epoch_request::OffsetForLeaderPartition::default(),
+                        ]),
+                ]),
+        ),
+        ApiKey::DescribeConfigs => frame(
+            api,
+            version,
+            id,
+            &DescribeConfigsRequest::default().with_resources(vec![
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("t")),
+            ]),
+        ),
+        ApiKey::AlterConfigs => frame(
+            api,
+            version,
+            id,
+            &AlterConfigsRequest::default().with_resources(vec![
+                alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("t"))
+                    .with_configs(vec![
+                        alter_configs_request::AlterableConfig::default()
+                            .with_name(s("retention.ms"))
+                            .with_value(Some(s("2000000"))),
+                    ]),
+            ]),
+        ),
+        ApiKey::CreatePartitions => frame(
+            api,
+            version,
+            id,
+            &CreatePartitionsRequest::default().with_topics(vec![
+                create_partitions_request::CreatePartitionsTopic::default()
+                    .with_name(t())
+                    .with_count(4 + i32::from(version)),
+            ]),
+        ),
+        ApiKey::IncrementalAlterConfigs => frame(
+            api,
+            version,
+            id,
+            &IncrementalAlterConfigsRequest::default().with_resources(vec![
+                incremental_alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("t"))
+                    .with_configs(vec![
+                        incremental_alter_configs_request::AlterableConfig::default()
+                            .with_name(s("retention.bytes"))
+                            .with_value(Some(s("1048576"))),
+                    ]),
+            ]),
+        ),
+        ApiKey::DescribeCluster => frame(api, version, id, &DescribeClusterRequest::default()),
+        _ => return None,
+    })
+}
+
+/// The error codes of an answer, decoded at its version.
+fn answer_codes(api: ApiKey, version: i16, bytes: Bytes) -> (i32, Vec<i16>) {
+    use kafka_protocol::messages::*;
+    macro_rules! codes {
+        ($t:ty, |$r:ident| $e:expr) => {{
+            let (id, $r): (i32, $t) = decode(api, version, bytes);
+            (id, $e)
+        }};
+    }
+    match api {
+        ApiKey::Produce => codes!(ProduceResponse, |r| r
+            .responses
+            .iter()
+            .flat_map(|t| t.partition_responses.iter().map(|p| p.error_code))
+            .collect()),
+        ApiKey::Fetch => codes!(FetchResponse, |r| r
+            .responses
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect()),
+        ApiKey::ListOffsets => codes!(ListOffsetsResponse, |r| r
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect()),
+        ApiKey::Metadata => codes!(MetadataResponse, |r| r
+            .topics
+            .iter()
+            .map(|t| t.error_code)
+            .collect()),
+        ApiKey::OffsetCommit => codes!(OffsetCommitResponse, |r| r
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect()),
+        ApiKey::OffsetFetch => codes!(OffsetFetchResponse, |r| {
+            let mut c: Vec<i16> = r.groups.iter().map(|g| g.error_code).collect();
+            c.push(r.error_code);
+            c
+        }),
+        ApiKey::FindCoordinator => codes!(FindCoordinatorResponse, |r| {
+            let mut c: Vec<i16> = r.coordinators.iter().map(|c| c.error_code).collect();
+            c.push(r.error_code);
+            c
+        }),
+        ApiKey::ApiVersions => codes!(ApiVersionsResponse, |r| vec![r.error_code]),
+        ApiKey::CreateTopics => codes!(CreateTopicsResponse, |r| r
+            .topics
+            .iter()
+            .map(|t| t.error_code)
+            .collect()),
+        ApiKey::DeleteTopics => codes!(DeleteTopicsResponse, |r| r
+            .responses
+            .iter()
+            .map(|t| t.error_code)
+            .collect()),
+        ApiKey::InitProducerId => codes!(InitProducerIdResponse, |r| vec![r.error_code]),
+        ApiKey::OffsetForLeaderEpoch => codes!(OffsetForLeaderEpochResponse, |r| r
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect()),
+        ApiKey::DescribeConfigs => codes!(DescribeConfigsResponse, |r| r
+            .results
+            .iter()
+            .map(|x| x.error_code)
+            .collect()),
+        ApiKey::AlterConfigs => codes!(AlterConfigsResponse, |r| r
+            .responses
+            .iter()
+            .map(|x| x.error_code)
+            .collect()),
+        ApiKey::CreatePartitions => codes!(CreatePartitionsResponse, |r| r
+            .results
+            .iter()
+            .map(|x| x.error_code)
+            .collect()),
+        ApiKey::IncrementalAlterConfigs => codes!(IncrementalAlterConfigsResponse, |r| r
+            .responses
+            .iter()
+            .map(|x| x.error_code)
+            .collect()),
+        ApiKey::DescribeCluster => codes!(DescribeClusterResponse, |r| vec![r.error_code]),
+        other => panic!("no decoder for {other:?}"),
+    }
+}
+
+/// Every version of every API ApiVersions lists is answered, without an
+/// error, and the answer decodes at that version.
+#[tokio::test]
+async fn every_served_version_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent(&dir).await;
+    let addr = agent.kafka_addr().unwrap();
+    let mut s = connect(addr).await;
+    // Topic t with a record.
+    let (_, r): (i32, MetadataResponse) = {
+        s.write_all(&request_of(ApiKey::Metadata, 12).unwrap())
+            .await
+            .unwrap();
+        decode(ApiKey::Metadata, 12, answer(&mut s).await.unwrap())
+    };
+    assert_eq!(r.topics[0].error_code, 0);
+    s.write_all(&api_versions(3, 1)).await.unwrap();
+    let (_, served): (i32, ApiVersionsResponse) =
+        decode(ApiKey::ApiVersions, 3, answer(&mut s).await.unwrap());
+    let mut answered = 0;
+    for key in &served.api_keys {
+        let api = ApiKey::try_from(key.api_key).unwrap();
+        for version in key.min_version..=key.max_version {
+            let request =
+                request_of(api, version).unwrap_or_else(|| panic!("no request for {api:?}"));
+            s.write_all(&request).await.unwrap();
+            let bytes = answer(&mut s)
+                .await
+                .unwrap_or_else(|| panic!("{api:?} v{version}: connection closed"));
+            let (id, codes) = answer_codes(api, version, bytes);
+            assert_eq!(id, 100 + i32::from(version), "{api:?} v{version}");
+            assert!(
+                codes.iter().all(|&c| c == 0),
+                "{api:?} v{version}: {codes:?}"
+            );
+            answered += 1;
+        }
+    }
+    assert!(answered > 100, "{answered}");
     agent.shutdown().await.unwrap();
 }

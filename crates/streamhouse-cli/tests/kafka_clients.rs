@@ -15,6 +15,7 @@
 //!   processes, one killed with SIGKILL and restarted: every record stored
 //!   exactly once (and through two in-process agents, one shut down);
 //! - the round trip again on PostgreSQL + S3;
+//! - kcat `-L`, `-P` (keys, headers) and `-C -e`;
 //! - admin: topics created with configs, configs described and altered
 //!   (incrementally and whole), partitions added, the cluster described,
 //!   topics deleted, standalone offset commits read back, all seen the same
@@ -849,4 +850,93 @@ async fn idempotent_librdkafka_producer_through_a_sigkilled_agent() {
         .unwrap();
     let stored: i64 = described.partitions.iter().map(|p| p.high_watermark).sum();
     assert_eq!(stored, count, "records stored");
+}
+
+/// `kcat` (librdkafka 2.0), or `None` to skip (never under CI).
+fn kcat() -> Option<&'static str> {
+    if std::process::Command::new("kcat")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Some("kcat");
+    }
+    assert!(
+        !std::env::var("CI").is_ok_and(|v| v == "true"),
+        "kcat is not installed and CI=true: run scripts/test"
+    );
+    eprintln!("skipping: kcat is not installed (scripts/test installs it)");
+    None
+}
+
+/// Runs kcat with `args` and `input`; its standard output.
+async fn run_kcat(kcat: &str, args: &[&str], input: &str) -> String {
+    let mut child = tokio::process::Command::new(kcat)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("kcat did not finish")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kcat {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kcat_lists_produces_and_consumes() {
+    let Some(kcat) = kcat() else { return };
+    let cluster = Cluster::start().await;
+    let b = cluster.kafka();
+    let node = node_id(&cluster).await;
+    // -P: keyed records with a header; the topic is created on first use.
+    run_kcat(
+        kcat,
+        &["-b", &b, "-P", "-t", "kc", "-K", ":", "-H", "origin=kcat"],
+        "user1:first\nuser2:second\nuser1:third\n",
+    )
+    .await;
+    // -L: the agent as the one broker, the topic with its partitions.
+    let listed = run_kcat(kcat, &["-b", &b, "-L", "-t", "kc"], "").await;
+    assert!(
+        listed.contains(&format!("broker {node} at {b}")),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!("topic \"kc\" with {PARTITIONS} partitions")),
+        "{listed}"
+    );
+    // -C -e: everything back (kcat hashes keys with librdkafka's default
+    // partitioner, so only the records are compared).
+    let consumed = run_kcat(
+        kcat,
+        &["-b", &b, "-C", "-t", "kc", "-e", "-f", "%k=%s %h\n"],
+        "",
+    )
+    .await;
+    let mut lines: Vec<&str> = consumed.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "user1=first origin=kcat",
+            "user1=third origin=kcat",
+            "user2=second origin=kcat"
+        ]
+    );
+    // The same records over gRPC.
+    let native = native_consume(&cluster, "kc", 3).await;
+    assert_eq!(native.len(), 3);
+    cluster.agent.shutdown().await.unwrap();
 }

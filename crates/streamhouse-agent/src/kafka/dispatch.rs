@@ -265,8 +265,20 @@ fn decode<R: Decodable + Message>(api: ApiKey, body: &mut Bytes, version: i16) -
     R::decode(body, version).map_err(codec("request body"))
 }
 
-/// The frame of an answer: size, response header, body.
+/// The frame of an answer: size, response header, body. An answer the
+/// codec refuses is a bug of ours: logged, and the connection closes.
 fn encode<T: Encodable>(api: ApiKey, version: i16, correlation_id: i32, body: &T) -> Result<Bytes> {
+    encode_frame(api, version, correlation_id, body).inspect_err(|e| {
+        tracing::warn!(?api, version, error = %e, "a Kafka answer could not be encoded");
+    })
+}
+
+fn encode_frame<T: Encodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+) -> Result<Bytes> {
     let header_version = api.response_header_version(version);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let size = header

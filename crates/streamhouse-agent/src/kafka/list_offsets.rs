@@ -81,7 +81,8 @@ pub(super) async fn handle(
                         .with_partition_index(p.partition_index)
                         .with_offset(offset)
                         .with_timestamp(timestamp)
-                        .with_leader_epoch(0),
+                        // From v4 (the codec refuses the field before).
+                        .with_leader_epoch(if version >= 4 { 0 } else { -1 }),
                     Err(e) => failed(p.partition_index, storage_code(&e)),
                 },
             );
