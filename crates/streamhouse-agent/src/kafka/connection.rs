@@ -65,7 +65,25 @@ pub(crate) async fn serve(
 /// not answered (produce with acks=0).
 type Answer = JoinHandle<Result<Option<Bytes>>>;
 
+/// Counts an open Kafka connection in `streamhouse_kafka_connections`
+/// while it lives.
+struct Open;
+
+impl Open {
+    fn new() -> Open {
+        ::metrics::gauge!("streamhouse_kafka_connections").increment(1.0);
+        Open
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        ::metrics::gauge!("streamhouse_kafka_connections").decrement(1.0);
+    }
+}
+
 async fn connection(stream: TcpStream, broker: Arc<Broker>) -> Result<()> {
+    let _open = Open::new();
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Answer>(MAX_IN_FLIGHT);
     let writer = tokio::spawn(async move {
