@@ -254,6 +254,7 @@ impl Agent {
                 limits: config.limits.clone(),
                 agent_ttl: config.agent_ttl,
                 group: config.group.clone(),
+                zone: config.zone.clone(),
                 shutting_down: shutting_down.clone(),
                 auto_create_topics: config.kafka_auto_create_topics,
                 default_partitions: config.kafka_default_partitions,

@@ -373,3 +373,122 @@ async fn fetch_waits_for_records_and_acks_zero_is_not_answered() {
     );
     agent.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn clients_are_sent_to_agents_of_their_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    let metadata = streamhouse_metadata::open_without_fsync(&format!(
+        "sqlite://{}",
+        dir.path().join("metadata.db").display()
+    ))
+    .await
+    .unwrap();
+    let store = streamhouse_storage::open_object_store(
+        &format!("file://{}", dir.path().join("objects").display()),
+        &Default::default(),
+    )
+    .unwrap();
+    let start = |id: &str, zone: &str| {
+        let mut config = AgentConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            agent_id: Some(id.into()),
+            zone: Some(zone.into()),
+            kafka_listen: Some("127.0.0.1:0".parse().unwrap()),
+            kafka_default_partitions: 3,
+            ..AgentConfig::default()
+        };
+        config.pipeline.flush_interval = Duration::from_millis(2);
+        Agent::start_with(config, metadata.clone(), store.clone())
+    };
+    let a = start("a", "az1").await.unwrap();
+    let b = start("b", "az2").await.unwrap();
+    let node = |id: &str| {
+        let metadata = metadata.clone();
+        let id = id.to_string();
+        async move {
+            metadata
+                .list_agents(None)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|a| a.agent_id == id)
+                .unwrap()
+                .node_id
+        }
+    };
+    let (node_a, node_b) = (node("a").await, node("b").await);
+    let mut conn = Conn::open(&a).await;
+    create(&mut conn, "t").await;
+    let records = batch("z", 3, Compression::None);
+    produce(&mut conn, "t", 0, records.clone()).await;
+
+    // Metadata: a client naming zone az2 in its client id gets leaders in
+    // az2 only; without a zone, leaders are spread over both.
+    let leaders = |client_id: Option<&'static str>| {
+        let request = kafka_protocol::messages::MetadataRequest::default().with_topics(Some(vec![
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                .with_name(Some(topic("t"))),
+        ]));
+        let addr = a.kafka_addr().unwrap();
+        async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let header = RequestHeader::default()
+                .with_request_api_key(ApiKey::Metadata as i16)
+                .with_request_api_version(12)
+                .with_correlation_id(1)
+                .with_client_id(client_id.map(StrBytes::from_static_str));
+            let mut payload = BytesMut::new();
+            header.encode(&mut payload, 2).unwrap();
+            request.encode(&mut payload, 12).unwrap();
+            s.write_i32(payload.len() as i32).await.unwrap();
+            s.write_all(&payload).await.unwrap();
+            let mut c = Conn {
+                stream: s,
+                next_id: 2,
+            };
+            let (_, r): (i32, kafka_protocol::messages::MetadataResponse) =
+                c.receive(ApiKey::Metadata, 12).await;
+            r.topics[0]
+                .partitions
+                .iter()
+                .map(|p| p.leader_id.0)
+                .collect::<Vec<i32>>()
+        }
+    };
+    assert_eq!(leaders(Some("billing,zone=az2")).await, [node_b; 3]);
+    assert_eq!(leaders(Some("zone=az1")).await, [node_a; 3]);
+    let spread = leaders(Some("billing")).await;
+    assert!(
+        spread.contains(&node_a) && spread.contains(&node_b),
+        "{spread:?}"
+    );
+
+    // Fetch v11+: a client of az2 asking agent a is sent to agent b, with
+    // the partition's offsets and no records; a client of az1 is served.
+    let mut request = fetch_request(vec![("t", 0, 0, 1 << 20)]);
+    request.rack_id = StrBytes::from_static_str("az2");
+    let r: FetchResponse = conn.call(ApiKey::Fetch, 11, &request).await;
+    let p = &r.responses[0].partitions[0];
+    assert_eq!(p.preferred_read_replica.0, node_b);
+    assert_eq!((p.error_code, p.high_watermark), (0, 3));
+    assert_eq!(p.records.as_deref().map(<[u8]>::len), Some(0));
+    request.rack_id = StrBytes::from_static_str("az1");
+    let r: FetchResponse = conn.call(ApiKey::Fetch, 11, &request).await;
+    let p = &r.responses[0].partitions[0];
+    assert_eq!(p.preferred_read_replica.0, -1);
+    assert_eq!(p.records.as_deref(), Some(&patched(&records, 0)[..]));
+    // Agent b serves its own zone's client.
+    let mut at_b = Conn::open(&b).await;
+    request.rack_id = StrBytes::from_static_str("az2");
+    let r: FetchResponse = at_b.call(ApiKey::Fetch, 11, &request).await;
+    assert_eq!(
+        r.responses[0].partitions[0].records.as_deref(),
+        Some(&patched(&records, 0)[..])
+    );
+    // A zone without agents: served where asked.
+    request.rack_id = StrBytes::from_static_str("az9");
+    let r: FetchResponse = conn.call(ApiKey::Fetch, 11, &request).await;
+    assert_eq!(r.responses[0].partitions[0].preferred_read_replica.0, -1);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

@@ -940,3 +940,77 @@ async fn kcat_lists_produces_and_consumes() {
     assert_eq!(native.len(), 3);
     cluster.agent.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_of_a_zone_use_its_agents() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let metadata = streamhouse_metadata::open_without_fsync(&format!(
+        "sqlite://{}",
+        dir.path().join("metadata.db").display()
+    ))
+    .await
+    .unwrap();
+    let store = streamhouse_storage::open_object_store(
+        &format!("file://{}", dir.path().join("objects").display()),
+        &Default::default(),
+    )
+    .unwrap();
+    let start = |id: &str, zone: &str| {
+        let mut config = AgentConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            agent_id: Some(id.to_string()),
+            zone: Some(zone.to_string()),
+            kafka_listen: Some("127.0.0.1:0".parse().unwrap()),
+            kafka_default_partitions: PARTITIONS,
+            ..AgentConfig::default()
+        };
+        config.pipeline.flush_interval = Duration::from_millis(2);
+        Agent::start_with(config, metadata.clone(), store.clone())
+    };
+    let a = start("agent-a", "az1").await.unwrap();
+    let b = start("agent-b", "az2").await.unwrap();
+    let node_b: i64 = metadata
+        .list_agents(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|x| x.agent_id == "agent-b")
+        .unwrap()
+        .node_id
+        .into();
+    let bootstrap = a.kafka_addr().unwrap().to_string();
+    // Metadata for a client naming zone az2 in its client id: every leader
+    // in az2.
+    for client in CLIENTS {
+        let r = run(
+            &python,
+            client,
+            &bootstrap,
+            json!([{"op": "metadata", "topic": "zoned", "client_id": "tests,zone=az2"}]),
+        )
+        .await;
+        assert_eq!(
+            r[0]["leaders"],
+            json!(vec![node_b; PARTITIONS as usize]),
+            "{client}"
+        );
+    }
+    // librdkafka with client.rack=az2, bootstrapped at the az1 agent,
+    // follows the preferred read replica and reads everything.
+    let recs = records("zoned", 30);
+    let r = run(
+        &python,
+        "confluent",
+        &bootstrap,
+        json!([
+            produce_job("zoned", "lz4", "all", true, &recs),
+            {"op": "consume", "topic": "zoned", "partitions": (0..PARTITIONS).collect::<Vec<_>>(),
+             "count": recs.len(), "rack": "az2"},
+        ]),
+    )
+    .await;
+    assert_eq!(r[1].as_array().unwrap(), &placed(&recs, &r[0]));
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

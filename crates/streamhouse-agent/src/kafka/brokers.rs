@@ -2,6 +2,12 @@
 //! a Kafka listener are the brokers, each known by its agent id's stable
 //! node id; a partition's leader is chosen over them deterministically and
 //! evenly (any agent can serve any partition, so it only spreads load).
+//!
+//! A client that names its zone gets leaders (and, in Fetch, a preferred
+//! read replica) among the agents of that zone when any is live: the zone
+//! is a `zone=NAME` token of its `client.id` (tokens separated by commas,
+//! semicolons or spaces, e.g. `billing,zone=az1`) for Metadata, and its
+//! `client.rack` for Fetch.
 
 use streamhouse_metadata::AgentInfo;
 
@@ -61,6 +67,35 @@ pub(super) fn leader(brokers: &[KafkaBroker], topic: &str, partition: u32) -> Op
     let start = fnv1a(topic.as_bytes());
     let i = (start.wrapping_add(u64::from(partition))) % brokers.len() as u64;
     Some(brokers[i as usize].node_id)
+}
+
+/// The zone a client names in its client id (see the module docs).
+pub(super) fn client_zone(client_id: &str) -> Option<&str> {
+    client_id
+        .split([',', ';', ' '])
+        .find_map(|token| token.strip_prefix("zone="))
+        .filter(|zone| !zone.is_empty())
+}
+
+/// The leader for a client of `zone`: chosen among the brokers of that
+/// zone when there are any, else among all.
+pub(super) fn leader_for(
+    brokers: &[KafkaBroker],
+    zone: Option<&str>,
+    topic: &str,
+    partition: u32,
+) -> Option<i32> {
+    if let Some(zone) = zone {
+        let local: Vec<KafkaBroker> = brokers
+            .iter()
+            .filter(|b| b.rack.as_deref() == Some(zone))
+            .cloned()
+            .collect();
+        if !local.is_empty() {
+            return leader(&local, topic, partition);
+        }
+    }
+    leader(brokers, topic, partition)
 }
 
 /// FNV-1a: a fixed hash, the same in every agent and every release.
@@ -128,5 +163,34 @@ mod tests {
         }
         assert_eq!(count, [10, 10, 10]);
         assert_eq!(leader(&[], "orders", 0), None);
+    }
+
+    #[test]
+    fn clients_of_a_zone_get_leaders_in_it() {
+        let brokers: Vec<KafkaBroker> = [(1, "az1"), (2, "az2"), (3, "az2")]
+            .into_iter()
+            .map(|(node_id, zone)| KafkaBroker {
+                node_id,
+                host: "h".into(),
+                port: 1,
+                rack: Some(zone.into()),
+            })
+            .collect();
+        assert_eq!(client_zone("billing,zone=az2"), Some("az2"));
+        assert_eq!(client_zone("zone=az1 other"), Some("az1"));
+        assert_eq!(client_zone("billing"), None);
+        assert_eq!(client_zone("zone="), None);
+        for p in 0..10 {
+            assert_eq!(leader_for(&brokers, Some("az1"), "t", p), Some(1));
+            assert!(matches!(
+                leader_for(&brokers, Some("az2"), "t", p),
+                Some(2 | 3)
+            ));
+            // No agent in the zone: any agent.
+            assert_eq!(
+                leader_for(&brokers, Some("az9"), "t", p),
+                leader(&brokers, "t", p)
+            );
+        }
     }
 }

@@ -49,8 +49,13 @@ pub(super) async fn request(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply>
         return done(api, 0, correlation_id, &body);
     }
     let mut body = frame;
-    RequestHeader::decode(&mut body, api.request_header_version(version))
+    let header = RequestHeader::decode(&mut body, api.request_header_version(version))
         .map_err(codec("request header"))?;
+    let zone = header
+        .client_id
+        .as_deref()
+        .and_then(super::brokers::client_zone)
+        .map(str::to_string);
     let b = broker.clone();
     match api {
         ApiKey::ApiVersions => {
@@ -68,7 +73,7 @@ pub(super) async fn request(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply>
                 );
             }
             Ok(reply(api, version, correlation_id, async move {
-                metadata::handle(&b, r, version).await
+                metadata::handle(&b, r, version, zone.as_deref()).await
             }))
         }
         ApiKey::Produce => {

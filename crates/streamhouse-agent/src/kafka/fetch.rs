@@ -4,7 +4,10 @@
 //! before it). The answer waits up to `max_wait_ms` for `min_bytes`,
 //! woken by this agent's commits and polling for other agents'. Fetch
 //! sessions are not kept: every answer has session id 0, which tells the
-//! client to send full fetches.
+//! client to send full fetches. A client whose `client.rack` (v11+) names
+//! another zone than this agent's, where an agent is live, is answered
+//! with that agent as its preferred read replica and no records (KIP-392),
+//! so it reads in its own zone.
 
 use std::ops::RangeInclusive;
 use std::sync::atomic::Ordering;
@@ -18,8 +21,8 @@ use kafka_protocol::messages::fetch_response::{
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
 use streamhouse_proto::ErrorCode;
 
-use super::Broker;
 use super::errors::{kafka_code, storage_code};
+use super::{Broker, brokers};
 use crate::error::bounded;
 
 /// Fetch versions served: record batch v2 (v4) up to v12, the last that
@@ -60,6 +63,13 @@ pub(super) async fn handle(broker: &Broker, request: FetchRequest, version: i16)
                 })
                 .collect(),
         );
+    }
+    if version >= 11
+        && !request.rack_id.is_empty()
+        && broker.zone.as_deref() != Some(request.rack_id.as_str())
+        && let Some(redirected) = redirect(broker, &request).await
+    {
+        return redirected;
     }
     let max_bytes = usize::try_from(request.max_bytes)
         .unwrap_or(0)
@@ -190,4 +200,46 @@ async fn fetch_once(
         );
     }
     (topics, total, any_error)
+}
+
+/// Every partition with a live agent of the client's zone as its preferred
+/// read replica, or `None` when that zone has none.
+async fn redirect(broker: &Broker, request: &FetchRequest) -> Option<FetchResponse> {
+    let rack = request.rack_id.as_str();
+    let brokers = brokers::live(broker).await.ok()?;
+    if !brokers.iter().any(|b| b.rack.as_deref() == Some(rack)) {
+        return None;
+    }
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for t in &request.topics {
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            let Ok(partition) = u32::try_from(p.partition) else {
+                partitions.push(failed(
+                    p.partition,
+                    ResponseError::UnknownTopicOrPartition.code(),
+                ));
+                continue;
+            };
+            let replica = brokers::leader_for(&brokers, Some(rack), &t.topic, partition);
+            partitions.push(
+                match broker.reader.partition_state(&t.topic, partition).await {
+                    Ok(s) => PartitionData::default()
+                        .with_partition_index(p.partition)
+                        .with_high_watermark(s.next_offset)
+                        .with_last_stable_offset(s.last_stable_offset)
+                        .with_log_start_offset(s.log_start_offset)
+                        .with_preferred_read_replica(BrokerId(replica.unwrap_or(-1)))
+                        .with_records(Some(Bytes::new())),
+                    Err(e) => failed(p.partition, storage_code(&e)),
+                },
+            );
+        }
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(t.topic.clone())
+                .with_partitions(partitions),
+        );
+    }
+    Some(answer(topics))
 }

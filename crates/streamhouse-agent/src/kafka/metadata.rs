@@ -31,10 +31,12 @@ pub(super) fn refuse(code: i16) -> MetadataResponse {
     MetadataResponse::default().with_error_code(code)
 }
 
+/// The answer; `zone` is the client's (see [`brokers::client_zone`]).
 pub(super) async fn handle(
     broker: &Broker,
     request: MetadataRequest,
     version: i16,
+    zone: Option<&str>,
 ) -> MetadataResponse {
     let brokers = match brokers::live(broker).await {
         Ok(b) => b,
@@ -58,7 +60,7 @@ pub(super) async fn handle(
     let mut topics = Vec::new();
     match names {
         None => match broker.metadata.list_topics().await {
-            Ok(all) => topics.extend(all.iter().map(|t| topic_entry(t, &brokers))),
+            Ok(all) => topics.extend(all.iter().map(|t| topic_entry(t, &brokers, zone))),
             Err(e) => tracing::warn!(error = %e, "listing topics for Kafka metadata failed"),
         },
         Some(names) => {
@@ -68,7 +70,7 @@ pub(super) async fn handle(
                     continue;
                 }
                 topics.push(match find_or_create(broker, &name, may_create).await {
-                    Ok(t) => topic_entry(&t, &brokers),
+                    Ok(t) => topic_entry(&t, &brokers, zone),
                     Err(code) => MetadataResponseTopic::default()
                         .with_name(Some(TopicName(StrBytes::from_string(name))))
                         .with_error_code(code),
@@ -130,10 +132,10 @@ async fn find_or_create(broker: &Broker, name: &str, may_create: bool) -> Result
     }
 }
 
-fn topic_entry(t: &Topic, brokers: &[KafkaBroker]) -> MetadataResponseTopic {
+fn topic_entry(t: &Topic, brokers: &[KafkaBroker], zone: Option<&str>) -> MetadataResponseTopic {
     let partitions = (0..t.partition_count)
         .map(|p| {
-            let leader = brokers::leader(brokers, &t.name, p);
+            let leader = brokers::leader_for(brokers, zone, &t.name, p);
             let entry = MetadataResponsePartition::default()
                 .with_partition_index(p as i32)
                 .with_leader_epoch(0);

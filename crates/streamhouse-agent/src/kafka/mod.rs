@@ -57,6 +57,9 @@ pub(crate) struct Broker {
     pub agent_ttl: Duration,
     /// The agent group whose agents are the brokers.
     pub group: String,
+    /// This agent's zone: Fetch sends clients of another zone to an agent
+    /// of theirs.
+    pub zone: Option<String>,
     pub shutting_down: Arc<AtomicBool>,
     pub auto_create_topics: bool,
     pub default_partitions: u32,
