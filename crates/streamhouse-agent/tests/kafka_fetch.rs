@@ -492,3 +492,38 @@ async fn clients_are_sent_to_agents_of_their_zone() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn produce_waits_at_most_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = AgentConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metadata_url: format!("sqlite://{}", dir.path().join("metadata.db").display()),
+        storage_url: format!("file://{}", dir.path().join("objects").display()),
+        kafka_listen: Some("127.0.0.1:0".parse().unwrap()),
+        kafka_default_partitions: 3,
+        unsafe_no_fsync: true,
+        ..AgentConfig::default()
+    };
+    // Batches wait a second for their flush.
+    config.pipeline.flush_interval = Duration::from_secs(1);
+    let agent = Agent::start(config).await.unwrap();
+    let mut conn = Conn::open(&agent).await;
+    create(&mut conn, "t").await;
+    let request = produce_request(-1, vec![("t", 0, batch("slow", 2, Compression::None))])
+        .with_timeout_ms(100);
+    let started = Instant::now();
+    let r: ProduceResponse = conn.call(ApiKey::Produce, 9, &request).await;
+    assert!(started.elapsed() < Duration::from_millis(900));
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code, 7,
+        "REQUEST_TIMED_OUT"
+    );
+    // The batch still commits.
+    let mut fetch = fetch_request(vec![("t", 0, 0, 1 << 20)]);
+    fetch.max_wait_ms = 5000;
+    fetch.min_bytes = 1;
+    let r: FetchResponse = conn.call(ApiKey::Fetch, 12, &fetch).await;
+    assert_eq!(r.responses[0].partitions[0].high_watermark, 2);
+    agent.shutdown().await.unwrap();
+}

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -27,6 +27,8 @@ use crate::error::{Error, Result};
 const MAX_IN_FLIGHT: usize = 64;
 /// Smallest request: API key, version and correlation id.
 const MIN_FRAME: usize = 8;
+/// Memory first reserved for a frame; more as its bytes arrive.
+const INITIAL_FRAME_CAPACITY: usize = 64 << 10;
 
 /// Accepts Kafka connections on `listener` until `stop` changes, then
 /// serves the open ones until the task is aborted.
@@ -126,9 +128,21 @@ async fn read_requests(
                     "request frame of {size} bytes (allowed: {MIN_FRAME} to {max})"
                 ))
             })?;
-        let mut frame = BytesMut::zeroed(size);
-        rd.read_exact(&mut frame).await.map_err(Error::KafkaIo)?;
-        let answer = dispatch::request(broker, frame.freeze()).await?;
+        // Memory grows with the bytes that arrive, not with the size a
+        // client announces.
+        let mut frame = Vec::with_capacity(size.min(INITIAL_FRAME_CAPACITY));
+        (&mut *rd)
+            .take(size as u64)
+            .read_to_end(&mut frame)
+            .await
+            .map_err(Error::KafkaIo)?;
+        if frame.len() < size {
+            return Err(Error::KafkaConnection(format!(
+                "the connection closed {} bytes into a {size}-byte frame",
+                frame.len()
+            )));
+        }
+        let answer = dispatch::request(broker, Bytes::from(frame)).await?;
         if answers.send(tokio::spawn(answer)).await.is_err() {
             // The writer stopped: the socket is gone.
             return Ok(());

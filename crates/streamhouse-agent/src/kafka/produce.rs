@@ -6,6 +6,7 @@
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
@@ -35,6 +36,8 @@ enum Slot {
 pub(super) struct Committed {
     topics: Vec<(TopicName, Vec<(i32, Slot)>)>,
     submitted: Submitted,
+    /// The request's `timeout_ms`, when positive.
+    timeout: Option<Duration>,
 }
 
 /// Every partition refused with `code`.
@@ -126,14 +129,31 @@ pub(super) async fn submit(broker: &Arc<Broker>, request: ProduceRequest) -> Com
         })
         .collect();
     let submitted = produce::submit(&broker.pipeline, &inputs).await;
-    Committed { topics, submitted }
+    Committed {
+        topics,
+        submitted,
+        timeout: u64::try_from(request.timeout_ms)
+            .ok()
+            .filter(|&ms| ms > 0)
+            .map(Duration::from_millis),
+    }
 }
 
 impl Committed {
-    /// Waits for the commits and builds the answer.
+    /// Waits for the commits (up to the request's timeout: partitions still
+    /// uncommitted then are REQUEST_TIMED_OUT, as in Kafka; their batches may
+    /// still commit, and an idempotent producer's retry finds them) and
+    /// builds the answer.
     pub(super) async fn answer(self) -> ProduceResponse {
-        let outcomes = self.submitted.committed().await;
-        let mut outcomes: Vec<Option<PartitionOutcome>> = outcomes.into_iter().map(Some).collect();
+        let committed = self.submitted.committed();
+        let outcomes = match self.timeout {
+            Some(timeout) => tokio::time::timeout(timeout, committed).await.ok(),
+            None => Some(committed.await),
+        };
+        let mut outcomes: Vec<Option<PartitionOutcome>> = match outcomes {
+            Some(outcomes) => outcomes.into_iter().map(Some).collect(),
+            None => Vec::new(),
+        };
         let responses = self
             .topics
             .into_iter()
@@ -142,12 +162,12 @@ impl Committed {
                     .into_iter()
                     .map(|(index, slot)| match slot {
                         Slot::Refused(code, message) => partition_error(index, code, Some(message)),
-                        Slot::Submitted(i) => match outcomes[i].take() {
+                        Slot::Submitted(i) => match outcomes.get_mut(i).and_then(Option::take) {
                             Some(outcome) => partition_answer(&name, index, outcome),
                             None => partition_error(
                                 index,
-                                ResponseError::UnknownServerError.code(),
-                                None,
+                                ResponseError::RequestTimedOut.code(),
+                                Some("not committed within the request's timeout".into()),
                             ),
                         },
                     })
