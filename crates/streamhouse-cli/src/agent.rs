@@ -294,4 +294,38 @@ mod tests {
         assert_eq!(allow_http(&["--s3-endpoint", "https://s3.example"]), None);
         assert_eq!(allow_http(&[]), None);
     }
+
+    #[test]
+    fn kafka_flags() {
+        let config = |argv: &[&str]| {
+            let argv = std::iter::once("agent").chain(argv.iter().copied());
+            Command::try_parse_from(argv)
+                .expect("valid arguments")
+                .args
+                .config()
+        };
+        let c = config(&[]);
+        assert_eq!(c.kafka_listen, Some("127.0.0.1:9092".parse().unwrap()));
+        assert!(c.kafka_auto_create_topics);
+        assert_eq!(c.kafka_default_partitions, 1);
+        assert_eq!(config(&["--kafka-listen", "off"]).kafka_listen, None);
+        let c = config(&[
+            "--kafka-listen",
+            "0.0.0.0:19092",
+            "--kafka-advertise",
+            "agent-1.internal:19092",
+            "--kafka-auto-create-topics",
+            "false",
+            "--kafka-default-partitions",
+            "6",
+        ]);
+        assert_eq!(c.kafka_listen, Some("0.0.0.0:19092".parse().unwrap()));
+        assert_eq!(c.kafka_advertise.as_deref(), Some("agent-1.internal:19092"));
+        assert!(!c.kafka_auto_create_topics);
+        assert_eq!(c.kafka_default_partitions, 6);
+        assert!(
+            Command::try_parse_from(["agent", "--kafka-listen", "nowhere"]).is_err(),
+            "not an address"
+        );
+    }
 }
