@@ -3,16 +3,28 @@
 //!
 //! ```text
 //! Kafka client ──TCP──▶ connection (frames, in-order answers)
-//!                          └─▶ dispatch ─▶ api_versions | metadata | produce | fetch
-//!                                          | list_offsets | init_producer_id
-//!                              produce ─▶ crate::produce (same validation as gRPC)
-//!                              fetch   ─▶ Reader (stored batches, byte for byte)
+//!                          └─▶ bounds (array counts) ─▶ dispatch (decode, version checks)
+//!                              ├─ api_versions, metadata, cluster, coordinator
+//!                              ├─ produce ─▶ crate::produce (same validation as gRPC)
+//!                              ├─ fetch   ─▶ Reader (stored batches, byte for byte)
+//!                              ├─ list_offsets, init_producer_id, offsets
+//!                              └─ admin (topics), configs
+//!                          answers ─▶ metrics (by API and error code)
 //! ```
 //!
 //! Every live agent of the group with a Kafka listener is a broker, known
 //! by the stable node id the metadata store gave its agent id
 //! ([`brokers`]); any agent serves any partition, so a partition's leader
 //! is only a deterministic choice that spreads clients over the agents.
+//!
+//! Serving another API takes: a module with its handler and `VERSIONS`
+//! (versions the codec encodes without refusing a field that is set: the
+//! codec rejects non-default fields a version lacks), its layout in
+//! [`bounds`] when its request holds arrays, an arm in [`dispatch`] and an
+//! entry in `dispatch::SERVED` (which ApiVersions advertises), an
+//! [`ErrorCodes`](metrics::ErrorCodes) impl, and a request in the
+//! `every_served_version_answers` test (`tests/kafka_frames.rs`), which
+//! sends every advertised version.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
