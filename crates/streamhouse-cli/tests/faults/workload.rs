@@ -198,6 +198,8 @@ async fn transactional(ctx: Ctx, stop: Arc<AtomicBool>) {
             }
         }
         let outcome = if abort || failed {
+            // Written first, so the log holds what read_committed must skip.
+            let _ = p.flush().await;
             abort_outcome(p).await
         } else {
             match p.commit_transaction().await {
