@@ -1014,3 +1014,92 @@ async fn clients_of_a_zone_use_its_agents() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// `node` with kafkajs installed in `fixtures/kafka/kafkajs` (by
+/// `scripts/test`), or `None` to skip (never under CI).
+fn kafkajs() -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/kafka/kafkajs");
+    let installed = dir.join("node_modules/kafkajs/package.json").exists()
+        && std::process::Command::new("node")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if installed {
+        return Some(dir);
+    }
+    assert!(
+        !std::env::var("CI").is_ok_and(|v| v == "true"),
+        "node or kafkajs is missing and CI=true: run scripts/test"
+    );
+    eprintln!("skipping: node or kafkajs is missing (scripts/test installs kafkajs)");
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafkajs_produces_and_administers() {
+    let Some(python) = python() else { return };
+    let Some(dir) = kafkajs() else { return };
+    let cluster = Cluster::start().await;
+    let node = node_id(&cluster).await;
+    let recs = records("kafkajs", 20);
+    let jobs = json!([
+        {"op": "metadata", "topic": "js"},
+        // Idempotent only: kafkajs's plain producer writes producer id -1
+        // with epoch 0 and sequence 0, which Kafka ignores but the batch
+        // validator refuses (see the README's list of gaps).
+        produce_job("js", "gzip", "all", true, &recs),
+        {"op": "admin", "topic": "js-admin"},
+    ]);
+    let mut child = tokio::process::Command::new("node")
+        .arg(dir.join("clients.mjs"))
+        .arg(cluster.kafka())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(jobs.to_string().as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("kafkajs did not finish")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kafkajs failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        results[0],
+        json!({"brokers": [node], "partitions": PARTITIONS, "leaders": [node, node, node]})
+    );
+    // kafkajs's default partitioner is Java's: keyed records land where
+    // the native partitioner puts them.
+    let expected = placed(&recs, &results[1]);
+    for r in &expected {
+        if let Some(p) = expected_partition(&r["key"]) {
+            assert_eq!(r["partition"].as_i64(), Some(p), "{r}");
+        }
+    }
+    assert_eq!(
+        results[2],
+        json!({"created": null, "created_again": null,
+               "configs": {"retention.ms": "3600000"},
+               "offsets": [{"partition": 0, "low": 0, "high": 0},
+                           {"partition": 1, "low": 0, "high": 0}],
+               "deleted": null})
+    );
+    // What kafkajs wrote, read back by librdkafka exactly.
+    let consumed = run(
+        &python,
+        "confluent",
+        &cluster.kafka(),
+        json!([consume_job("js", recs.len())]),
+    )
+    .await;
+    assert_eq!(consumed[0].as_array().unwrap(), &expected);
+    cluster.agent.shutdown().await.unwrap();
+}
