@@ -7,7 +7,8 @@
 //! decompressing, within a size bound), so that whatever an agent accepts
 //! every consumer can decode:
 //!
-//! - producer id, epoch and base sequence are all "none" (-1) or all valid;
+//! - a producer id (other than -1, "none") comes with a non-negative epoch
+//!   and base sequence;
 //! - no control batches (only the broker writes transaction markers), and
 //!   the transactional bit only with a producer id;
 //! - at least one record; `record_count` and `last_offset_delta` match the
@@ -91,27 +92,24 @@ pub fn validate_produced(buf: &[u8], rules: &ProduceRules) -> Result<BatchHeader
 }
 
 /// Checks the fields of a produced batch's header that decide how the
-/// commit treats it: producer id, epoch and base sequence are all -1 or all
-/// valid; no control batch; the transactional bit only with a producer id.
+/// commit treats it: a producer id (other than -1, "none") comes with a
+/// valid epoch and base sequence; no control batch; the transactional bit
+/// only with a producer id.
 /// Cheap (header only), so every append path can afford it.
 pub fn check_producer_fields(h: &BatchHeader) -> Result<()> {
-    let none = (
-        h.producer_id == NO_PRODUCER_ID,
-        h.producer_epoch == NO_PRODUCER_EPOCH,
-        h.base_sequence == NO_SEQUENCE,
-    );
-    match none {
-        (true, true, true) => {}
-        _ if h.producer_id >= 0 && h.producer_epoch >= 0 && h.base_sequence >= 0 => {}
-        _ => {
-            return Err(Error::invalid(
-                "producer fields",
-                format!(
-                    "producer id {}, epoch {}, base sequence {}: all must be -1 or all non-negative",
-                    h.producer_id, h.producer_epoch, h.base_sequence
-                ),
-            ));
-        }
+    // Producer id -1 means "no idempotence": as Kafka brokers do, its epoch
+    // and sequence are then ignored (kafkajs, for one, sends epoch 0).
+    let valid = h.producer_id == NO_PRODUCER_ID
+        || (h.producer_id >= 0 && h.producer_epoch >= 0 && h.base_sequence >= 0);
+    if !valid {
+        return Err(Error::invalid(
+            "producer fields",
+            format!(
+                "producer id {}, epoch {}, base sequence {}: a producer id needs a \
+                 non-negative epoch and base sequence (or is -1, for none)",
+                h.producer_id, h.producer_epoch, h.base_sequence
+            ),
+        ));
     }
     if h.attributes.is_control() {
         return Err(Error::invalid(
@@ -374,7 +372,7 @@ mod tests {
     }
 
     #[test]
-    fn producer_fields_are_all_none_or_all_valid() {
+    fn a_producer_id_needs_a_valid_epoch_and_sequence() {
         for (pid, epoch, seq) in [
             (5, 0, -1),
             (5, -1, 0),
@@ -388,6 +386,14 @@ mod tests {
                 .unwrap();
             let e = err(&b, &RULES);
             assert!(e.contains("producer fields"), "{pid} {epoch} {seq}: {e}");
+        }
+        // No producer id: epoch and sequence are ignored, as Kafka does.
+        for (epoch, seq) in [(-1, -1), (0, 0), (-1, 0)] {
+            let b = RecordBatch::from_records(records(2))
+                .with_producer(-1, epoch, seq)
+                .encode()
+                .unwrap();
+            validate_produced(&b, &RULES).unwrap();
         }
     }
 
