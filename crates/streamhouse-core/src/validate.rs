@@ -376,8 +376,8 @@ mod tests {
         for (pid, epoch, seq) in [
             (5, 0, -1),
             (5, -1, 0),
-            (-1, 0, 0),
-            (-1, -1, 0),
+            (5, -1, -1),
+            (-2, 0, 0),
             (-7, -1, -1),
         ] {
             let b = RecordBatch::from_records(records(2))
