@@ -1044,11 +1044,11 @@ async fn kafkajs_produces_and_administers() {
     let recs = records("kafkajs", 20);
     let jobs = json!([
         {"op": "metadata", "topic": "js"},
-        // Idempotent only: kafkajs's plain producer writes producer id -1
-        // with epoch 0 and sequence 0, which Kafka ignores but the batch
-        // validator refuses (see the README's list of gaps).
         produce_job("js", "gzip", "all", true, &recs),
         {"op": "admin", "topic": "js-admin"},
+        // kafkajs's plain producer writes producer id -1 with epoch 0 and
+        // sequence 0: no idempotence, as Kafka reads it.
+        produce_job("js-plain", "none", "1", false, &recs),
     ]);
     let mut child = tokio::process::Command::new("node")
         .arg(dir.join("clients.mjs"))
@@ -1101,5 +1101,14 @@ async fn kafkajs_produces_and_administers() {
     )
     .await;
     assert_eq!(consumed[0].as_array().unwrap(), &expected);
+    let plain = placed(&recs, &results[3]);
+    let consumed = run(
+        &python,
+        "confluent",
+        &cluster.kafka(),
+        json!([consume_job("js-plain", recs.len())]),
+    )
+    .await;
+    assert_eq!(consumed[0].as_array().unwrap(), &plain);
     cluster.agent.shutdown().await.unwrap();
 }
