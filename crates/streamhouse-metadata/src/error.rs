@@ -22,6 +22,17 @@ pub enum Error {
     },
     #[error("topic id {topic_id} has no partition {partition}")]
     PartitionIdNotFound { topic_id: TopicId, partition: u32 },
+    #[error(
+        "topic id {topic_id} partition {partition}: offset {offset} is past the last stable \
+         offset {last_stable_offset} (high watermark {high_watermark})"
+    )]
+    LogStartOutOfRange {
+        topic_id: TopicId,
+        partition: u32,
+        offset: i64,
+        last_stable_offset: i64,
+        high_watermark: i64,
+    },
     #[error("producer id {0} was never issued")]
     UnknownProducer(i64),
     #[error("producer {producer_id} epoch {epoch} is fenced by epoch {current_epoch}")]

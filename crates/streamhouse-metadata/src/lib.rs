@@ -197,6 +197,19 @@ pub trait MaintenanceStore: Send + Sync {
         min_timestamp: Option<i64>,
         max_bytes: Option<i64>,
     ) -> Result<(u64, i64)>;
+    /// Advances a partition's log start offset to `offset` (`None`: to the
+    /// last stable offset, which is the high watermark when no transaction
+    /// is open), as Kafka's DeleteRecords does: drops the segments and
+    /// aborted ranges wholly below it. The log start never moves back (an
+    /// offset at or below it changes nothing) and never past the last
+    /// stable offset ([`Error::LogStartOutOfRange`]). Returns the log start
+    /// offset after the call.
+    async fn advance_log_start(
+        &self,
+        topic_id: TopicId,
+        partition: u32,
+        offset: Option<i64>,
+    ) -> Result<i64>;
     /// Replaces consecutive segments of one partition by one segment in a
     /// new object, atomically. `Ok(false)` (nothing changed) when the old
     /// segments are no longer exactly there.

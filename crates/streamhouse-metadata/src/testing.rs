@@ -209,6 +209,7 @@ delegate!(crate::MaintenanceStore {
     try_lease(job: &str, holder: &str, ttl_ms: i64) -> bool;
     lease_holder(job: &str) -> Option<String>;
     apply_retention(topic_id: crate::TopicId, partition: u32, min_timestamp: Option<i64>, max_bytes: Option<i64>) -> (u64, i64);
+    advance_log_start(topic_id: crate::TopicId, partition: u32, offset: Option<i64>) -> i64;
     replace_segments(old: &[crate::Segment], new: &crate::Segment) -> bool;
     referenced_objects(keys: &[String]) -> Vec<String>;
     claim_objects(objects: &[(String, u64)]) -> Vec<String>;

@@ -88,6 +88,7 @@ conformance!(
     expired_transactions_are_found_and_aborted,
     job_leases_are_exclusive_and_expire,
     retention_drops_old_segments_and_advances_log_start,
+    log_start_advances_to_an_offset_monotonically_up_to_the_last_stable_offset,
     segments_are_replaced_atomically_and_objects_tracked,
     objects_are_claimed_only_unreferenced_and_claims_fence_commits,
     topics_are_altered,
@@ -1328,6 +1329,87 @@ async fn retention_drops_old_segments_and_advances_log_start(b: &Backend) {
             bytes: 200
         }]
     );
+}
+
+async fn log_start_advances_to_an_offset_monotonically_up_to_the_last_stable_offset(b: &Backend) {
+    let s = &b.store;
+    let t = s.create_topic(topic("delrec", 1)).await.unwrap();
+    // Three segments: 0..=9, 10..=19, 20..=29.
+    for i in 1..=3 {
+        s.commit_object(&object(vec![stamped(t.id, 0, 10, 100, i)]))
+            .await
+            .unwrap();
+    }
+    // Inside a segment: the segments wholly below go, the one holding the
+    // new log start stays.
+    assert_eq!(s.advance_log_start(t.id, 0, Some(15)).await.unwrap(), 15);
+    let st = s.partition_state(t.id, 0).await.unwrap();
+    assert_eq!((st.log_start_offset, st.next_offset), (15, 30));
+    let kept: Vec<i64> = s
+        .segments(t.id, 0, 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|g| g.base_offset)
+        .collect();
+    assert_eq!(kept, [10, 20]);
+    // Never back.
+    assert_eq!(s.advance_log_start(t.id, 0, Some(5)).await.unwrap(), 15);
+    assert_eq!(
+        s.partition_state(t.id, 0).await.unwrap().log_start_offset,
+        15
+    );
+    // Past the high watermark: refused, nothing changes.
+    assert!(matches!(
+        s.advance_log_start(t.id, 0, Some(31)).await,
+        Err(Error::LogStartOutOfRange {
+            offset: 31,
+            last_stable_offset: 30,
+            high_watermark: 30,
+            ..
+        })
+    ));
+    assert!(matches!(
+        s.advance_log_start(t.id, 0, Some(-2)).await,
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        s.advance_log_start(t.id, 1, Some(1)).await,
+        Err(Error::PartitionIdNotFound { partition: 1, .. })
+    ));
+    assert_eq!(
+        s.partition_state(t.id, 0).await.unwrap().log_start_offset,
+        15
+    );
+    // To the high watermark: every segment goes.
+    assert_eq!(s.advance_log_start(t.id, 0, None).await.unwrap(), 30);
+    assert!(s.segments(t.id, 0, 0, 10).await.unwrap().is_empty());
+    assert!(s.partition_usage(t.id).await.unwrap().is_empty());
+    // An open transaction from offset 30: the last stable offset is the
+    // limit, and `None` goes only that far.
+    let id = s
+        .init_transactional_producer("delrec-tx", 60_000)
+        .await
+        .unwrap();
+    s.commit_object(&object(vec![txn_chunk(t.id, 0, id, 0, 1)]))
+        .await
+        .unwrap();
+    s.commit_object(&object(vec![stamped(t.id, 0, 10, 100, 4)]))
+        .await
+        .unwrap();
+    assert_eq!(s.advance_log_start(t.id, 0, None).await.unwrap(), 30);
+    assert!(matches!(
+        s.advance_log_start(t.id, 0, Some(35)).await,
+        Err(Error::LogStartOutOfRange {
+            offset: 35,
+            last_stable_offset: 30,
+            high_watermark: 41,
+            ..
+        })
+    ));
+    let st = s.partition_state(t.id, 0).await.unwrap();
+    assert_eq!((st.log_start_offset, st.next_offset), (30, 41));
+    assert_eq!(s.segments(t.id, 0, 30, 10).await.unwrap().len(), 2);
 }
 
 async fn segments_are_replaced_atomically_and_objects_tracked(b: &Backend) {

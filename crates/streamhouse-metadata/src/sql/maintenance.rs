@@ -1,4 +1,5 @@
-//! [`MaintenanceStore`] on SQL: job leases, retention, segment replacement,
+//! [`MaintenanceStore`] on SQL: job leases, retention and log start
+//! advances (DeleteRecords), segment replacement,
 //! and the object references the object GC checks and its claims: an
 //! object is deleted only after a committed claim on its key, which every
 //! later commit of that key runs into (`objects.object_key` is unique and
@@ -8,7 +9,7 @@ use async_trait::async_trait;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, QueryBuilder, Row, Type};
 
 use super::backend::{Backend, sql};
-use super::{INSERT_CHUNK, SqlStore};
+use super::{INSERT_CHUNK, SqlStore, Tx};
 use crate::MaintenanceStore;
 use crate::error::{Error, Result};
 use crate::types::{PartitionUsage, Segment, TopicId};
@@ -59,6 +60,76 @@ where
         list.push_bind(key.as_str());
     }
     q.push(")");
+}
+
+impl<DB: Backend> SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Type<DB> + for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB>,
+{
+    /// Locks a partition's row for a log start change and reads its log
+    /// start, next offset and last stable offset (the first offset of its
+    /// oldest open transaction, else the next offset).
+    async fn lock_for_log_start(
+        tx: &mut Tx<DB>,
+        topic_id: TopicId,
+        partition: u32,
+    ) -> Result<(i64, i64, i64)> {
+        let row = sqlx::query(
+            "UPDATE partitions SET log_start_offset = log_start_offset \
+             WHERE topic_id = $1 AND partition_id = $2 \
+             RETURNING log_start_offset, next_offset, \
+               COALESCE((SELECT MIN(t.first_offset) FROM transaction_partitions t \
+                         WHERE t.topic_id = $1 AND t.partition_id = $2), next_offset)",
+        )
+        .bind(topic_id)
+        .bind(i64::from(partition))
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(Error::db("locking partition"))?
+        .ok_or(Error::PartitionIdNotFound {
+            topic_id,
+            partition,
+        })?;
+        Ok((row.get(0), row.get(1), row.get(2)))
+    }
+
+    /// Moves a locked partition's log start up to `new_start`: drops the
+    /// segments and aborted ranges wholly below it.
+    async fn set_log_start(
+        tx: &mut Tx<DB>,
+        topic_id: TopicId,
+        partition: u32,
+        new_start: i64,
+    ) -> Result<()> {
+        for (statement, op) in [
+            (
+                "DELETE FROM segments WHERE topic_id = $1 AND partition_id = $2 \
+                 AND last_offset < $3",
+                "deleting segments",
+            ),
+            (
+                "UPDATE partitions SET log_start_offset = $3 \
+                 WHERE topic_id = $1 AND partition_id = $2 AND log_start_offset < $3",
+                "advancing log start",
+            ),
+            (
+                "DELETE FROM aborted_transactions WHERE topic_id = $1 AND partition_id = $2 \
+                 AND last_offset < $3",
+                "dropping old aborted ranges",
+            ),
+        ] {
+            sqlx::query(statement)
+                .bind(topic_id)
+                .bind(i64::from(partition))
+                .bind(new_start)
+                .execute(&mut **tx)
+                .await
+                .map_err(Error::db(op))?;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -116,23 +187,8 @@ where
     ) -> Result<(u64, i64)> {
         let p = i64::from(partition);
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(
-            "UPDATE partitions SET log_start_offset = log_start_offset \
-             WHERE topic_id = $1 AND partition_id = $2 \
-             RETURNING log_start_offset, next_offset, \
-               COALESCE((SELECT MIN(t.first_offset) FROM transaction_partitions t \
-                         WHERE t.topic_id = $1 AND t.partition_id = $2), next_offset)",
-        )
-        .bind(topic_id)
-        .bind(p)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(Error::db("locking partition"))?
-        .ok_or(Error::PartitionIdNotFound {
-            topic_id,
-            partition,
-        })?;
-        let (log_start, next, stable): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        let (log_start, next, stable) =
+            Self::lock_for_log_start(&mut tx, topic_id, partition).await?;
         let rows = sqlx::query(
             "SELECT base_offset, last_offset, byte_length, max_timestamp FROM segments \
              WHERE topic_id = $1 AND partition_id = $2 ORDER BY base_offset",
@@ -159,33 +215,44 @@ where
             .get(drop)
             .map_or(next, |s| s.base_offset)
             .max(log_start);
-        for (statement, op) in [
-            (
-                "DELETE FROM segments WHERE topic_id = $1 AND partition_id = $2 \
-                 AND base_offset < $3",
-                "deleting segments",
-            ),
-            (
-                "UPDATE partitions SET log_start_offset = $3 \
-                 WHERE topic_id = $1 AND partition_id = $2",
-                "advancing log start",
-            ),
-            (
-                "DELETE FROM aborted_transactions WHERE topic_id = $1 AND partition_id = $2 \
-                 AND last_offset < $3",
-                "dropping old aborted ranges",
-            ),
-        ] {
-            sqlx::query(statement)
-                .bind(topic_id)
-                .bind(p)
-                .bind(new_start)
-                .execute(&mut *tx)
-                .await
-                .map_err(Error::db(op))?;
-        }
+        Self::set_log_start(&mut tx, topic_id, partition, new_start).await?;
         tx.commit().await.map_err(Error::db("applying retention"))?;
         Ok((drop as u64, new_start))
+    }
+
+    async fn advance_log_start(
+        &self,
+        topic_id: TopicId,
+        partition: u32,
+        offset: Option<i64>,
+    ) -> Result<i64> {
+        if let Some(o) = offset.filter(|o| *o < 0) {
+            return Err(Error::InvalidArgument {
+                field: "offset",
+                reason: format!("{o} is negative"),
+            });
+        }
+        let mut tx = self.begin_write().await?;
+        let (log_start, next, stable) =
+            Self::lock_for_log_start(&mut tx, topic_id, partition).await?;
+        let target = offset.unwrap_or(stable);
+        if target > stable {
+            return Err(Error::LogStartOutOfRange {
+                topic_id,
+                partition,
+                offset: target,
+                last_stable_offset: stable,
+                high_watermark: next,
+            });
+        }
+        if target <= log_start {
+            return Ok(log_start);
+        }
+        Self::set_log_start(&mut tx, topic_id, partition, target).await?;
+        tx.commit()
+            .await
+            .map_err(Error::db("advancing log start"))?;
+        Ok(target)
     }
 
     async fn replace_segments(&self, old: &[Segment], new: &Segment) -> Result<bool> {
