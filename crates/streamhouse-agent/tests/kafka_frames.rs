@@ -209,6 +209,7 @@ async fn malformed_frames_close_only_their_connection() {
             (ApiKey::FindCoordinator, 0..=6),
             (ApiKey::CreateTopics, 2..=7),
             (ApiKey::DeleteTopics, 1..=6),
+            (ApiKey::DeleteRecords, 0..=2),
             (ApiKey::OffsetForLeaderEpoch, 2..=4),
             (ApiKey::DescribeConfigs, 1..=4),
             (ApiKey::AlterConfigs, 0..=2),
@@ -272,6 +273,7 @@ async fn unsupported_versions_are_answered_as_such() {
             (18, 0, 3), // ApiVersions
             (19, 2, 7), // CreateTopics
             (20, 1, 6), // DeleteTopics
+            (21, 0, 2), // DeleteRecords
             (22, 0, 4), // InitProducerId
             (23, 2, 4), // OffsetForLeaderEpoch
             (32, 1, 4), // DescribeConfigs
@@ -530,6 +532,24 @@ fn request_of(api: ApiKey, version: i16) -> Option<Bytes> {
             id,
             &DeleteTopicsRequest::default().with_topic_names(vec![to_delete()]),
         ),
+        // Up to offset 1 of t (written by the Produce requests before):
+        // the first version moves the log start, the others find it there.
+        ApiKey::DeleteRecords => frame(
+            api,
+            version,
+            id,
+            &DeleteRecordsRequest::default()
+                .with_timeout_ms(1000)
+                .with_topics(vec![
+                    delete_records_request::DeleteRecordsTopic::default()
+                        .with_name(t())
+                        .with_partitions(vec![
+                            delete_records_request::DeleteRecordsPartition::default()
+                                .with_partition_index(0)
+                                .with_offset(1),
+                        ]),
+                ]),
+        ),
         ApiKey::InitProducerId => frame(
             api,
             version,
@@ -666,6 +686,16 @@ fn answer_codes(api: ApiKey, version: i16, bytes: Bytes) -> (i32, Vec<i16>) {
             .map(|t| t.error_code)
             .collect()),
         ApiKey::InitProducerId => codes!(InitProducerIdResponse, |r| vec![r.error_code]),
+        ApiKey::DeleteRecords => codes!(DeleteRecordsResponse, |r| r
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .map(|p| if p.low_watermark == 1 {
+                p.error_code
+            } else {
+                -100
+            })
+            .collect()),
         ApiKey::OffsetForLeaderEpoch => codes!(OffsetForLeaderEpochResponse, |r| r
             .topics
             .iter()

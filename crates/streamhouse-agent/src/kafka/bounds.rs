@@ -150,6 +150,7 @@ pub(super) fn check(api: ApiKey, version: i16, body: &[u8]) -> Result<usize, Mal
         ApiKey::OffsetCommit => 8,
         ApiKey::OffsetFetch => 6,
         ApiKey::OffsetForLeaderEpoch => 4,
+        ApiKey::DeleteRecords => 2,
         _ => return Ok(0),
     };
     let mut c = Cursor {
@@ -235,6 +236,14 @@ fn walk(c: &mut Cursor<'_>, api: ApiKey, v: i16) -> Walk {
             c.array(|c| {
                 c.string()?;
                 c.string()?;
+                c.tagged_fields()
+            })?;
+            c.tagged_fields()
+        }),
+        ApiKey::DeleteRecords => c.array(|c| {
+            c.string()?;
+            c.array(|c| {
+                c.skip(4 + 8)?;
                 c.tagged_fields()
             })?;
             c.tagged_fields()
@@ -578,6 +587,16 @@ mod tests {
         ]);
         for v in 2..=4 {
             out.push((ApiKey::OffsetForLeaderEpoch, v, encoded(&epochs, v)));
+        }
+        let records = DeleteRecordsRequest::default().with_topics(vec![
+            delete_records_request::DeleteRecordsTopic::default()
+                .with_name(topic())
+                .with_partitions(vec![
+                    delete_records_request::DeleteRecordsPartition::default().with_offset(-1),
+                ]),
+        ]);
+        for v in 0..=2 {
+            out.push((ApiKey::DeleteRecords, v, encoded(&records, v)));
         }
         out
     }

@@ -20,8 +20,8 @@ use kafka_protocol::protocol::{Decodable, Encodable, Message};
 
 use super::metrics::{self, ErrorCodes};
 use super::{
-    Broker, admin, api_versions, bounds, cluster, configs, coordinator, fetch, init_producer_id,
-    list_offsets, metadata, offsets, produce,
+    Broker, admin, api_versions, bounds, cluster, configs, coordinator, delete_records, fetch,
+    init_producer_id, list_offsets, metadata, offsets, produce,
 };
 use crate::error::{Error, Result};
 
@@ -188,6 +188,13 @@ pub(super) async fn request(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply>
             &mut body,
             move |r| async move { cluster::leader_epochs(&b, r).await },
         ),
+        ApiKey::DeleteRecords => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { delete_records::handle(&b, r).await },
+        ),
         ApiKey::FindCoordinator => handled(
             api,
             version,
@@ -227,6 +234,7 @@ pub(super) const SERVED: &[(ApiKey, RangeInclusive<i16>)] = &[
     (ApiKey::ApiVersions, api_versions::VERSIONS),
     (ApiKey::CreateTopics, admin::CREATE_TOPICS_VERSIONS),
     (ApiKey::DeleteTopics, admin::DELETE_TOPICS_VERSIONS),
+    (ApiKey::DeleteRecords, delete_records::VERSIONS),
     (ApiKey::InitProducerId, init_producer_id::VERSIONS),
     (ApiKey::OffsetForLeaderEpoch, cluster::LEADER_EPOCH_VERSIONS),
     (ApiKey::DescribeConfigs, configs::DESCRIBE_VERSIONS),

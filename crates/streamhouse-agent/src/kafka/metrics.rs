@@ -4,10 +4,10 @@
 
 use kafka_protocol::messages::{
     AlterConfigsResponse, ApiKey, ApiVersionsResponse, CreatePartitionsResponse,
-    CreateTopicsResponse, DeleteTopicsResponse, DescribeClusterResponse, DescribeConfigsResponse,
-    FetchResponse, FindCoordinatorResponse, IncrementalAlterConfigsResponse,
-    InitProducerIdResponse, ListOffsetsResponse, MetadataResponse, OffsetCommitResponse,
-    OffsetFetchResponse, OffsetForLeaderEpochResponse, ProduceResponse,
+    CreateTopicsResponse, DeleteRecordsResponse, DeleteTopicsResponse, DescribeClusterResponse,
+    DescribeConfigsResponse, FetchResponse, FindCoordinatorResponse,
+    IncrementalAlterConfigsResponse, InitProducerIdResponse, ListOffsetsResponse, MetadataResponse,
+    OffsetCommitResponse, OffsetFetchResponse, OffsetForLeaderEpochResponse, ProduceResponse,
 };
 
 /// The error codes an answer carries (0 for success).
@@ -90,6 +90,15 @@ impl ErrorCodes for CreateTopicsResponse {
 impl ErrorCodes for DeleteTopicsResponse {
     fn error_codes(&self) -> Vec<i16> {
         self.responses.iter().map(|t| t.error_code).collect()
+    }
+}
+
+impl ErrorCodes for DeleteRecordsResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        self.topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect()
     }
 }
 

@@ -8,6 +8,7 @@
 //!                              ├─ produce ─▶ crate::produce (same validation as gRPC)
 //!                              ├─ fetch   ─▶ Reader (stored batches, byte for byte)
 //!                              ├─ list_offsets, init_producer_id, offsets
+//!                              ├─ delete_records (log start)
 //!                              └─ admin (topics), configs
 //!                          answers ─▶ metrics (by API and error code)
 //! ```
@@ -44,6 +45,7 @@ mod cluster;
 mod configs;
 mod connection;
 mod coordinator;
+mod delete_records;
 mod dispatch;
 mod errors;
 mod fetch;
