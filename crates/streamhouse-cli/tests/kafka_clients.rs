@@ -484,6 +484,52 @@ async fn kafka_metadata_and_list_offsets() {
     cluster.agent.shutdown().await.unwrap();
 }
 
+/// DeleteRecords from both admin clients: the log start moves to the
+/// offset asked for (inside a batch), earliest offsets and a consumer from
+/// the beginning start there, an offset past the high watermark is out of
+/// range, and -1 deletes everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_delete_records_moves_the_log_start() {
+    let Some(python) = python() else { return };
+    let cluster = Cluster::start().await;
+    let kafka = cluster.kafka();
+    let key = (0..100)
+        .map(|i| format!("k{i}"))
+        .find(|k| streamhouse_client::partitioner::partition_for_key(k.as_bytes(), PARTITIONS) == 0)
+        .unwrap();
+    for client in CLIENTS {
+        let topic = format!("delete-records-{client}");
+        let recs: Vec<Value> = (0..30)
+            .map(|i| {
+                json!({"key": key, "value": format!("v{i}"), "headers": [],
+                            "timestamp": 1_700_000_000_000i64 + i})
+            })
+            .collect();
+        let results = run(
+            &python,
+            "confluent",
+            &kafka,
+            json!([produce_job(&topic, "none", "all", true, &recs)]),
+        )
+        .await;
+        assert_eq!(results[0][29]["offset"], json!(29), "{client}");
+        let results = run(
+            &python,
+            client,
+            &kafka,
+            json!([{"op": "delete_records", "topic": topic, "partition": 0, "offset": 12}]),
+        )
+        .await;
+        assert_eq!(
+            results[0],
+            json!({"low_watermark": 12, "earliest": 12, "latest": 30, "first": 12,
+                   "beyond": "OFFSET_OUT_OF_RANGE", "to_end": 30, "earliest_after": 30}),
+            "{client}"
+        );
+    }
+    cluster.agent.shutdown().await.unwrap();
+}
+
 /// The agent's node id (its only broker).
 async fn node_id(cluster: &Cluster) -> i64 {
     let store = streamhouse_metadata::open(&format!(
