@@ -13,6 +13,10 @@ use object_store::{
 };
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+/// Permits of the PUT gate: each PUT takes one for a moment; holding all
+/// of them holds every PUT. (`acquire_many` takes a `u32`.)
+const GATE_PERMITS: u32 = 1 << 30;
+
 /// Wraps an object store; its PUTs can be made to fail (always, or the next
 /// N) or to wait until released.
 #[derive(Debug)]
@@ -29,7 +33,7 @@ impl FaultyStore {
             inner,
             fail_puts: AtomicBool::new(false),
             fail_next_puts: AtomicU32::new(0),
-            gate: Semaphore::new(Semaphore::MAX_PERMITS),
+            gate: Semaphore::new(GATE_PERMITS as usize),
         })
     }
 
@@ -46,7 +50,7 @@ impl FaultyStore {
     /// Holds every PUT until the returned guard is dropped.
     pub async fn hold_puts(&self) -> SemaphorePermit<'_> {
         self.gate
-            .acquire_many(Semaphore::MAX_PERMITS as u32)
+            .acquire_many(GATE_PERMITS)
             .await
             .expect("gate is never closed")
     }
