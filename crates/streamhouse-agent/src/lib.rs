@@ -26,6 +26,7 @@ use streamhouse_storage::{PipelineConfig, Reader, ReaderConfig, S3Options, Write
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+mod connections;
 mod error;
 mod jobs;
 mod kafka;
@@ -233,7 +234,10 @@ impl Agent {
             })
             .await?;
         let shutting_down = Arc::new(AtomicBool::new(false));
+        let connections = Arc::new(connections::Connections::default());
         let service = service::Service {
+            agent_id: agent_id.clone(),
+            connections: connections.clone(),
             metadata: metadata.clone(),
             pipeline: pipeline.clone(),
             reader,
@@ -258,6 +262,7 @@ impl Agent {
                 shutting_down: shutting_down.clone(),
                 auto_create_topics: config.kafka_auto_create_topics,
                 default_partitions: config.kafka_default_partitions,
+                connections: connections.clone(),
             });
             tokio::spawn(kafka::serve(listener, broker, kafka_stopped))
         });
@@ -298,7 +303,7 @@ impl Agent {
         tracing::info!(%agent_id, %addr, kafka = ?kafka_addr, group = %config.group, "agent started");
         let id = agent_id.clone();
         let task = tokio::spawn(async move {
-            let incoming = tokio_stream_listener(listener);
+            let incoming = tokio_stream_listener(listener, connections);
             let closing = pipeline.clone();
             let mut flushed = None;
             let served = tonic::transport::Server::builder()
@@ -342,15 +347,20 @@ impl Agent {
     }
 }
 
+/// The gRPC listener's connections, each counted while tonic serves it.
 fn tokio_stream_listener(
     listener: tokio::net::TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    futures::stream::unfold(listener, |listener| async move {
-        let conn = listener.accept().await.map(|(stream, _)| {
-            let _ = stream.set_nodelay(true);
-            stream
-        });
-        Some((conn, listener))
+    connections: Arc<connections::Connections>,
+) -> impl futures::Stream<Item = std::io::Result<connections::CountedStream>> {
+    futures::stream::unfold(listener, move |listener| {
+        let connections = connections.clone();
+        async move {
+            let conn = listener.accept().await.map(|(stream, _)| {
+                let _ = stream.set_nodelay(true);
+                connections::CountedStream::new(stream, connections)
+            });
+            Some((conn, listener))
+        }
     })
 }
 

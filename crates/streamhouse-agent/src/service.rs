@@ -15,6 +15,7 @@ use streamhouse_proto::stream_house_server::StreamHouse;
 use streamhouse_storage::{Reader, WritePipeline};
 use tonic::{Request, Response, Status};
 
+use crate::connections::Protocol;
 use crate::error::{bound_message, bounded, describe, error_code, status};
 use crate::produce::{self, BatchFailure, PartitionInput, PartitionOutcome};
 
@@ -48,6 +49,9 @@ impl Default for RequestLimits {
 }
 
 pub(crate) struct Service {
+    /// This agent's id: its entry in GetMetadata carries its connections.
+    pub agent_id: String,
+    pub connections: Arc<crate::connections::Connections>,
     pub metadata: Arc<dyn MetadataStore>,
     pub pipeline: Arc<WritePipeline>,
     pub reader: Arc<Reader>,
@@ -365,12 +369,19 @@ impl StreamHouse for Service {
         response.agents = agents
             .into_iter()
             .filter(|a| a.is_live(self.agent_ttl))
-            .map(|a| pb::AgentInfo {
-                agent_id: a.agent_id,
-                group: a.group,
-                address: a.address,
-                zone: a.zone.unwrap_or_default(),
-                heartbeat_age_ms: a.heartbeat_age.as_millis() as u64,
+            .map(|a| {
+                // Only this agent knows its connections.
+                let own = a.agent_id == self.agent_id;
+                let open = |p| own.then(|| self.connections.open(p));
+                pb::AgentInfo {
+                    grpc_connections: open(Protocol::Grpc),
+                    kafka_connections: open(Protocol::Kafka),
+                    agent_id: a.agent_id,
+                    group: a.group,
+                    address: a.address,
+                    zone: a.zone.unwrap_or_default(),
+                    heartbeat_age_ms: a.heartbeat_age.as_millis() as u64,
+                }
             })
             .collect();
         Ok(Response::new(response))

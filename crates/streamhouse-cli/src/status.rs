@@ -29,7 +29,7 @@ pub async fn status(agent: &str, output: Output) -> Result<(), BoxError> {
             .sum();
         groups.push((g, members, lag));
     }
-    let agents = admin.agents().await?;
+    let agents = admin.agents_with_connections().await?;
     match output {
         Output::Json => {
             let json = serde_json::json!({
@@ -44,10 +44,7 @@ pub async fn status(agent: &str, output: Output) -> Result<(), BoxError> {
                 "groups": groups.iter().map(|(g, members, lag)| serde_json::json!({
                     "group": g, "members": members, "lag": lag,
                 })).collect::<Vec<_>>(),
-                "agents": agents.iter().map(|a| serde_json::json!({
-                    "agent_id": a.agent_id, "group": a.group, "zone": a.zone,
-                    "address": a.address, "heartbeat_age_ms": a.heartbeat_age.as_millis() as u64,
-                })).collect::<Vec<_>>(),
+                "agents": agents.iter().map(crate::agents::agent_json).collect::<Vec<_>>(),
             });
             println!("{}", serde_json::to_string_pretty(&json)?);
         }
@@ -77,6 +74,14 @@ pub async fn status(agent: &str, output: Output) -> Result<(), BoxError> {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            println!(
+                "{:<28} {:<24} {:>6} {:>6}",
+                "AGENT", "ADDRESS", "GRPC", "KAFKA"
+            );
+            for a in &agents {
+                let (grpc, kafka) = crate::agents::connection_cells(a.connections);
+                println!("{:<28} {:<24} {grpc:>6} {kafka:>6}", a.agent_id, a.address);
+            }
         }
     }
     Ok(())

@@ -134,6 +134,15 @@ pub async fn topic(agent: &str, command: TopicCommand) -> Result<(), BoxError> {
                     p.segments
                 );
             }
+            // Connections are counted per agent: a connection may serve
+            // any topic.
+            for a in admin.agents_with_connections().await? {
+                let (grpc, kafka) = crate::agents::connection_cells(a.connections);
+                println!(
+                    "clients:    grpc {grpc}, kafka {kafka} on agent {} ({}), any topic",
+                    a.agent_id, a.address
+                );
+            }
         }
         TopicCommand::Delete { name } => {
             admin.delete_topic(&name).await?;

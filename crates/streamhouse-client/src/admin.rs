@@ -57,6 +57,38 @@ pub struct AgentDescription {
     pub address: String,
     pub zone: Option<String>,
     pub heartbeat_age: Duration,
+    /// Client connections open on the agent, as the agent itself reported
+    /// them (see [`Admin::agents_with_connections`]); `None` when it was
+    /// not asked or did not answer.
+    pub connections: Option<AgentConnections>,
+}
+
+/// Client connections open on an agent, by protocol. The gRPC count
+/// includes the connection that asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AgentConnections {
+    pub grpc: u64,
+    pub kafka: u64,
+}
+
+/// How long [`Admin::agents_with_connections`] waits for each agent.
+const CONNECTIONS_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl From<pb::AgentInfo> for AgentDescription {
+    fn from(a: pb::AgentInfo) -> Self {
+        let connections = match (a.grpc_connections, a.kafka_connections) {
+            (Some(grpc), Some(kafka)) => Some(AgentConnections { grpc, kafka }),
+            _ => None,
+        };
+        AgentDescription {
+            agent_id: a.agent_id,
+            group: a.group,
+            address: a.address,
+            zone: (!a.zone.is_empty()).then_some(a.zone),
+            heartbeat_age: Duration::from_millis(a.heartbeat_age_ms),
+            connections,
+        }
+    }
 }
 
 /// Creates, lists, describes and deletes topics through an agent.
@@ -209,16 +241,44 @@ impl Admin {
         let r = self
             .call(|mut c| async move { c.get_metadata(pb::MetadataRequest::default()).await })
             .await?;
-        Ok(r.agents
+        Ok(r.agents.into_iter().map(AgentDescription::from).collect())
+    }
+
+    /// Live agents of every group, each with the client connections it
+    /// reports (an agent knows only its own, so every agent is asked at
+    /// its address; one that does not answer within 5 s has none).
+    pub async fn agents_with_connections(&self) -> Result<Vec<AgentDescription>> {
+        let mut agents = self.agents().await?;
+        let asked = agents.iter().map(|a| async move {
+            match a.connections {
+                Some(c) => Some(c),
+                None => self.connections_of(a).await,
+            }
+        });
+        let counts = futures::future::join_all(asked).await;
+        for (a, c) in agents.iter_mut().zip(counts) {
+            a.connections = c;
+        }
+        Ok(agents)
+    }
+
+    /// The connections `agent` reports in its own entry.
+    async fn connections_of(&self, agent: &AgentDescription) -> Option<AgentConnections> {
+        let mut client = self.cluster.client(&agent.address).ok()?;
+        let request = pb::MetadataRequest {
+            agent_group: agent.group.clone(),
+            ..Default::default()
+        };
+        let answer = tokio::time::timeout(CONNECTIONS_TIMEOUT, client.get_metadata(request))
+            .await
+            .ok()?
+            .ok()?;
+        answer
+            .into_inner()
+            .agents
             .into_iter()
-            .map(|a| AgentDescription {
-                agent_id: a.agent_id,
-                group: a.group,
-                address: a.address,
-                zone: (!a.zone.is_empty()).then_some(a.zone),
-                heartbeat_age: Duration::from_millis(a.heartbeat_age_ms),
-            })
-            .collect())
+            .find(|a| a.agent_id == agent.agent_id)
+            .and_then(|a| AgentDescription::from(a).connections)
     }
 }
 

@@ -125,7 +125,8 @@ impl Cluster {
         }
     }
 
-    fn client(&self, address: &str) -> Result<StreamHouseClient<Channel>> {
+    /// The client of the agent at `address` (one channel per address).
+    pub(crate) fn client(&self, address: &str) -> Result<StreamHouseClient<Channel>> {
         let mut state = self.state.lock().expect("cluster lock");
         if let Some(c) = state.clients.get(address) {
             return Ok(c.clone());

@@ -16,8 +16,8 @@ pub mod partitioner;
 mod producer;
 
 pub use admin::{
-    Admin, AgentDescription, GroupInfo, GroupMemberInfo, OffsetSpec, PartitionDescription,
-    TopicDescription,
+    Admin, AgentConnections, AgentDescription, GroupInfo, GroupMemberInfo, OffsetSpec,
+    PartitionDescription, TopicDescription,
 };
 pub use consumer::{
     AutoOffsetReset, Consumer, ConsumerBuilder, ConsumerConfig, ConsumerGroupMetadata,

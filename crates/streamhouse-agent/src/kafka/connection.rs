@@ -21,6 +21,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::Broker;
 use super::dispatch;
+use crate::connections::{Open, Protocol};
 use crate::error::{Error, Result};
 
 /// Requests of one connection handled at the same time, answered in order.
@@ -67,25 +68,8 @@ pub(crate) async fn serve(
 /// not answered (produce with acks=0).
 type Answer = JoinHandle<Result<Option<Bytes>>>;
 
-/// Counts an open Kafka connection in `streamhouse_kafka_connections`
-/// while it lives.
-struct Open;
-
-impl Open {
-    fn new() -> Open {
-        ::metrics::gauge!("streamhouse_kafka_connections").increment(1.0);
-        Open
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        ::metrics::gauge!("streamhouse_kafka_connections").decrement(1.0);
-    }
-}
-
 async fn connection(stream: TcpStream, broker: Arc<Broker>) -> Result<()> {
-    let _open = Open::new();
+    let _open = Open::new(broker.connections.clone(), Protocol::Kafka);
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Answer>(MAX_IN_FLIGHT);
     let writer = tokio::spawn(async move {

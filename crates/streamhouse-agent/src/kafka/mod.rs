@@ -77,4 +77,6 @@ pub(crate) struct Broker {
     pub shutting_down: Arc<AtomicBool>,
     pub auto_create_topics: bool,
     pub default_partitions: u32,
+    /// Open connections by protocol; the listener counts its own.
+    pub connections: Arc<crate::connections::Connections>,
 }
