@@ -119,6 +119,15 @@ pub async fn topic(agent: &str, command: TopicCommand) -> Result<(), BoxError> {
             for (k, v) in config {
                 println!("config:     {k}={v}");
             }
+            // Connections are counted per agent: a connection may serve
+            // any topic.
+            for a in admin.agents_with_connections().await? {
+                let (grpc, kafka) = crate::agents::connection_cells(a.connections);
+                println!(
+                    "clients:    grpc {grpc}, kafka {kafka} on agent {} ({}), any topic",
+                    a.agent_id, a.address
+                );
+            }
             println!(
                 "{:>9} {:>16} {:>16} {:>16} {:>14} {:>9}",
                 "PARTITION", "LOG_START", "HIGH_WATERMARK", "LAST_STABLE", "BYTES", "SEGMENTS"
@@ -132,15 +141,6 @@ pub async fn topic(agent: &str, command: TopicCommand) -> Result<(), BoxError> {
                     p.last_stable_offset,
                     p.bytes,
                     p.segments
-                );
-            }
-            // Connections are counted per agent: a connection may serve
-            // any topic.
-            for a in admin.agents_with_connections().await? {
-                let (grpc, kafka) = crate::agents::connection_cells(a.connections);
-                println!(
-                    "clients:    grpc {grpc}, kafka {kafka} on agent {} ({}), any topic",
-                    a.agent_id, a.address
                 );
             }
         }

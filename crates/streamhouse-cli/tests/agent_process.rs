@@ -89,6 +89,27 @@ fn cli(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// A Kafka connection to the agent of `dir` (the only one) that has been
+/// answered, so the agent counts it.
+async fn kafka_client(dir: &std::path::Path) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let metadata =
+        streamhouse_metadata::open(&format!("sqlite://{}", dir.join("metadata.db").display()))
+            .await
+            .unwrap();
+    let agents = metadata.list_agents(None).await.unwrap();
+    let address = agents[0].kafka_address.clone().expect("a Kafka listener");
+    let mut s = std::net::TcpStream::connect(address).unwrap();
+    // ApiVersions v0: API key 18, version 0, correlation id 1, no client id.
+    s.write_all(&[0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0xff, 0xff])
+        .unwrap();
+    let mut size = [0; 4];
+    s.read_exact(&mut size).unwrap();
+    let mut answer = vec![0; i32::from_be_bytes(size) as usize];
+    s.read_exact(&mut answer).unwrap();
+    s
+}
+
 /// Every value of a topic with how often it is stored.
 async fn stored_values(
     dir: &std::path::Path,
@@ -344,16 +365,41 @@ async fn topic_and_produce_commands() {
     .unwrap();
     let (ok, _, err) = cli(&["produce", "cli", "--file", file.to_str().unwrap(), "-a", a]);
     assert!(ok && err.contains("produced 100 records"), "{err}");
-    // Agents and status.
+    // Agents and status, with a Kafka client and a native client (besides
+    // the CLI's own connection) connected.
+    let kafka = kafka_client(dir.path()).await;
+    let native = streamhouse_client::Admin::connect(a).await.unwrap();
     let (ok, out, _) = cli(&["agents", "list", "-a", a]);
     assert!(ok && out.contains(a), "{out}");
+    assert!(out.contains(" GRPC  KAFKA"), "{out}");
     let (ok, out, _) = cli(&["agents", "list", "--output", "json", "-a", a]);
     assert!(ok && out.contains("\"heartbeat_age_ms\""), "{out}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        listed[0]["grpc_connections"].as_u64().unwrap() >= 2,
+        "{out}"
+    );
+    assert_eq!(listed[0]["kafka_connections"], 1, "{out}");
     let (ok, out, _) = cli(&["status", "-a", a]);
     assert!(
         ok && out.contains("cli") && out.contains("1 live agent"),
         "{out}"
     );
+    let row = out
+        .lines()
+        .find(|l| l.contains(a) && !l.contains("live agent"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert!(cells[2].parse::<u64>().unwrap() >= 2, "{row}");
+    assert_eq!(cells[3], "1", "{row}");
+    let (ok, out, _) = cli(&["topic", "describe", "cli", "-a", a]);
+    assert!(ok && out.contains(", kafka 1 on agent "), "{out}");
+    let (ok, out, _) = cli(&["status", "--output", "json", "-a", a]);
+    assert!(ok, "{out}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["agents"][0]["kafka_connections"], 1, "{out}");
+    drop(kafka);
+    drop(native);
     let (ok, out, _) = cli(&["status", "--output", "json", "-a", a]);
     assert!(ok && out.contains("\"records\": 107"), "{out}");
 
