@@ -112,7 +112,8 @@ enum Command {
         #[command(subcommand)]
         command: agents::AgentsCommand,
     },
-    /// Topics, partitions, bytes, consumer lag and agents at a glance.
+    /// Topics, partitions, bytes, consumer lag and agents (with their gRPC
+    /// and Kafka client connections) at a glance.
     Status {
         #[command(flatten)]
         address: AgentAddress,

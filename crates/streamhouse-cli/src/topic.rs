@@ -26,7 +26,8 @@ pub enum TopicCommand {
         #[arg(long, short, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
-    /// Show a topic and the offsets of its partitions.
+    /// Show a topic, the offsets of its partitions, and the client
+    /// connections of each agent (counted per agent, not per topic).
     Describe { name: String },
     /// Delete a topic and its data.
     Delete { name: String },
