@@ -176,6 +176,7 @@ pub(crate) fn status(e: &streamhouse_metadata::Error) -> Status {
         M::Invalid(_) | M::InvalidConfig { .. } | M::InvalidArgument { .. } => {
             Status::invalid_argument(msg)
         }
+        M::LogStartOutOfRange { .. } => Status::out_of_range(msg),
         M::ProducerFenced { .. }
         | M::InvalidTransactionState { .. }
         | M::UnknownProducer(_)
@@ -205,6 +206,7 @@ fn metadata_error_code(e: &streamhouse_metadata::Error) -> Option<ErrorCode> {
         // epoch: a rebalance moved the partition on.
         M::FencedMemberEpoch { .. } | M::NotPartitionOwner { .. } => ErrorCode::FencedMemberEpoch,
         M::GroupNotEmpty(_) => ErrorCode::GroupNotEmpty,
+        M::LogStartOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         e if e.is_retryable() => ErrorCode::StorageUnavailable,
         M::TopicAlreadyExists(_)
         | M::GroupNotFound(_)

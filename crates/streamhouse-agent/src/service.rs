@@ -462,6 +462,30 @@ impl StreamHouse for Service {
         }))
     }
 
+    async fn delete_records(
+        &self,
+        request: Request<pb::DeleteRecordsRequest>,
+    ) -> Result<Response<pb::DeleteRecordsResponse>, Status> {
+        let r = request.into_inner();
+        let topic = self
+            .metadata
+            .get_topic(&r.topic)
+            .await
+            .map_err(|e| status(&e))?
+            .ok_or_else(|| {
+                Status::not_found(bound_message(format!("topic {:?} does not exist", r.topic)))
+            })?;
+        let log_start_offset = self
+            .metadata
+            .advance_log_start(topic.id, r.partition, r.offset)
+            .await
+            .map_err(|e| status(&e))?;
+        tracing::info!(topic = %r.topic, partition = r.partition, log_start = log_start_offset, "records deleted");
+        Ok(Response::new(pb::DeleteRecordsResponse {
+            log_start_offset,
+        }))
+    }
+
     async fn describe_topic(
         &self,
         request: Request<pb::DescribeTopicRequest>,

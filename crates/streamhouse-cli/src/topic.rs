@@ -31,6 +31,18 @@ pub enum TopicCommand {
     Describe { name: String },
     /// Delete a topic and its data.
     Delete { name: String },
+    /// Delete a partition's records below an offset (Kafka's
+    /// DeleteRecords): its log start offset moves up to the offset.
+    DeleteRecords {
+        name: String,
+        #[arg(long, short)]
+        partition: u32,
+        /// The new log start offset; default: every record that is stable
+        /// (up to the high watermark when no transaction is open). Never
+        /// past the last stable offset.
+        #[arg(long, short)]
+        offset: Option<i64>,
+    },
     /// Add partitions, change retention or config keys.
     Alter {
         name: String,
@@ -148,6 +160,14 @@ pub async fn topic(agent: &str, command: TopicCommand) -> Result<(), BoxError> {
         TopicCommand::Delete { name } => {
             admin.delete_topic(&name).await?;
             println!("deleted topic {name}");
+        }
+        TopicCommand::DeleteRecords {
+            name,
+            partition,
+            offset,
+        } => {
+            let start = admin.delete_records(&name, partition, offset).await?;
+            println!("partition {partition} of {name} now starts at offset {start}");
         }
         TopicCommand::Alter {
             name,

@@ -400,8 +400,69 @@ async fn topic_and_produce_commands() {
     assert_eq!(status["agents"][0]["kafka_connections"], 1, "{out}");
     drop(kafka);
     drop(native);
+
     let (ok, out, _) = cli(&["status", "--output", "json", "-a", a]);
     assert!(ok && out.contains("\"records\": 107"), "{out}");
+
+    // Delete records: partition 0 up to its high watermark, never back,
+    // never past it.
+    let (ok, out, err) = cli(&[
+        "topic",
+        "delete-records",
+        "cli",
+        "--partition",
+        "0",
+        "-a",
+        a,
+    ]);
+    assert!(ok, "{err}");
+    let start: i64 = out
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(start > 0, "{out}");
+    let (ok, out, _) = cli(&["topic", "describe", "cli", "-a", a]);
+    assert!(ok);
+    let row: Vec<i64> = out
+        .lines()
+        .skip_while(|l| !l.contains("HIGH_WATERMARK"))
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .take(3)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(row, [0, start, start], "{out}");
+    let (ok, out, _) = cli(&[
+        "topic",
+        "delete-records",
+        "cli",
+        "-p",
+        "0",
+        "--offset",
+        "0",
+        "-a",
+        a,
+    ]);
+    assert!(
+        ok && out.contains(&format!("starts at offset {start}")),
+        "{out}"
+    );
+    let beyond = (start + 1).to_string();
+    let (ok, _, err) = cli(&[
+        "topic",
+        "delete-records",
+        "cli",
+        "-p",
+        "0",
+        "--offset",
+        &beyond,
+        "-a",
+        a,
+    ]);
+    assert!(!ok && err.contains("past the last stable offset"), "{err}");
 
     let (ok, out, _) = cli(&["topic", "delete", "cli", "-a", a]);
     assert!(ok && out.contains("deleted topic cli"));

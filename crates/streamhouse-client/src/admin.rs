@@ -206,6 +206,32 @@ impl Admin {
         Ok(r.topics.into_iter().map(Into::into).collect())
     }
 
+    /// Moves a partition's log start offset up to `offset` (`None`: the
+    /// last stable offset, which is the high watermark when no transaction
+    /// is open), as Kafka's DeleteRecords: the records below are no longer
+    /// served. Never past the last stable offset (an error with
+    /// `OFFSET_OUT_OF_RANGE`); an offset at or below the log start changes
+    /// nothing. Returns the log start offset after the call.
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: Option<i64>,
+    ) -> Result<i64> {
+        let request = pb::DeleteRecordsRequest {
+            topic: topic.to_string(),
+            partition,
+            offset,
+        };
+        let r = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.delete_records(r).await }
+            })
+            .await?;
+        Ok(r.log_start_offset)
+    }
+
     /// A topic with the offsets of its partitions.
     pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
         let request = pb::DescribeTopicRequest {
