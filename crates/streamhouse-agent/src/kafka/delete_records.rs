@@ -8,6 +8,9 @@
 //! transaction open, -1 stops at its first offset, and an offset past the
 //! last stable offset gets OFFSET_OUT_OF_RANGE, as one past the high
 //! watermark does. An offset at or below the log start changes nothing.
+//! The request's `timeout_ms` (Kafka's wait for followers to move their
+//! log starts) has nothing to wait for: the answer comes after the
+//! metadata commit, which every agent reads.
 
 use std::ops::RangeInclusive;
 
