@@ -21,7 +21,7 @@
 //!
 //! The batch bytes are never changed: what is stored is what was sent.
 
-use crate::batch::{BATCH_HEADER_LEN, BatchHeader, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE};
+use crate::batch::{BATCH_HEADER_LEN, BatchHeader, NO_PRODUCER_ID};
 use crate::compression::Compression;
 use crate::error::{Error, Result};
 use crate::varint::{get_varint, get_varlong};
