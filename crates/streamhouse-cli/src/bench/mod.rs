@@ -4,6 +4,9 @@ use clap::Subcommand;
 
 mod codec;
 mod consume;
+mod cpu;
+#[cfg(feature = "kafka-bench")]
+mod kafka;
 mod pipeline;
 mod produce;
 
@@ -18,7 +21,9 @@ pub enum Bench {
     /// speed, with 1, 16 and 256 partitions by default.
     Pipeline(pipeline::Args),
     /// The Producer against an agent (a running one, or one started in
-    /// this process): throughput and acknowledgement latency.
+    /// this process): throughput, acknowledgement latency and process CPU
+    /// per million records; with the kafka-bench feature, `--kafka` also
+    /// runs librdkafka through the agent's Kafka listener.
     Produce(produce::Args),
     /// The Consumer reading a pre-filled topic from storage (a fresh agent,
     /// so nothing is served from memory): records/s and MB/s.

@@ -7,9 +7,9 @@ use streamhouse_agent::{Agent, AgentConfig};
 use streamhouse_client::{Admin, Compression, DeliveryFuture, Producer, ProducerRecord};
 
 /// Records sent back to back per clock reading.
-const GROUP: u64 = 16;
+pub(super) const GROUP: u64 = 16;
 
-use super::{quantile, value};
+use super::{cpu, quantile, value};
 use crate::BoxError;
 
 #[derive(clap::Args)]
@@ -17,49 +17,70 @@ pub struct Args {
     /// Agent to produce to. Default: start an agent in this process with
     /// the embedded defaults in a temporary directory.
     #[arg(long)]
-    agent: Option<String>,
+    pub(super) agent: Option<String>,
     /// Flush interval of the in-process agent, in milliseconds.
     #[arg(long, default_value_t = 10)]
-    flush_interval_ms: u64,
+    pub(super) flush_interval_ms: u64,
     /// Bytes per record value.
     #[arg(long, default_value_t = 100)]
-    record_size: usize,
+    pub(super) record_size: usize,
     /// Partitions of the topic created for the run.
     #[arg(long, default_value_t = 16)]
-    partitions: u32,
+    pub(super) partitions: u32,
     /// Tasks sending records.
     #[arg(long, default_value_t = 8)]
-    concurrency: usize,
+    pub(super) concurrency: usize,
     /// Producer compression.
     #[arg(long, default_value_t = Compression::Lz4)]
-    compression: Compression,
+    pub(super) compression: Compression,
     /// Target records per second over all tasks; 0 sends as fast as
     /// acknowledgements allow.
     #[arg(long, default_value_t = 0)]
-    rate: u64,
+    pub(super) rate: u64,
     /// Seconds to run.
     #[arg(long, default_value_t = 10.0)]
-    duration: f64,
+    pub(super) duration: f64,
     /// Producer batch_size (records per batch).
     #[arg(long, default_value_t = 1000)]
-    batch_size: usize,
+    pub(super) batch_size: usize,
     /// Producer batch_timeout, in milliseconds.
     #[arg(long, default_value_t = 5)]
-    batch_timeout_ms: u64,
+    pub(super) batch_timeout_ms: u64,
     /// Records each task keeps unacknowledged at most.
     #[arg(long, default_value_t = 20_000)]
-    window: usize,
+    pub(super) window: usize,
     /// Also run with transactional producers committing every this many
     /// milliseconds, and report both runs.
     #[arg(long, num_args = 0..=1, default_missing_value = "100")]
-    transactional: Option<u64>,
+    pub(super) transactional: Option<u64>,
     /// Producer idempotence.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    idempotence: bool,
+    pub(super) idempotence: bool,
     /// NOT DURABLE: the in-process agent skips fsync of SQLite commits and
     /// file:// objects, to measure what durability costs.
     #[arg(long, conflicts_with = "agent")]
-    unsafe_no_fsync: bool,
+    pub(super) unsafe_no_fsync: bool,
+    /// Also run the same load through the in-process agent's Kafka
+    /// listener with librdkafka, interleaved with the native runs, then
+    /// read records back with both clients, and report the Kafka/native
+    /// ratios.
+    #[cfg(feature = "kafka-bench")]
+    #[arg(long, conflicts_with_all = ["agent", "transactional"])]
+    pub(super) kafka: bool,
+    /// With --kafka: rounds of (native, Kafka) runs.
+    #[cfg(feature = "kafka-bench")]
+    #[arg(long, default_value_t = 2, requires = "kafka")]
+    pub(super) rounds: u32,
+    /// With --kafka: records each consumer run reads back (at most what
+    /// the produce runs wrote).
+    #[cfg(feature = "kafka-bench")]
+    #[arg(long, default_value_t = 1_000_000, requires = "kafka")]
+    pub(super) read_records: u64,
+    /// With --kafka: a librdkafka setting for its producer and consumer,
+    /// KEY=VALUE, over the bench's own (repeatable).
+    #[cfg(feature = "kafka-bench")]
+    #[arg(long, value_parser = super::kafka::parse_setting, requires = "kafka")]
+    pub(super) kafka_config: Vec<(String, String)>,
 }
 
 pub async fn run(args: Args) -> Result<(), BoxError> {
@@ -69,6 +90,7 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
         None => {
             let mut config = AgentConfig {
                 listen: "127.0.0.1:0".parse()?,
+                kafka_listen: kafka_listen(&args),
                 metadata_url: format!("sqlite://{}", tmp.path().join("metadata.db").display()),
                 storage_url: format!("file://{}", tmp.path().join("objects").display()),
                 unsafe_no_fsync: args.unsafe_no_fsync,
@@ -109,6 +131,16 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
             format!("{}/s", args.rate)
         },
     );
+    #[cfg(feature = "kafka-bench")]
+    if args.kafka {
+        let agent = agent.expect("--kafka conflicts with --agent");
+        let kafka = agent
+            .kafka_addr()
+            .expect("the Kafka listener was asked for");
+        let compared = super::kafka::compare(&args, &address, kafka, &topic).await;
+        agent.shutdown().await?;
+        return compared;
+    }
     let plain = measure(&args, &address, &topic, None).await?;
     plain.report("plain");
     let transactional = match args.transactional {
@@ -152,49 +184,114 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// The in-process agent's Kafka listener address: an ephemeral port with
+/// `--kafka`, none otherwise.
+#[cfg(feature = "kafka-bench")]
+fn kafka_listen(args: &Args) -> Option<std::net::SocketAddr> {
+    args.kafka.then(|| ([127, 0, 0, 1], 0).into())
+}
+
+/// The in-process agent has no Kafka listener without the kafka-bench
+/// feature.
+#[cfg(not(feature = "kafka-bench"))]
+fn kafka_listen(_: &Args) -> Option<std::net::SocketAddr> {
+    None
+}
+
 /// What one measured run gave.
-struct Measured {
-    records: f64,
-    seconds: f64,
-    records_per_sec: f64,
-    mb_per_sec: f64,
-    p50: f64,
-    p99: f64,
-    p999: f64,
+pub(super) struct Measured {
+    pub(super) records: f64,
+    pub(super) seconds: f64,
+    pub(super) records_per_sec: f64,
+    pub(super) mb_per_sec: f64,
+    pub(super) p50: f64,
+    pub(super) p99: f64,
+    pub(super) p999: f64,
+    /// User + system CPU seconds of the whole process (agent and client)
+    /// during the run.
+    pub(super) cpu_seconds: f64,
 }
 
 impl Measured {
-    fn report(&self, what: &str) {
+    /// Derives the rates from `records` acknowledged in `seconds` with
+    /// `latencies` (sorted, microseconds) and `cpu_seconds` used.
+    pub(super) fn new(
+        records: f64,
+        seconds: f64,
+        record_size: usize,
+        latencies: &[u64],
+        cpu_seconds: f64,
+    ) -> Self {
+        Measured {
+            records,
+            seconds,
+            records_per_sec: records / seconds,
+            mb_per_sec: records * record_size as f64 / seconds / 1e6,
+            p50: quantile(latencies, 0.5) as f64 / 1000.0,
+            p99: quantile(latencies, 0.99) as f64 / 1000.0,
+            p999: quantile(latencies, 0.999) as f64 / 1000.0,
+            cpu_seconds,
+        }
+    }
+
+    /// Process CPU seconds per million records acknowledged.
+    pub(super) fn cpu_per_million(&self) -> f64 {
+        cpu::per_million(self.cpu_seconds, self.records)
+    }
+
+    pub(super) fn report(&self, what: &str) {
         eprintln!(
-            "{what}: {:.0} records in {:.1} s: {:.0} records/s, {:.1} MB/s of values; ack latency p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms",
+            "{what}: {:.0} records in {:.1} s: {:.0} records/s, {:.1} MB/s of values; ack latency p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms; {:.2} CPU s per million records (process user+sys, agent and client together)",
             self.records,
             self.seconds,
             self.records_per_sec,
             self.mb_per_sec,
             self.p50,
             self.p99,
-            self.p999
+            self.p999,
+            self.cpu_per_million()
         );
     }
 
-    fn json(&self) -> String {
+    pub(super) fn json(&self) -> String {
         format!(
-            r#""records":{:.0},"seconds":{:.2},"records_per_sec":{:.0},"mb_per_sec":{:.1},"ack_p50_ms":{:.3},"ack_p99_ms":{:.3},"ack_p999_ms":{:.3}"#,
+            r#""records":{:.0},"seconds":{:.2},"records_per_sec":{:.0},"mb_per_sec":{:.1},"ack_p50_ms":{:.3},"ack_p99_ms":{:.3},"ack_p999_ms":{:.3},"cpu_s_per_million":{:.3}"#,
             self.records,
             self.seconds,
             self.records_per_sec,
             self.mb_per_sec,
             self.p50,
             self.p99,
-            self.p999
+            self.p999,
+            self.cpu_per_million()
         )
+    }
+}
+
+/// Several runs taken as one: their records, seconds and CPU added up;
+/// each latency quantile the mean of the runs' (the runs' samples are not
+/// kept).
+#[cfg(any(test, feature = "kafka-bench"))]
+pub(super) fn combine(runs: &[Measured], record_size: usize) -> Measured {
+    let records: f64 = runs.iter().map(|r| r.records).sum();
+    let seconds: f64 = runs.iter().map(|r| r.seconds).sum();
+    let mean = |f: fn(&Measured) -> f64| runs.iter().map(f).sum::<f64>() / runs.len().max(1) as f64;
+    Measured {
+        records,
+        seconds,
+        records_per_sec: records / seconds,
+        mb_per_sec: records * record_size as f64 / seconds / 1e6,
+        p50: mean(|r| r.p50),
+        p99: mean(|r| r.p99),
+        p999: mean(|r| r.p999),
+        cpu_seconds: runs.iter().map(|r| r.cpu_seconds).sum(),
     }
 }
 
 /// One run: `args.concurrency` tasks sending for `args.duration`, through
 /// one shared producer, or (with `transactions`) a transactional producer
 /// per task committing a transaction every `transactions`.
-async fn measure(
+pub(super) async fn measure(
     args: &Args,
     address: &str,
     topic: &str,
@@ -219,6 +316,7 @@ async fn measure(
         Some(_) => None,
     };
     let values: Vec<bytes::Bytes> = (0..1024).map(|i| value(i, args.record_size)).collect();
+    let cpu_before = cpu::process_cpu();
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(args.duration);
     let bar = super::time_bar(args.duration);
@@ -302,19 +400,46 @@ async fn measure(
         latencies.extend(t.await??.into_iter().map(u64::from));
     }
     let seconds = start.elapsed().as_secs_f64();
+    let cpu_seconds = cpu::cpu_seconds(cpu_before, cpu::process_cpu());
     bar.abort();
     if let Some(p) = shared {
         p.close().await?;
     }
     latencies.sort_unstable();
-    let records = latencies.len() as f64;
-    Ok(Measured {
-        records,
+    Ok(Measured::new(
+        latencies.len() as f64,
         seconds,
-        records_per_sec: records / seconds,
-        mb_per_sec: records * args.record_size as f64 / seconds / 1e6,
-        p50: quantile(&latencies, 0.5) as f64 / 1000.0,
-        p99: quantile(&latencies, 0.99) as f64 / 1000.0,
-        p999: quantile(&latencies, 0.999) as f64 / 1000.0,
-    })
+        args.record_size,
+        &latencies,
+        cpu_seconds,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measured_derives_rates_and_cpu_per_million() {
+        let latencies: Vec<u64> = (1..=1000).collect();
+        let m = Measured::new(2e6, 4.0, 100, &latencies, 3.0);
+        assert_eq!(m.records_per_sec, 5e5);
+        assert_eq!(m.mb_per_sec, 50.0);
+        assert_eq!(m.p50, 0.501);
+        assert_eq!(m.p99, 0.990);
+        assert_eq!(m.cpu_per_million(), 1.5);
+    }
+
+    #[test]
+    fn combined_runs_add_up_and_average_quantiles() {
+        let a = Measured::new(1e6, 1.0, 100, &[1000, 2000, 3000], 1.0);
+        let b = Measured::new(3e6, 3.0, 100, &[3000, 4000, 5000], 5.0);
+        let c = combine(&[a, b], 100);
+        assert_eq!(c.records, 4e6);
+        assert_eq!(c.seconds, 4.0);
+        assert_eq!(c.records_per_sec, 1e6);
+        assert_eq!(c.p50, 3.0);
+        assert_eq!(c.cpu_seconds, 6.0);
+        assert_eq!(c.cpu_per_million(), 1.5);
+    }
 }
