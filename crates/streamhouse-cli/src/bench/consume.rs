@@ -126,6 +126,7 @@ pub async fn consume(args: ConsumeArgs) -> Result<(), BoxError> {
         .max_prefetch_bytes(256 << 20)
         .build()
         .await?;
+    let cpu_before = super::cpu::process_cpu();
     let start = Instant::now();
     let mut records = 0u64;
     let mut bytes = 0u64;
@@ -142,16 +143,20 @@ pub async fn consume(args: ConsumeArgs) -> Result<(), BoxError> {
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = super::cpu::per_million(
+        super::cpu::cpu_seconds(cpu_before, super::cpu::process_cpu()),
+        records as f64,
+    );
     bar.finish_and_clear();
     consumer.close().await?;
     reader.shutdown().await?;
     let rps = records as f64 / elapsed;
     let mbps = bytes as f64 / elapsed / 1e6;
     eprintln!(
-        "read {records} records in {elapsed:.2} s: {rps:.0} records/s, {mbps:.1} MB/s of values"
+        "read {records} records in {elapsed:.2} s: {rps:.0} records/s, {mbps:.1} MB/s of values; {cpu:.2} CPU s per million records (process user+sys, agent and client together)"
     );
     println!(
-        r#"{{"bench":"consume","records":{records},"record_size":{},"partitions":{},"compression":"{}","seconds":{elapsed:.3},"records_per_sec":{rps:.0},"mb_per_sec":{mbps:.1}}}"#,
+        r#"{{"bench":"consume","records":{records},"record_size":{},"partitions":{},"compression":"{}","seconds":{elapsed:.3},"records_per_sec":{rps:.0},"mb_per_sec":{mbps:.1},"cpu_s_per_million":{cpu:.3}}}"#,
         args.record_size, args.partitions, args.compression
     );
     Ok(())
@@ -204,6 +209,7 @@ pub async fn e2e(args: E2eArgs) -> Result<(), BoxError> {
     );
     let total = (args.rate as f64 * args.duration) as u64;
     let size = args.record_size.max(16);
+    let cpu_before = super::cpu::process_cpu();
     let send = tokio::spawn(async move {
         let start = Instant::now();
         let mut pending = Vec::new();
@@ -239,6 +245,10 @@ pub async fn e2e(args: E2eArgs) -> Result<(), BoxError> {
         }
     }
     send.await??;
+    let cpu = super::cpu::per_million(
+        super::cpu::cpu_seconds(cpu_before, super::cpu::process_cpu()),
+        latencies.len() as f64,
+    );
     consumer.close().await?;
     agent.shutdown().await?;
     if (latencies.len() as u64) < total {
@@ -251,10 +261,10 @@ pub async fn e2e(args: E2eArgs) -> Result<(), BoxError> {
         quantile(&latencies, 0.999) as f64 / 1000.0,
     );
     eprintln!(
-        "{total} records: produce → consume latency p50 {p50:.2} ms, p99 {p99:.2} ms, p999 {p999:.2} ms"
+        "{total} records: produce → consume latency p50 {p50:.2} ms, p99 {p99:.2} ms, p999 {p999:.2} ms; {cpu:.2} CPU s per million records (process user+sys: agent, producer and consumer)"
     );
     println!(
-        r#"{{"bench":"e2e","rate":{},"records":{total},"partitions":{},"record_size":{},"flush_interval_ms":{},"batch_timeout_ms":{},"fetch_max_wait_ms":{},"p50_ms":{p50:.3},"p99_ms":{p99:.3},"p999_ms":{p999:.3}}}"#,
+        r#"{{"bench":"e2e","rate":{},"records":{total},"partitions":{},"record_size":{},"flush_interval_ms":{},"batch_timeout_ms":{},"fetch_max_wait_ms":{},"p50_ms":{p50:.3},"p99_ms":{p99:.3},"p999_ms":{p999:.3},"cpu_s_per_million":{cpu:.3}}}"#,
         args.rate,
         args.partitions,
         args.record_size,

@@ -71,6 +71,8 @@ struct RunResult {
     objects_listed: u64,
     p50_ms: f64,
     p99_ms: f64,
+    /// Process user + system CPU seconds per million records appended.
+    cpu_s_per_million: f64,
 }
 
 pub async fn run(args: Args) -> Result<(), BoxError> {
@@ -152,6 +154,7 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
                 ..PipelineConfig::default()
             },
         )?);
+        let cpu_before = super::cpu::process_cpu();
         let start = Instant::now();
         let deadline = start + Duration::from_secs_f64(args.seconds);
         let mut tasks = Vec::new();
@@ -186,6 +189,7 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
             latencies.extend(t.await??);
         }
         let elapsed = start.elapsed().as_secs_f64();
+        let cpu_seconds = super::cpu::cpu_seconds(cpu_before, super::cpu::process_cpu());
         let stats = pipeline.stats();
         pipeline.close().await;
         latencies.sort_unstable();
@@ -200,9 +204,13 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
             objects_listed: count_objects(&store).await? - objects_before,
             p50_ms: quantile(&latencies, 0.50) as f64 / 1000.0,
             p99_ms: quantile(&latencies, 0.99) as f64 / 1000.0,
+            cpu_s_per_million: super::cpu::per_million(
+                cpu_seconds,
+                appends * args.batch_records as f64,
+            ),
         };
         eprintln!(
-            "{:>4} partitions: {:>10.0} records/s {:>7.1} MB/s {:>6.1} objects/s, {} flushes -> {} objects PUT ({} listed), append p50 {:.2} ms p99 {:.2} ms",
+            "{:>4} partitions: {:>10.0} records/s {:>7.1} MB/s {:>6.1} objects/s, {} flushes -> {} objects PUT ({} listed), append p50 {:.2} ms p99 {:.2} ms, {:.2} CPU s per million records (process user+sys)",
             r.partitions,
             r.records_per_sec,
             r.mb_per_sec,
@@ -211,7 +219,8 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
             r.objects_written,
             r.objects_listed,
             r.p50_ms,
-            r.p99_ms
+            r.p99_ms,
+            r.cpu_s_per_million
         );
         results.push(r);
     }
@@ -219,7 +228,7 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
         .iter()
         .map(|r| {
             format!(
-                r#"{{"partitions":{},"records_per_sec":{:.0},"mb_per_sec":{:.1},"objects_per_sec":{:.1},"flushes":{},"objects_written":{},"objects_listed":{},"append_p50_ms":{:.3},"append_p99_ms":{:.3}}}"#,
+                r#"{{"partitions":{},"records_per_sec":{:.0},"mb_per_sec":{:.1},"objects_per_sec":{:.1},"flushes":{},"objects_written":{},"objects_listed":{},"append_p50_ms":{:.3},"append_p99_ms":{:.3},"cpu_s_per_million":{:.3}}}"#,
                 r.partitions,
                 r.records_per_sec,
                 r.mb_per_sec,
@@ -228,7 +237,8 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
                 r.objects_written,
                 r.objects_listed,
                 r.p50_ms,
-                r.p99_ms
+                r.p99_ms,
+                r.cpu_s_per_million
             )
         })
         .collect();
