@@ -295,6 +295,11 @@ fn produce(load: &KafkaLoad, bootstrap: &str, topic: &str) -> Result<Measured, B
         .set("queue.buffering.max.messages", load.window.to_string())
         .set("queue.buffering.max.kbytes", (256 << 10).to_string())
         .create_with_context(acks)?;
+    // Connected and holding the topic's metadata before the clock starts,
+    // as the native Producer is once built.
+    producer
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(30))?;
     let values: Vec<bytes::Bytes> = (0..1024).map(|i| value(i, load.record_size)).collect();
     let cpu_before = cpu::process_cpu();
     let run_start = Instant::now();
