@@ -2,7 +2,7 @@
 //! local directory with SQLite and a real S3-compatible server with
 //! PostgreSQL (`scripts/test` starts both; under CI=true they must exist).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,88 +12,14 @@ use futures::future::join_all;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use streamhouse_core::{Compression, NewRecord, RecordBatch};
-use streamhouse_metadata::{MetadataStore, TopicConfig};
 use streamhouse_storage::testing::FaultyStore;
 use streamhouse_storage::*;
 
-struct Env {
-    store: Arc<dyn ObjectStore>,
-    metadata: Arc<dyn MetadataStore>,
-    _dir: Option<tempfile::TempDir>,
-}
+#[macro_use]
+mod common;
+use common::{Env, create};
 
-async fn local_sqlite() -> Option<Env> {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_object_store(
-        &format!("file://{}", dir.path().join("objects").display()),
-        &S3Options::default(),
-    )
-    .unwrap();
-    let metadata = streamhouse_metadata::open(&format!(
-        "sqlite://{}",
-        dir.path().join("metadata.db").display()
-    ))
-    .await
-    .unwrap();
-    Some(Env {
-        store,
-        metadata,
-        _dir: Some(dir),
-    })
-}
-
-async fn s3_postgres() -> Option<Env> {
-    use streamhouse_metadata::testing::{postgres_url, service_env};
-    let endpoint = service_env("STREAMHOUSE_TEST_S3_ENDPOINT")?;
-    let bucket = service_env("STREAMHOUSE_TEST_S3_BUCKET")?;
-    let pg = postgres_url().await?;
-    let prefix = format!(
-        "test-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    let store = open_object_store(
-        &format!("s3://{bucket}/{prefix}"),
-        &S3Options {
-            endpoint: Some(endpoint),
-            region: Some("us-east-1".into()),
-            allow_http: Some(true),
-            ..S3Options::default()
-        },
-    )
-    .unwrap();
-    Some(Env {
-        store,
-        metadata: streamhouse_metadata::open(&pg).await.unwrap(),
-        _dir: None,
-    })
-}
-
-macro_rules! storage_tests {
-    ($($name:ident),* $(,)?) => {
-        mod local_dir_sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::local_sqlite().await.unwrap()).await;
-                }
-            )*
-        }
-        mod s3_server_postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let Some(env) = super::s3_postgres().await else { return };
-                    super::$name(env).await;
-                }
-            )*
-        }
-    };
-}
-
-storage_tests!(
+backend_tests!(
     concurrent_appends_share_one_object_per_flush_and_read_back,
     two_pipelines_on_the_same_partitions_keep_offsets_dense,
     reads_honour_offsets_and_limits,
@@ -107,18 +33,6 @@ storage_tests!(
     idempotent_retries_are_committed_once,
     a_commit_in_doubt_is_settled_before_answering,
 );
-
-async fn create(env: &Env, name: &str, partitions: u32) {
-    env.metadata
-        .create_topic(TopicConfig {
-            name: name.into(),
-            partition_count: partitions,
-            retention_ms: None,
-            config: HashMap::new(),
-        })
-        .await
-        .unwrap();
-}
 
 /// A batch of `n` records whose values name (tag, record index).
 fn batch(tag: &str, n: usize, codec: Compression) -> Bytes {

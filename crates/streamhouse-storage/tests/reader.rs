@@ -4,113 +4,24 @@
 //! a local directory with SQLite and an S3-compatible server with
 //! PostgreSQL (`scripts/test` starts both; under CI=true they must exist).
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::join_all;
-use object_store::ObjectStore;
 use streamhouse_core::{NewRecord, RecordBatch};
-use streamhouse_metadata::{MetadataStore, TopicConfig};
 use streamhouse_storage::cache::SegmentCacheStats;
 use streamhouse_storage::*;
 
-struct Env {
-    store: Arc<dyn ObjectStore>,
-    metadata: Arc<dyn MetadataStore>,
-    _dir: Option<tempfile::TempDir>,
-}
+#[macro_use]
+mod common;
+use common::{Env, create};
 
-async fn local_sqlite() -> Option<Env> {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_object_store(
-        &format!("file://{}", dir.path().join("objects").display()),
-        &S3Options::default(),
-    )
-    .unwrap();
-    let metadata = streamhouse_metadata::open(&format!(
-        "sqlite://{}",
-        dir.path().join("metadata.db").display()
-    ))
-    .await
-    .unwrap();
-    Some(Env {
-        store,
-        metadata,
-        _dir: Some(dir),
-    })
-}
-
-async fn s3_postgres() -> Option<Env> {
-    use streamhouse_metadata::testing::{postgres_url, service_env};
-    let endpoint = service_env("STREAMHOUSE_TEST_S3_ENDPOINT")?;
-    let bucket = service_env("STREAMHOUSE_TEST_S3_BUCKET")?;
-    let pg = postgres_url().await?;
-    let prefix = format!(
-        "test-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    let store = open_object_store(
-        &format!("s3://{bucket}/{prefix}"),
-        &S3Options {
-            endpoint: Some(endpoint),
-            region: Some("us-east-1".into()),
-            allow_http: Some(true),
-            ..S3Options::default()
-        },
-    )
-    .unwrap();
-    Some(Env {
-        store,
-        metadata: streamhouse_metadata::open(&pg).await.unwrap(),
-        _dir: None,
-    })
-}
-
-macro_rules! reader_tests {
-    ($($name:ident),* $(,)?) => {
-        mod local_dir_sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::local_sqlite().await.unwrap()).await;
-                }
-            )*
-        }
-        mod s3_server_postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let Some(env) = super::s3_postgres().await else { return };
-                    super::$name(env).await;
-                }
-            )*
-        }
-    };
-}
-
-reader_tests!(
+backend_tests!(
     a_long_tailing_read_with_short_retention_keeps_the_segment_cache_flat,
     deleted_topics_leave_no_cached_segment_rows,
     the_segment_cache_is_bounded_over_many_partitions,
     a_small_read_of_a_large_segment_fetches_only_its_first_blocks,
 );
-
-async fn create(env: &Env, name: &str, partitions: u32) {
-    env.metadata
-        .create_topic(TopicConfig {
-            name: name.into(),
-            partition_count: partitions,
-            retention_ms: None,
-            config: HashMap::new(),
-        })
-        .await
-        .unwrap();
-}
 
 /// One batch of `n` records with values `tag/i`, each `pad` bytes longer.
 fn batch(tag: &str, n: usize, pad: usize) -> Bytes {
