@@ -185,8 +185,9 @@ async fn retention_by_time_and_size_advances_the_log_start() {
             .await
             .unwrap()
             .log_start_offset;
+        // No row left at all is within the limit too.
         let usage = e.metadata.partition_usage(s.id).await.unwrap();
-        start > 0 && usage[0].bytes <= 400
+        start > 0 && usage.first().map_or(0, |u| u.bytes) <= 400
     })
     .await;
     // Reading below the log start is out of range, with the new bounds.
