@@ -14,4 +14,4 @@ pub use batch::{
 };
 pub use compression::Compression;
 pub use error::{Error, Result};
-pub use validate::{ProduceRules, check_producer_fields, validate_produced};
+pub use validate::{ProduceRules, validate_produced};

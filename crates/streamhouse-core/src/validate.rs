@@ -95,8 +95,7 @@ pub fn validate_produced(buf: &[u8], rules: &ProduceRules) -> Result<BatchHeader
 /// commit treats it: a producer id (other than -1, "none") comes with a
 /// valid epoch and base sequence; no control batch; the transactional bit
 /// only with a producer id.
-/// Cheap (header only), so every append path can afford it.
-pub fn check_producer_fields(h: &BatchHeader) -> Result<()> {
+fn check_producer_fields(h: &BatchHeader) -> Result<()> {
     // Producer id -1 means "no idempotence": as Kafka brokers do, its epoch
     // and sequence are then ignored (kafkajs, for one, sends epoch 0).
     let valid = h.producer_id == NO_PRODUCER_ID

@@ -251,11 +251,6 @@ impl BatchValidator {
         })
     }
 
-    /// The rules this validator applies.
-    pub fn rules(&self) -> &ProduceRules {
-        &self.rules
-    }
-
     /// The topic's name.
     pub fn topic(&self) -> &str {
         &self.topic.name
@@ -275,13 +270,6 @@ pub struct ValidBatch {
     partition: u32,
     batch: Bytes,
     header: BatchHeader,
-}
-
-impl ValidBatch {
-    /// The batch's header.
-    pub fn header(&self) -> &BatchHeader {
-        &self.header
-    }
 }
 
 impl WritePipeline {
