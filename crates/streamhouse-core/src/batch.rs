@@ -160,6 +160,12 @@ impl BatchHeader {
         self.batch_length as usize + LOG_OVERHEAD
     }
 
+    /// Whether the batch carries a producer id (idempotent or transactional);
+    /// -1 means none, and then epoch and sequence mean nothing.
+    pub fn has_producer(&self) -> bool {
+        self.producer_id != NO_PRODUCER_ID
+    }
+
     /// How many offsets the batch occupies (`last_offset_delta + 1`).
     pub fn offset_span(&self) -> i64 {
         i64::from(self.last_offset_delta) + 1

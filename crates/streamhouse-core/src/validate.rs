@@ -21,7 +21,7 @@
 //!
 //! The batch bytes are never changed: what is stored is what was sent.
 
-use crate::batch::{BATCH_HEADER_LEN, BatchHeader, NO_PRODUCER_ID};
+use crate::batch::{BATCH_HEADER_LEN, BatchHeader};
 use crate::compression::Compression;
 use crate::error::{Error, Result};
 use crate::varint::{get_varint, get_varlong};
@@ -98,8 +98,8 @@ pub fn validate_produced(buf: &[u8], rules: &ProduceRules) -> Result<BatchHeader
 fn check_producer_fields(h: &BatchHeader) -> Result<()> {
     // Producer id -1 means "no idempotence": as Kafka brokers do, its epoch
     // and sequence are then ignored (kafkajs, for one, sends epoch 0).
-    let valid = h.producer_id == NO_PRODUCER_ID
-        || (h.producer_id >= 0 && h.producer_epoch >= 0 && h.base_sequence >= 0);
+    let valid =
+        !h.has_producer() || (h.producer_id >= 0 && h.producer_epoch >= 0 && h.base_sequence >= 0);
     if !valid {
         return Err(Error::invalid(
             "producer fields",
@@ -116,7 +116,7 @@ fn check_producer_fields(h: &BatchHeader) -> Result<()> {
             "control batches are written by the broker, not by producers",
         ));
     }
-    if h.attributes.is_transactional() && h.producer_id == NO_PRODUCER_ID {
+    if h.attributes.is_transactional() && !h.has_producer() {
         return Err(Error::invalid(
             "attributes",
             "a transactional batch needs a producer id",

@@ -518,7 +518,7 @@ fn start_flush(shared: &Arc<Shared>, taken: BTreeMap<(TopicId, u32), PartitionBu
                 record_count: i64::from(h.record_count),
                 min_timestamp: h.base_timestamp,
                 max_timestamp: h.max_timestamp,
-                producer: (h.producer_id >= 0 && h.base_sequence >= 0).then_some(ProducerBatch {
+                producer: h.has_producer().then_some(ProducerBatch {
                     producer_id: h.producer_id,
                     epoch: h.producer_epoch,
                     base_sequence: h.base_sequence,

@@ -154,16 +154,19 @@ where
     /// Accepted transactional batches join their producer's open
     /// transaction (opening it if needed); the first offset of a
     /// transaction in a partition holds the partition's last stable offset.
+    /// Only a producer's first batch in the chunk can change anything (the
+    /// others would meet the rows it wrote), so it alone is recorded.
     async fn join_transactions(
         tx: &mut Tx<DB>,
         chunk: &ChunkCommit,
         placed: &[Option<i64>],
     ) -> Result<()> {
+        let mut joined = std::collections::HashSet::new();
         for (batch, base) in chunk.batches.iter().zip(placed) {
             let (Some(p), Some(base)) = (batch.producer, base) else {
                 continue;
             };
-            if !p.transactional {
+            if !p.transactional || !joined.insert(p.producer_id) {
                 continue;
             }
             sqlx::query(sql::<DB>(
