@@ -181,7 +181,8 @@ impl Reader {
     /// Reads whole batches of `topic`/`partition` starting with the one that
     /// holds `offset`, adding batches while the total stays within
     /// `max_bytes` (the first batch is returned whatever its size, so a
-    /// reader always progresses). Reading at the next offset returns no
+    /// reader always progresses; `max_bytes` 0 reads no batch, only the
+    /// partition's offsets). Reading at the next offset returns no
     /// batches; an offset below the log start or beyond the next offset is
     /// [`Error::OffsetOutOfRange`].
     pub async fn read(
@@ -242,6 +243,9 @@ impl Reader {
         }
         self.segments
             .trim_below((t.id, partition), state.log_start_offset);
+        if max_bytes == 0 {
+            return Ok(result);
+        }
         let mut bytes = 0usize;
         let mut at = offset;
         'segments: while at < end && (result.batches.is_empty() || bytes < max_bytes) {

@@ -213,6 +213,12 @@ async fn a_small_read_of_a_large_segment_fetches_only_its_first_blocks(env: Env)
             ..ReaderConfig::default()
         },
     );
+    // A read of 0 bytes (a fetch whose budget is spent) loads nothing and
+    // still reports the partition's offsets.
+    let r = reader.read("large", 0, 0, 0).await.unwrap();
+    assert!(r.batches.is_empty());
+    assert_eq!(r.next_offset, 200);
+    assert_eq!(reader.cache_stats().bytes, 0);
     let r = reader.read("large", 0, 0, 1).await.unwrap();
     assert_eq!(r.batches.len(), 1);
     assert!(

@@ -137,19 +137,25 @@ async fn fetch_once(
                 continue;
             };
             // Once the budget is spent, later partitions report offsets only
-            // (the reader returns at least one batch, which is dropped).
+            // (a read of 0 bytes loads no batch); the first partition always
+            // gets at least one batch, so a consumer progresses.
             let limit = usize::try_from(p.partition_max_bytes)
                 .unwrap_or(0)
                 .min(budget);
+            let read_bytes = if limit == 0 && total > 0 {
+                0
+            } else {
+                limit.max(1)
+            };
             let read = if committed {
                 broker
                     .reader
-                    .read_committed(topic, partition, p.fetch_offset, limit.max(1))
+                    .read_committed(topic, partition, p.fetch_offset, read_bytes)
                     .await
             } else {
                 broker
                     .reader
-                    .read(topic, partition, p.fetch_offset, limit.max(1))
+                    .read(topic, partition, p.fetch_offset, read_bytes)
                     .await
             };
             match read {
