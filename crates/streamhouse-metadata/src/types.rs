@@ -92,6 +92,16 @@ pub struct Topic {
     pub created_at_ms: i64,
 }
 
+impl Topic {
+    /// Whether its `cleanup.policy` keeps the latest record per key
+    /// (`compact` or `compact,delete`).
+    pub fn is_compacted(&self) -> bool {
+        self.config
+            .get(CLEANUP_POLICY)
+            .is_some_and(|p| p.split(',').any(|p| p.trim() == "compact"))
+    }
+}
+
 /// The offsets of one partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PartitionState {

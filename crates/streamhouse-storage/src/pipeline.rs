@@ -349,10 +349,7 @@ impl WritePipeline {
     /// batches in parallel, off the async reactor.
     pub async fn validator(&self, topic: &str, partition: u32) -> Result<BatchValidator> {
         let t = self.shared.topics.resolve(topic, partition).await?;
-        let require_keys = t
-            .config
-            .get(streamhouse_metadata::CLEANUP_POLICY)
-            .is_some_and(|p| p.split(',').any(|p| p.trim() == "compact"));
+        let require_keys = t.is_compacted();
         Ok(BatchValidator {
             rules: ProduceRules {
                 max_batch_bytes: self.shared.config.max_batch_bytes,

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use streamhouse_core::{RecordBatch, batches};
-use streamhouse_metadata::{CLEANUP_POLICY, DELETE_RETENTION_MS, Segment, Topic, TopicId};
+use streamhouse_metadata::{DELETE_RETENTION_MS, Segment, Topic, TopicId};
 
 use super::{JobError, Jobs, now_ms};
 
@@ -132,11 +132,7 @@ impl Jobs {
             .retain_topics(&topics.iter().map(|t| t.id).collect());
         let mut removed = 0;
         for t in &topics {
-            let compact = t
-                .config
-                .get(CLEANUP_POLICY)
-                .is_some_and(|p| p.contains("compact"));
-            if !compact {
+            if !t.is_compacted() {
                 continue;
             }
             let tombstone_ms = t
