@@ -15,19 +15,21 @@ pub(super) trait ErrorCodes {
     fn error_codes(&self) -> Vec<i16>;
 }
 
-/// Counts the answer's error codes.
+/// Counts the answer's error codes: one counter update per distinct code,
+/// however many partitions carry it.
 pub(super) fn count(api: ApiKey, answer: &impl ErrorCodes) {
     let mut codes = answer.error_codes();
     if codes.is_empty() {
         codes.push(0);
     }
-    for code in codes {
+    codes.sort_unstable();
+    for run in codes.chunk_by(|a, b| a == b) {
         metrics::counter!(
             "streamhouse_kafka_responses_total",
             "api" => format!("{api:?}"),
-            "error" => code.to_string()
+            "error" => run[0].to_string()
         )
-        .increment(1);
+        .increment(run.len() as u64);
     }
 }
 
