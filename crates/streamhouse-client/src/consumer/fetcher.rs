@@ -22,6 +22,9 @@ pub(super) fn isolation(level: IsolationLevel) -> pb::IsolationLevel {
 
 /// Prefetches records of assigned partitions, bounded in bytes.
 pub(super) async fn run_fetcher(inner: Arc<Inner>) {
+    // Fetch rounds failed in a row (each after the call's own retries):
+    // the pause before the next round grows with them, per the retry policy.
+    let mut failed_rounds = 0u32;
     loop {
         let wake = inner.fetch_wake.notified();
         let wanted: Vec<(TopicPartition, i64, u64)> = {
@@ -83,8 +86,12 @@ pub(super) async fn run_fetcher(inner: Arc<Inner>) {
             })
             .await;
         let response = match result {
-            Ok(r) => r,
+            Ok(r) => {
+                failed_rounds = 0;
+                r
+            }
             Err(e) => {
+                failed_rounds = failed_rounds.saturating_add(1);
                 tracing::warn!(error = %e, "fetch failed");
                 {
                     let mut state = inner.state.lock().expect("consumer state");
@@ -94,7 +101,7 @@ pub(super) async fn run_fetcher(inner: Arc<Inner>) {
                         }
                     }
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(inner.cluster.config.retry.delay(failed_rounds)).await;
                 continue;
             }
         };
