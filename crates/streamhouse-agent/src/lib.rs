@@ -254,6 +254,7 @@ impl Agent {
                 metadata: metadata.clone(),
                 pipeline: pipeline.clone(),
                 reader: service.reader.clone(),
+                store: service.store.clone(),
                 commits: pipeline.commits(),
                 limits: config.limits.clone(),
                 agent_ttl: config.agent_ttl,

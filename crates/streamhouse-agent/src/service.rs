@@ -74,6 +74,10 @@ fn end_error_status(e: &crate::transactions::EndError) -> Status {
         crate::transactions::EndError::Storage(s) => {
             pb::with_error_code(Status::internal(describe(s)), error_code(s))
         }
+        crate::transactions::EndError::ProducerIdMapping { .. } => pb::with_error_code(
+            Status::failed_precondition(e.to_string()),
+            ErrorCode::UnknownProducer,
+        ),
     }
 }
 
@@ -540,29 +544,15 @@ impl StreamHouse for Service {
             } else {
                 60_000
             };
-            // An earlier instance's open transaction is aborted first; the
-            // epoch bump then fences that instance for good.
-            if let Some(pid) = self
-                .metadata
-                .transactional_producer_id(tid)
-                .await
-                .map_err(|e| status(&e))?
-                && self
-                    .metadata
-                    .open_transaction(pid)
-                    .await
-                    .map_err(|e| status(&e))?
-                    .is_some()
-            {
-                crate::transactions::end_transaction(&self.metadata, &self.store, pid, None, false)
-                    .await
-                    .map_err(|e| end_error_status(&e))?;
-            }
-            let id = self
-                .metadata
-                .init_transactional_producer(tid, timeout)
-                .await
-                .map_err(|e| status(&e))?;
+            let id = crate::transactions::init_transactional(
+                &self.metadata,
+                &self.store,
+                tid,
+                timeout,
+                None,
+            )
+            .await
+            .map_err(|e| end_error_status(&e))?;
             return Ok(Response::new(pb::InitProducerIdResponse {
                 producer_id: id.producer_id,
                 producer_epoch: id.epoch.into(),
@@ -830,6 +820,7 @@ impl StreamHouse for Service {
             r.producer_id,
             Some(epoch),
             r.commit,
+            crate::transactions::Ending::BumpEpoch,
         )
         .await
         .map_err(|e| end_error_status(&e))?;

@@ -8,7 +8,8 @@ use bytes::Bytes;
 use object_store::ObjectStore;
 use streamhouse_core::{NewRecord, RecordBatch};
 use streamhouse_metadata::{
-    BatchCommit, ChunkCommit, EndTransaction, MetadataStore, ObjectCommit, ProducerIdentity,
+    BatchCommit, ChunkCommit, EndKind, EndTransaction, MetadataStore, ObjectCommit,
+    ProducerIdentity,
 };
 use streamhouse_storage::object::ObjectBuilder;
 
@@ -19,6 +20,11 @@ pub(crate) enum EndError {
     Metadata(#[from] streamhouse_metadata::Error),
     #[error(transparent)]
     Storage(#[from] streamhouse_storage::Error),
+    #[error("transactional id {transactional_id:?} does not belong to producer {producer_id}")]
+    ProducerIdMapping {
+        transactional_id: String,
+        producer_id: i64,
+    },
 }
 
 /// A control batch marking the end of a transaction (Kafka's layout: key =
@@ -40,53 +46,53 @@ fn marker(producer_id: i64, epoch: i16, commit: bool, now_ms: i64) -> Bytes {
     batch.encode().expect("a marker batch always encodes")
 }
 
+/// What an end does to the producer's epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// Native producers (and Kafka clients of KIP-890): the producer moves
+    /// to its next epoch.
+    BumpEpoch,
+    /// Kafka clients before KIP-890 keep their epoch; the end names the
+    /// transaction open when it arrived (see [`EndKind::KeepEpoch`]).
+    KeepEpoch,
+}
+
 /// Ends the producer's transaction at `epoch` (`None`: whatever is open) by
 /// writing a marker into every partition it wrote to, then committing the
-/// markers, offsets and epoch bump in one metadata transaction. Retries when
-/// the transaction gained a partition meanwhile.
+/// markers, offsets and end in one metadata transaction. Retries when the
+/// transaction gained a partition meanwhile.
 pub(crate) async fn end_transaction(
     metadata: &Arc<dyn MetadataStore>,
     store: &Arc<dyn ObjectStore>,
     producer_id: i64,
     epoch: Option<i16>,
     commit: bool,
+    ending: Ending,
 ) -> Result<ProducerIdentity, EndError> {
     let mut attempt = 0;
+    // The transaction a keep-epoch end names: the one open when it
+    // arrived, whatever happens while it is retried.
+    let mut named: Option<Option<i64>> = None;
     loop {
         attempt += 1;
         let open = metadata.open_transaction(producer_id).await?;
+        let kind = match ending {
+            Ending::BumpEpoch => EndKind::BumpEpoch,
+            Ending::KeepEpoch => EndKind::KeepEpoch {
+                started_at_ms: *named.get_or_insert(open.as_ref().map(|t| t.started_at_ms)),
+            },
+        };
+        let ends_open = match kind {
+            EndKind::BumpEpoch => true,
+            EndKind::KeepEpoch { started_at_ms } => {
+                started_at_ms.is_some() && open.as_ref().map(|t| t.started_at_ms) == started_at_ms
+            }
+        };
         let markers = match &open {
-            Some(t) if !t.partitions.is_empty() && epoch.is_none_or(|e| e == t.epoch) => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
-                let batch = marker(producer_id, t.epoch, commit, now);
-                let mut builder = ObjectBuilder::with_capacity(batch.len() * t.partitions.len());
-                let mut chunks = Vec::with_capacity(t.partitions.len());
-                for &(topic_id, partition, _) in &t.partitions {
-                    let at = builder.push_batch(topic_id, partition, &batch, 1, now, now);
-                    chunks.push(ChunkCommit {
-                        topic_id,
-                        partition,
-                        byte_start: at,
-                        batches: vec![BatchCommit {
-                            byte_length: batch.len() as u64,
-                            offset_span: 1,
-                            record_count: 1,
-                            min_timestamp: now,
-                            max_timestamp: now,
-                            producer: None,
-                        }],
-                    });
-                }
-                let (object, _) = builder.finish();
-                let size = object.len() as u64;
-                let key = streamhouse_storage::upload_object(store.clone(), object).await?;
-                Some(ObjectCommit {
-                    object_key: key,
-                    size_bytes: size,
-                    chunks,
-                })
+            Some(t)
+                if ends_open && !t.partitions.is_empty() && epoch.is_none_or(|e| e == t.epoch) =>
+            {
+                Some(write_markers(store, producer_id, t, commit).await?)
             }
             _ => None,
         };
@@ -95,6 +101,7 @@ pub(crate) async fn end_transaction(
             epoch,
             commit,
             markers,
+            kind,
         };
         match metadata.end_transaction(&end).await {
             Err(streamhouse_metadata::Error::TransactionPartitionsChanged(_)) if attempt < 5 => {
@@ -103,6 +110,89 @@ pub(crate) async fn end_transaction(
             r => return Ok(r?),
         }
     }
+}
+
+/// Uploads one object with a marker for every partition `open` wrote to;
+/// its commit.
+async fn write_markers(
+    store: &Arc<dyn ObjectStore>,
+    producer_id: i64,
+    open: &streamhouse_metadata::OpenTransaction,
+    commit: bool,
+) -> Result<ObjectCommit, EndError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let batch = marker(producer_id, open.epoch, commit, now);
+    let mut builder = ObjectBuilder::with_capacity(batch.len() * open.partitions.len());
+    let mut chunks = Vec::with_capacity(open.partitions.len());
+    for &(topic_id, partition, _) in &open.partitions {
+        let at = builder.push_batch(topic_id, partition, &batch, 1, now, now);
+        chunks.push(ChunkCommit {
+            topic_id,
+            partition,
+            byte_start: at,
+            batches: vec![BatchCommit {
+                byte_length: batch.len() as u64,
+                offset_span: 1,
+                record_count: 1,
+                min_timestamp: now,
+                max_timestamp: now,
+                producer: None,
+            }],
+        });
+    }
+    let (object, _) = builder.finish();
+    let size = object.len() as u64;
+    let key = streamhouse_storage::upload_object(store.clone(), object).await?;
+    Ok(ObjectCommit {
+        object_key: key,
+        size_bytes: size,
+        chunks,
+    })
+}
+
+/// Initializes the producer of `transactional_id` for a new instance:
+/// aborts the transaction an earlier instance left open, then bumps the
+/// epoch, fencing that instance for good. With `current` (a Kafka client
+/// bumping its own epoch, KIP-360) that identity must be the producer's
+/// current one, or the caller is fenced.
+pub(crate) async fn init_transactional(
+    metadata: &Arc<dyn MetadataStore>,
+    store: &Arc<dyn ObjectStore>,
+    transactional_id: &str,
+    timeout_ms: i64,
+    current: Option<ProducerIdentity>,
+) -> Result<ProducerIdentity, EndError> {
+    if let Some(current) = current {
+        let ids = [transactional_id.to_string()];
+        let known = metadata.transactions(Some(&ids)).await?;
+        match known.first() {
+            Some(t) if t.producer_id == current.producer_id && t.epoch == current.epoch => {}
+            Some(t) if t.producer_id == current.producer_id => {
+                return Err(streamhouse_metadata::Error::ProducerFenced {
+                    producer_id: current.producer_id,
+                    epoch: current.epoch,
+                    current_epoch: t.epoch,
+                }
+                .into());
+            }
+            _ => {
+                return Err(EndError::ProducerIdMapping {
+                    transactional_id: transactional_id.to_string(),
+                    producer_id: current.producer_id,
+                });
+            }
+        }
+    }
+    if let Some(pid) = metadata.transactional_producer_id(transactional_id).await?
+        && metadata.open_transaction(pid).await?.is_some()
+    {
+        end_transaction(metadata, store, pid, None, false, Ending::BumpEpoch).await?;
+    }
+    Ok(metadata
+        .init_transactional_producer(transactional_id, timeout_ms)
+        .await?)
 }
 
 /// Aborts transactions that stayed open past their timeout, every `every`.
@@ -123,7 +213,16 @@ pub(crate) async fn abort_expired(
             }
         };
         for producer_id in expired {
-            match end_transaction(&metadata, &store, producer_id, None, false).await {
+            match end_transaction(
+                &metadata,
+                &store,
+                producer_id,
+                None,
+                false,
+                Ending::BumpEpoch,
+            )
+            .await
+            {
                 Ok(next) => tracing::info!(
                     producer_id,
                     epoch = next.epoch,

@@ -171,6 +171,17 @@ async fn malformed_frames_close_only_their_connection() {
         (ApiKey::Produce, 3, vec![0xff, 0xff, 0, 1, 0, 0, 0x75, 0x30]),
         (ApiKey::Fetch, 4, vec![0; 17]),
         (ApiKey::ListOffsets, 2, vec![0; 5]),
+        (
+            ApiKey::AddPartitionsToTxn,
+            1,
+            vec![0, 1, b'x', 0, 0, 0, 0, 0, 0, 0, 1, 0, 0],
+        ),
+        (
+            ApiKey::TxnOffsetCommit,
+            2,
+            vec![0, 1, b'x', 0, 1, b'g', 0, 0, 0, 0, 0, 0, 0, 1, 0, 0],
+        ),
+        (ApiKey::ListTransactions, 1, vec![]),
     ] {
         let mut body = prefix;
         body.extend_from_slice(&i32::MAX.to_be_bytes());
@@ -216,6 +227,13 @@ async fn malformed_frames_close_only_their_connection() {
             (ApiKey::CreatePartitions, 0..=3),
             (ApiKey::IncrementalAlterConfigs, 0..=1),
             (ApiKey::DescribeCluster, 0..=2),
+            (ApiKey::AddPartitionsToTxn, 0..=3),
+            (ApiKey::AddOffsetsToTxn, 0..=4),
+            (ApiKey::TxnOffsetCommit, 0..=4),
+            (ApiKey::EndTxn, 0..=5),
+            (ApiKey::ListTransactions, 0..=1),
+            (ApiKey::DescribeTransactions, 0..=0),
+            (ApiKey::DescribeProducers, 0..=0),
         ];
         let (api, versions) = served[(next() % served.len() as u64) as usize].clone();
         let span = (versions.end() - versions.start() + 1) as u64;
@@ -281,8 +299,28 @@ async fn unsupported_versions_are_answered_as_such() {
             (37, 0, 3), // CreatePartitions
             (44, 0, 1), // IncrementalAlterConfigs
             (60, 0, 2), // DescribeCluster
+            (24, 0, 3), // AddPartitionsToTxn
+            (25, 0, 4), // AddOffsetsToTxn
+            (28, 0, 4), // TxnOffsetCommit
+            (26, 0, 5), // EndTxn
+            (66, 0, 1), // ListTransactions
+            (65, 0, 0), // DescribeTransactions
+            (61, 0, 0), // DescribeProducers
         ]
     );
+    // The brokers' batched AddPartitionsToTxn (v4+) is refused in its own
+    // answer.
+    s.write_all(&frame(
+        ApiKey::AddPartitionsToTxn,
+        4,
+        8,
+        &kafka_protocol::messages::AddPartitionsToTxnRequest::default(),
+    ))
+    .await
+    .unwrap();
+    let (id, r): (i32, kafka_protocol::messages::AddPartitionsToTxnResponse) =
+        decode(ApiKey::AddPartitionsToTxn, 4, answer(&mut s).await.unwrap());
+    assert_eq!((id, r.error_code), (8, UNSUPPORTED_VERSION));
 
     // Versions the codec knows but we do not serve.
     s.write_all(&frame(ApiKey::Metadata, 13, 6, &MetadataRequest::default()))
@@ -625,8 +663,98 @@ fn request_of(api: ApiKey, version: i16) -> Option<Bytes> {
             ]),
         ),
         ApiKey::DescribeCluster => frame(api, version, id, &DescribeClusterRequest::default()),
+        ApiKey::AddPartitionsToTxn => frame(
+            api,
+            version,
+            id,
+            &AddPartitionsToTxnRequest::default()
+                .with_v3_and_below_transactional_id(txn_id())
+                .with_v3_and_below_producer_id(ProducerId(txn_producer().0))
+                .with_v3_and_below_producer_epoch(txn_producer().1)
+                .with_v3_and_below_topics(vec![
+                    add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                        .with_name(t())
+                        .with_partitions(vec![0]),
+                ]),
+        ),
+        ApiKey::AddOffsetsToTxn => frame(
+            api,
+            version,
+            id,
+            &AddOffsetsToTxnRequest::default()
+                .with_transactional_id(txn_id())
+                .with_producer_id(ProducerId(txn_producer().0))
+                .with_producer_epoch(txn_producer().1)
+                .with_group_id(GroupId(s("g"))),
+        ),
+        ApiKey::TxnOffsetCommit => frame(
+            api,
+            version,
+            id,
+            &TxnOffsetCommitRequest::default()
+                .with_transactional_id(txn_id())
+                .with_group_id(GroupId(s("g")))
+                .with_producer_id(ProducerId(txn_producer().0))
+                .with_producer_epoch(txn_producer().1)
+                .with_generation_id(-1)
+                .with_topics(vec![
+                    txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                        .with_name(t())
+                        .with_partitions(vec![
+                            txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                                .with_committed_offset(1),
+                        ]),
+                ]),
+        ),
+        // v0 commits the transaction; v1-v4 are retries of that commit,
+        // answered; v5 (KIP-890) then moves the producer to its next epoch.
+        ApiKey::EndTxn => frame(
+            api,
+            version,
+            id,
+            &EndTxnRequest::default()
+                .with_transactional_id(txn_id())
+                .with_producer_id(ProducerId(txn_producer().0))
+                .with_producer_epoch(txn_producer().1)
+                .with_committed(true),
+        ),
+        ApiKey::ListTransactions => frame(
+            api,
+            version,
+            id,
+            &ListTransactionsRequest::default().with_duration_filter(-1),
+        ),
+        ApiKey::DescribeTransactions => frame(
+            api,
+            version,
+            id,
+            &DescribeTransactionsRequest::default().with_transactional_ids(vec![txn_id()]),
+        ),
+        ApiKey::DescribeProducers => frame(
+            api,
+            version,
+            id,
+            &DescribeProducersRequest::default().with_topics(vec![
+                describe_producers_request::TopicRequest::default()
+                    .with_name(t())
+                    .with_partition_indexes(vec![0]),
+            ]),
+        ),
         _ => return None,
     })
+}
+
+/// The transactional id the transaction APIs of
+/// `every_served_version_answers` use.
+fn txn_id() -> kafka_protocol::messages::TransactionalId {
+    kafka_protocol::messages::TransactionalId(StrBytes::from_static_str("every-version"))
+}
+
+/// The producer of [`txn_id`], once initialized.
+static TXN_PRODUCER: std::sync::OnceLock<(i64, i16)> = std::sync::OnceLock::new();
+
+fn txn_producer() -> (i64, i16) {
+    *TXN_PRODUCER.get().unwrap_or(&(-1, -1))
 }
 
 /// The error codes of an answer, decoded at its version.
@@ -722,6 +850,38 @@ fn answer_codes(api: ApiKey, version: i16, bytes: Bytes) -> (i32, Vec<i16>) {
             .map(|x| x.error_code)
             .collect()),
         ApiKey::DescribeCluster => codes!(DescribeClusterResponse, |r| vec![r.error_code]),
+        ApiKey::AddPartitionsToTxn => codes!(AddPartitionsToTxnResponse, |r| r
+            .results_by_topic_v3_and_below
+            .iter()
+            .flat_map(|t| t
+                .results_by_partition
+                .iter()
+                .map(|p| p.partition_error_code))
+            .collect()),
+        ApiKey::AddOffsetsToTxn => codes!(AddOffsetsToTxnResponse, |r| vec![r.error_code]),
+        ApiKey::TxnOffsetCommit => codes!(TxnOffsetCommitResponse, |r| r
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect()),
+        ApiKey::EndTxn => codes!(EndTxnResponse, |r| vec![r.error_code]),
+        ApiKey::ListTransactions => codes!(ListTransactionsResponse, |r| {
+            let mut c = vec![r.error_code];
+            if r.transaction_states.is_empty() {
+                c.push(-100);
+            }
+            c
+        }),
+        ApiKey::DescribeTransactions => codes!(DescribeTransactionsResponse, |r| r
+            .transaction_states
+            .iter()
+            .map(|t| t.error_code)
+            .collect()),
+        ApiKey::DescribeProducers => codes!(DescribeProducersResponse, |r| r
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect()),
         other => panic!("no decoder for {other:?}"),
     }
 }
@@ -742,6 +902,21 @@ async fn every_served_version_answers() {
         decode(ApiKey::Metadata, 12, answer(&mut s).await.unwrap())
     };
     assert_eq!(r.topics[0].error_code, 0);
+    // The transactional producer of the transaction APIs.
+    let init = kafka_protocol::messages::InitProducerIdRequest::default()
+        .with_transactional_id(Some(txn_id()))
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(kafka_protocol::messages::ProducerId(-1))
+        .with_producer_epoch(-1);
+    s.write_all(&frame(ApiKey::InitProducerId, 4, 7, &init))
+        .await
+        .unwrap();
+    let (_, r): (i32, kafka_protocol::messages::InitProducerIdResponse) =
+        decode(ApiKey::InitProducerId, 4, answer(&mut s).await.unwrap());
+    assert_eq!(r.error_code, 0);
+    TXN_PRODUCER
+        .set((r.producer_id.0, r.producer_epoch))
+        .unwrap();
     s.write_all(&api_versions(3, 1)).await.unwrap();
     let (_, served): (i32, ApiVersionsResponse) =
         decode(ApiKey::ApiVersions, 3, answer(&mut s).await.unwrap());

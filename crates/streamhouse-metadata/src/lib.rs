@@ -166,6 +166,22 @@ pub trait TransactionStore: Send + Sync {
     /// end that succeeded returns the same identity. Returns the producer's
     /// new identity.
     async fn end_transaction(&self, end: &EndTransaction) -> Result<ProducerIdentity>;
+    /// Opens a transaction for `producer` if none is open (Kafka's
+    /// AddPartitionsToTxn and AddOffsetsToTxn), so that its timeout runs
+    /// and an end finds it. Fails with [`Error::ProducerFenced`] for an
+    /// epoch that is not current and [`Error::InvalidTransactionState`]
+    /// for a producer without a transactional id.
+    async fn begin_transaction(&self, producer: ProducerIdentity) -> Result<()>;
+    /// Transactional ids with their producer and transaction state: those
+    /// named in `ids`, or all of them, ordered by transactional id.
+    async fn transactions(&self, ids: Option<&[String]>) -> Result<Vec<TransactionListing>>;
+    /// The producers whose batches a partition remembers, with their last
+    /// sequence and the first offset of their open transaction there.
+    async fn partition_producers(
+        &self,
+        topic_id: TopicId,
+        partition: u32,
+    ) -> Result<Vec<PartitionProducer>>;
     /// Aborted transactions of a partition overlapping `from..to`.
     async fn aborted_transactions(
         &self,

@@ -203,6 +203,9 @@ delegate!(crate::TransactionStore {
     add_transaction_offsets(producer: crate::ProducerIdentity, group: &str, member: Option<(&str, i32)>, offsets: &[crate::OffsetCommit]) -> ();
     end_transaction(end: &crate::EndTransaction) -> crate::ProducerIdentity;
     aborted_transactions(topic_id: crate::TopicId, partition: u32, from: i64, to: i64) -> Vec<crate::AbortedTransaction>;
+    begin_transaction(producer: crate::ProducerIdentity) -> ();
+    transactions(ids: Option<&[String]>) -> Vec<crate::TransactionListing>;
+    partition_producers(topic_id: crate::TopicId, partition: u32) -> Vec<crate::PartitionProducer>;
 });
 
 delegate!(crate::MaintenanceStore {

@@ -459,9 +459,77 @@ pub struct EndTransaction {
     /// The object holding the markers; `None` when the transaction wrote
     /// to no partition.
     pub markers: Option<ObjectCommit>,
+    /// What happens to the producer's epoch, and so which transaction the
+    /// request names.
+    pub kind: EndKind,
 }
 
 /// Offsets of an aborted transaction in one partition.
+/// How an end request names its transaction and what it does to the
+/// producer's epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndKind {
+    /// The producer moves to its next epoch (native producers and Kafka
+    /// clients of KIP-890): the request's epoch names the transaction, so
+    /// a late end can never end a later one.
+    BumpEpoch,
+    /// The producer keeps its epoch, as Kafka clients before KIP-890 do:
+    /// they keep epoch and sequences across transactions. The transaction
+    /// is named by its start (ms, database clock) as the request found it
+    /// (`None`: none was open): an end whose transaction has ended is
+    /// answered as a retry when it repeats the last end, and refused with
+    /// [`crate::Error::InvalidTransactionState`] otherwise, never applied
+    /// to a later transaction.
+    KeepEpoch { started_at_ms: Option<i64> },
+}
+
+/// A transactional id's producer and the state of its transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransactionListing {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub timeout_ms: i64,
+    pub state: TransactionState,
+    /// When the open transaction started (ms, database clock).
+    pub started_at_ms: Option<i64>,
+    /// The partitions the open transaction wrote to.
+    pub partitions: Vec<TopicPartition>,
+}
+
+/// The state of a transactional id, in Kafka's terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransactionState {
+    /// No transaction ended or open since the producer was initialized.
+    Empty,
+    Ongoing,
+    CompleteCommit,
+    CompleteAbort,
+}
+
+impl TransactionState {
+    /// Kafka's name of the state.
+    pub fn kafka_name(self) -> &'static str {
+        match self {
+            TransactionState::Empty => "Empty",
+            TransactionState::Ongoing => "Ongoing",
+            TransactionState::CompleteCommit => "CompleteCommit",
+            TransactionState::CompleteAbort => "CompleteAbort",
+        }
+    }
+}
+
+/// A producer that wrote to a partition, as Kafka's DescribeProducers
+/// reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub last_sequence: i32,
+    /// The first offset of its open transaction in the partition.
+    pub transaction_start_offset: Option<i64>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AbortedTransaction {
     pub producer_id: i64,

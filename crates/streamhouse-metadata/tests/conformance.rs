@@ -86,6 +86,7 @@ conformance!(
     transactions_commit_and_abort_with_markers_offsets_and_lso,
     ended_transactions_cannot_end_later_ones_and_zombies_are_fenced,
     expired_transactions_are_found_and_aborted,
+    ends_keeping_the_epoch_end_only_the_transaction_they_name,
     job_leases_are_exclusive_and_expire,
     retention_drops_old_segments_and_advances_log_start,
     log_start_advances_to_an_offset_monotonically_up_to_the_last_stable_offset,
@@ -1061,6 +1062,7 @@ async fn transactions_commit_and_abort_with_markers_offsets_and_lso(b: &Backend)
         epoch: Some(id.epoch),
         commit: true,
         markers: markers(t.id, &[0, 1]),
+        kind: EndKind::BumpEpoch,
     };
     assert!(matches!(
         s.end_transaction(&wrong).await,
@@ -1071,6 +1073,7 @@ async fn transactions_commit_and_abort_with_markers_offsets_and_lso(b: &Backend)
         epoch: Some(id.epoch),
         commit: true,
         markers: markers(t.id, &[0]),
+        kind: EndKind::BumpEpoch,
     };
     let next = s.end_transaction(&end).await.unwrap();
     assert_eq!(
@@ -1112,6 +1115,7 @@ async fn transactions_commit_and_abort_with_markers_offsets_and_lso(b: &Backend)
         epoch: Some(next.epoch),
         commit: false,
         markers: markers(t.id, &[1]),
+        kind: EndKind::BumpEpoch,
     };
     s.end_transaction(&abort).await.unwrap();
     assert_eq!(
@@ -1149,6 +1153,7 @@ async fn ended_transactions_cannot_end_later_ones_and_zombies_are_fenced(b: &Bac
         epoch: Some(e0.epoch),
         commit: true,
         markers: markers(t.id, &[0]),
+        kind: EndKind::BumpEpoch,
     };
     let e1 = s.end_transaction(&end0).await.unwrap();
     // The next transaction is open...
@@ -1185,6 +1190,7 @@ async fn ended_transactions_cannot_end_later_ones_and_zombies_are_fenced(b: &Bac
         epoch: None,
         commit: false,
         markers: markers(t.id, &[0]),
+        kind: EndKind::BumpEpoch,
     };
     s.end_transaction(&coordinator_abort).await.unwrap();
     let fresh = s
@@ -1210,10 +1216,121 @@ async fn ended_transactions_cannot_end_later_ones_and_zombies_are_fenced(b: &Bac
         epoch: Some(e1.epoch),
         commit: true,
         markers: None,
+        kind: EndKind::BumpEpoch,
     };
     assert!(matches!(
         s.end_transaction(&zombie_end).await,
         Err(Error::ProducerFenced { .. })
+    ));
+}
+
+async fn ends_keeping_the_epoch_end_only_the_transaction_they_name(b: &Backend) {
+    let s = &b.store;
+    let t = s.create_topic(topic("keep", 1)).await.unwrap();
+    let tid = format!("keep-{}", unique());
+    let id = s.init_transactional_producer(&tid, 60_000).await.unwrap();
+    let listed = |l: Vec<TransactionListing>| l.into_iter().next().unwrap();
+    let ids = [tid.clone()];
+    let state = listed(s.transactions(Some(&ids)).await.unwrap());
+    assert_eq!(
+        (state.state, state.producer_id),
+        (TransactionState::Empty, id.producer_id)
+    );
+
+    // Kafka's AddPartitionsToTxn opens the transaction before it writes.
+    s.begin_transaction(id).await.unwrap();
+    let appended = s
+        .commit_object(&object(vec![txn_chunk(t.id, 0, id, 0, 2)]))
+        .await
+        .unwrap();
+    assert_eq!(base(&appended[0].as_ref().unwrap()[0]), 0);
+    let first = s.open_transaction(id.producer_id).await.unwrap().unwrap();
+    let state = listed(s.transactions(Some(&ids)).await.unwrap());
+    assert_eq!(state.state, TransactionState::Ongoing);
+    assert_eq!(state.started_at_ms, Some(first.started_at_ms));
+    assert_eq!(state.partitions, [TopicPartition::new("keep", 0)]);
+    let producers = s.partition_producers(t.id, 0).await.unwrap();
+    assert_eq!(producers.len(), 1);
+    assert_eq!(
+        (
+            producers[0].last_sequence,
+            producers[0].transaction_start_offset
+        ),
+        (1, Some(0))
+    );
+
+    let end = |started_at_ms, commit, markers| EndTransaction {
+        producer_id: id.producer_id,
+        epoch: Some(id.epoch),
+        commit,
+        markers,
+        kind: EndKind::KeepEpoch { started_at_ms },
+    };
+    let commit_first = end(Some(first.started_at_ms), true, markers(t.id, &[0]));
+    assert_eq!(
+        s.end_transaction(&commit_first).await.unwrap(),
+        id,
+        "the epoch stays"
+    );
+    let state = listed(s.transactions(Some(&ids)).await.unwrap());
+    assert_eq!(state.state, TransactionState::CompleteCommit);
+    // A retry of that end is answered and changes nothing.
+    assert_eq!(s.end_transaction(&commit_first).await.unwrap(), id);
+    assert_eq!(s.partition_state(t.id, 0).await.unwrap().next_offset, 3);
+
+    // The next transaction continues the sequences of the same epoch.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    s.begin_transaction(id).await.unwrap();
+    let appended = s
+        .commit_object(&object(vec![txn_chunk(t.id, 0, id, 2, 3)]))
+        .await
+        .unwrap();
+    assert_eq!(base(&appended[0].as_ref().unwrap()[0]), 3);
+    let second = s.open_transaction(id.producer_id).await.unwrap().unwrap();
+    assert!(second.started_at_ms > first.started_at_ms);
+    // A late end of the first transaction never ends the second one.
+    assert_eq!(s.end_transaction(&commit_first).await.unwrap(), id);
+    let late_abort = end(Some(first.started_at_ms), false, markers(t.id, &[0]));
+    assert!(matches!(
+        s.end_transaction(&late_abort).await,
+        Err(Error::InvalidTransactionState { .. })
+    ));
+    assert!(s.open_transaction(id.producer_id).await.unwrap().is_some());
+    let abort_second = end(Some(second.started_at_ms), false, markers(t.id, &[0]));
+    assert_eq!(s.end_transaction(&abort_second).await.unwrap(), id);
+    let aborted = s.aborted_transactions(t.id, 0, 0, 100).await.unwrap();
+    assert_eq!(
+        aborted
+            .iter()
+            .map(|a| (a.first_offset, a.last_offset))
+            .collect::<Vec<_>>(),
+        [(3, 6)]
+    );
+    assert_eq!(
+        listed(s.transactions(Some(&ids)).await.unwrap()).state,
+        TransactionState::CompleteAbort
+    );
+    // Nothing open and not a repeat of the last end.
+    assert!(matches!(
+        s.end_transaction(&end(None, true, None)).await,
+        Err(Error::InvalidTransactionState { .. })
+    ));
+
+    // A new instance fences the old one on begin and end.
+    let next = s.init_transactional_producer(&tid, 60_000).await.unwrap();
+    assert_eq!(next.epoch, id.epoch + 1);
+    assert!(matches!(
+        s.begin_transaction(id).await,
+        Err(Error::ProducerFenced { .. })
+    ));
+    assert!(matches!(
+        s.end_transaction(&commit_first).await,
+        Err(Error::ProducerFenced { .. })
+    ));
+    let idempotent = s.init_producer_id(None).await.unwrap();
+    assert!(matches!(
+        s.begin_transaction(idempotent).await,
+        Err(Error::InvalidTransactionState { .. })
     ));
 }
 
@@ -1232,6 +1349,7 @@ async fn expired_transactions_are_found_and_aborted(b: &Backend) {
         epoch: None,
         commit: false,
         markers: markers(t.id, &[0]),
+        kind: EndKind::BumpEpoch,
     };
     s.end_transaction(&abort).await.unwrap();
     assert!(s.expired_transactions().await.unwrap().is_empty());
@@ -1591,6 +1709,7 @@ async fn a_retried_epoch_bump_gets_the_bumped_identity(b: &Backend) {
             epoch: Some(tp.epoch),
             commit: true,
             markers: None,
+            kind: EndKind::BumpEpoch,
         })
         .await
         .unwrap();
@@ -1734,6 +1853,7 @@ async fn an_abort_racing_a_commit_to_a_new_partition_covers_it(b: &Backend) {
                         epoch: None,
                         commit: false,
                         markers: markers(t.id, &partitions),
+                        kind: EndKind::BumpEpoch,
                     };
                     match other.end_transaction(&end).await {
                         Ok(_) => return,

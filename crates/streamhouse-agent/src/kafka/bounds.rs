@@ -151,6 +151,9 @@ pub(super) fn check(api: ApiKey, version: i16, body: &[u8]) -> Result<usize, Mal
         ApiKey::OffsetFetch => 6,
         ApiKey::OffsetForLeaderEpoch => 4,
         ApiKey::DeleteRecords => 2,
+        ApiKey::AddPartitionsToTxn => 3,
+        ApiKey::TxnOffsetCommit => 3,
+        ApiKey::ListTransactions | ApiKey::DescribeTransactions | ApiKey::DescribeProducers => 0,
         _ => return Ok(0),
     };
     let mut c = Cursor {
@@ -285,6 +288,54 @@ fn walk(c: &mut Cursor<'_>, api: ApiKey, v: i16) -> Walk {
                 c.tagged_fields()
             })
         }
+        ApiKey::AddPartitionsToTxn if v <= 3 => {
+            c.string()?; // transactional id
+            c.skip(8 + 2)?; // producer id and epoch
+            c.array(|c| {
+                c.string()?;
+                c.array(|c| c.skip(4))?;
+                c.tagged_fields()
+            })
+        }
+        ApiKey::AddPartitionsToTxn => c.array(|c| {
+            c.string()?;
+            c.skip(8 + 2 + 1)?; // producer id and epoch, verify only
+            c.array(|c| {
+                c.string()?;
+                c.array(|c| c.skip(4))?;
+                c.tagged_fields()
+            })?;
+            c.tagged_fields()
+        }),
+        ApiKey::TxnOffsetCommit => {
+            c.string()?; // transactional id
+            c.string()?; // group id
+            c.skip(8 + 2)?; // producer id and epoch
+            if v >= 3 {
+                c.skip(4)?; // generation
+                c.string()?; // member id
+                c.string()?; // group instance id
+            }
+            c.array(|c| {
+                c.string()?;
+                c.array(|c| {
+                    c.skip(4 + 8 + if v >= 2 { 4 } else { 0 })?;
+                    c.string()?;
+                    c.tagged_fields()
+                })?;
+                c.tagged_fields()
+            })
+        }
+        ApiKey::ListTransactions => {
+            c.array(|c| c.string())?;
+            c.array(|c| c.skip(8))
+        }
+        ApiKey::DescribeTransactions => c.array(|c| c.string()),
+        ApiKey::DescribeProducers => c.array(|c| {
+            c.string()?;
+            c.array(|c| c.skip(4))?;
+            c.tagged_fields()
+        }),
         ApiKey::FindCoordinator if v >= 4 => {
             c.skip(1)?;
             c.array(|c| c.string())

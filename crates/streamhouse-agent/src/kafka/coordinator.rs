@@ -1,6 +1,7 @@
-//! FindCoordinator: every agent coordinates every group (the state is in
-//! the metadata store), so a group's coordinator is a broker chosen
-//! deterministically from the group id, spreading groups over the agents.
+//! FindCoordinator: every agent coordinates every group and transactional
+//! id (the state is in the metadata store), so a key's coordinator is a
+//! broker chosen deterministically from the key, spreading groups and
+//! transactional ids over the agents.
 //! Both the single key (to v3) and the batched keys (v4+) are answered.
 
 use std::ops::RangeInclusive;
@@ -27,13 +28,7 @@ fn locate<'a>(
     key_type: i8,
 ) -> Result<&'a KafkaBroker, (i16, String)> {
     match key_type {
-        GROUP => {}
-        TRANSACTION => {
-            return Err((
-                ResponseError::TransactionalIdAuthorizationFailed.code(),
-                "transactions are not served over the Kafka protocol by this agent".into(),
-            ));
-        }
+        GROUP | TRANSACTION => {}
         other => {
             return Err((
                 ResponseError::InvalidRequest.code(),

@@ -21,7 +21,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, Message};
 use super::metrics::{self, ErrorCodes};
 use super::{
     Broker, admin, api_versions, bounds, cluster, configs, coordinator, delete_records, fetch,
-    init_producer_id, list_offsets, metadata, offsets, produce,
+    init_producer_id, list_offsets, metadata, offsets, produce, transaction_admin, transactions,
 };
 use crate::error::{Error, Result};
 
@@ -216,6 +216,63 @@ pub(super) async fn request(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply>
             &mut body,
             move |r| async move { offsets::fetch(&b, r, version).await },
         ),
+        ApiKey::AddPartitionsToTxn => served(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            transactions::ADD_PARTITIONS_VERSIONS,
+            transactions::refuse_add_partitions,
+            move |r| async move { transactions::add_partitions(&b, r).await },
+        ),
+        ApiKey::AddOffsetsToTxn => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { transactions::add_offsets(&b, r).await },
+        ),
+        ApiKey::TxnOffsetCommit => served(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            transactions::TXN_OFFSET_COMMIT_VERSIONS,
+            transactions::refuse_commit_offsets,
+            move |r| async move { transactions::commit_offsets(&b, r).await },
+        ),
+        ApiKey::EndTxn => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { transactions::end(&b, r, version).await },
+        ),
+        ApiKey::ListTransactions => served(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            transaction_admin::LIST_VERSIONS,
+            |_, code| {
+                kafka_protocol::messages::ListTransactionsResponse::default().with_error_code(code)
+            },
+            move |r| async move { transaction_admin::list(&b, r).await },
+        ),
+        ApiKey::DescribeTransactions => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { transaction_admin::describe(&b, r).await },
+        ),
+        ApiKey::DescribeProducers => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { transaction_admin::describe_producers(&b, r).await },
+        ),
         other => Err(Error::KafkaConnection(format!(
             "API {other:?} (key {api_key}) is not served"
         ))),
@@ -245,6 +302,25 @@ pub(super) const SERVED: &[(ApiKey, RangeInclusive<i16>)] = &[
         configs::INCREMENTAL_VERSIONS,
     ),
     (ApiKey::DescribeCluster, cluster::DESCRIBE_CLUSTER_VERSIONS),
+    (
+        ApiKey::AddPartitionsToTxn,
+        transactions::ADD_PARTITIONS_VERSIONS,
+    ),
+    (ApiKey::AddOffsetsToTxn, transactions::ADD_OFFSETS_VERSIONS),
+    (
+        ApiKey::TxnOffsetCommit,
+        transactions::TXN_OFFSET_COMMIT_VERSIONS,
+    ),
+    (ApiKey::EndTxn, transactions::END_VERSIONS),
+    (ApiKey::ListTransactions, transaction_admin::LIST_VERSIONS),
+    (
+        ApiKey::DescribeTransactions,
+        transaction_admin::DESCRIBE_VERSIONS,
+    ),
+    (
+        ApiKey::DescribeProducers,
+        transaction_admin::DESCRIBE_PRODUCERS_VERSIONS,
+    ),
 ];
 
 fn codec<E>(what: &'static str) -> impl FnOnce(E) -> Error
@@ -324,6 +400,36 @@ where
     A: Future<Output = T> + Send + 'static,
 {
     let request = decode(api, body, version)?;
+    Ok(reply(api, version, correlation_id, handler(request)))
+}
+
+/// Like [`handled`] for an API served at only some of the versions the
+/// codec knows: a request of another version is answered by `refuse`
+/// with UNSUPPORTED_VERSION.
+fn served<R, T, F, A>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &mut Bytes,
+    versions: RangeInclusive<i16>,
+    refuse: fn(&R, i16) -> T,
+    handler: F,
+) -> Result<Reply>
+where
+    R: Decodable + Message,
+    T: Encodable + ErrorCodes,
+    F: FnOnce(R) -> A,
+    A: Future<Output = T> + Send + 'static,
+{
+    let request = decode(api, body, version)?;
+    if !versions.contains(&version) {
+        return done(
+            api,
+            version,
+            correlation_id,
+            &refuse(&request, UNSUPPORTED_VERSION),
+        );
+    }
     Ok(reply(api, version, correlation_id, handler(request)))
 }
 

@@ -3,6 +3,11 @@
 //! code in the answer: per partition, per topic or for the whole request).
 
 use kafka_protocol::messages::{
+    AddOffsetsToTxnResponse, AddPartitionsToTxnResponse, DescribeProducersResponse,
+    DescribeTransactionsResponse, EndTxnResponse, ListTransactionsResponse,
+    TxnOffsetCommitResponse,
+};
+use kafka_protocol::messages::{
     AlterConfigsResponse, ApiKey, ApiVersionsResponse, CreatePartitionsResponse,
     CreateTopicsResponse, DeleteRecordsResponse, DeleteTopicsResponse, DescribeClusterResponse,
     DescribeConfigsResponse, FetchResponse, FindCoordinatorResponse,
@@ -167,6 +172,69 @@ impl ErrorCodes for OffsetFetchResponse {
         let mut codes: Vec<i16> = self.groups.iter().map(|g| g.error_code).collect();
         codes.push(self.error_code);
         codes
+    }
+}
+
+impl ErrorCodes for AddPartitionsToTxnResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        let mut codes: Vec<i16> = self
+            .results_by_topic_v3_and_below
+            .iter()
+            .flat_map(|t| {
+                t.results_by_partition
+                    .iter()
+                    .map(|p| p.partition_error_code)
+            })
+            .collect();
+        if self.error_code != 0 {
+            codes.push(self.error_code);
+        }
+        codes
+    }
+}
+
+impl ErrorCodes for AddOffsetsToTxnResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        vec![self.error_code]
+    }
+}
+
+impl ErrorCodes for TxnOffsetCommitResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        self.topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect()
+    }
+}
+
+impl ErrorCodes for EndTxnResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        vec![self.error_code]
+    }
+}
+
+impl ErrorCodes for ListTransactionsResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        vec![self.error_code]
+    }
+}
+
+impl ErrorCodes for DescribeTransactionsResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        self.transaction_states
+            .iter()
+            .map(|t| t.error_code)
+            .collect()
+    }
+}
+
+impl ErrorCodes for DescribeProducersResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        self.topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect()
     }
 }
 

@@ -8,6 +8,8 @@
 //!                              ├─ produce ─▶ crate::produce (same validation as gRPC)
 //!                              ├─ fetch   ─▶ Reader (stored batches, byte for byte)
 //!                              ├─ list_offsets, init_producer_id, offsets
+//!                              ├─ transactions ─▶ crate::transactions (markers, ends)
+//!                              ├─ transaction_admin (list and describe)
 //!                              ├─ delete_records (log start)
 //!                              └─ admin (topics), configs
 //!                          answers ─▶ metrics (by API and error code)
@@ -55,6 +57,8 @@ mod metadata;
 mod metrics;
 mod offsets;
 mod produce;
+mod transaction_admin;
+mod transactions;
 
 pub(crate) use connection::serve;
 
@@ -64,6 +68,8 @@ pub(crate) struct Broker {
     pub metadata: Arc<dyn MetadataStore>,
     pub pipeline: Arc<WritePipeline>,
     pub reader: Arc<Reader>,
+    /// Where transaction markers are written.
+    pub store: Arc<dyn object_store::ObjectStore>,
     /// Changes on every commit of this agent's pipeline.
     pub commits: watch::Receiver<u64>,
     pub limits: RequestLimits,

@@ -27,6 +27,7 @@ mod placement;
 mod producers;
 mod sequences;
 mod topics;
+mod transaction_admin;
 mod transaction_end;
 mod transactions;
 

@@ -10,7 +10,9 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, Row, Type};
 use super::backend::Backend;
 use super::{SqlStore, Tx};
 use crate::error::{Error, Result};
-use crate::types::{BatchOutcome, EndTransaction, ObjectCommit, ProducerIdentity, TopicId};
+use crate::types::{
+    BatchOutcome, EndKind, EndTransaction, ObjectCommit, ProducerIdentity, TopicId,
+};
 
 /// The producer row as an end of its transaction reads it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +64,33 @@ fn check_end_epoch(
     })
 }
 
+/// For an end that keeps the epoch: whether the transaction it names is
+/// the one open (`open_started_at`), a retry of the last end, or neither.
+fn check_named_transaction(
+    producer_id: i64,
+    end: &EndTransaction,
+    row: &ProducerRow,
+    open_started_at: Option<i64>,
+) -> Result<EpochCheck> {
+    let EndKind::KeepEpoch { started_at_ms } = end.kind else {
+        return Ok(EpochCheck::Proceed);
+    };
+    if open_started_at.is_some() && open_started_at == started_at_ms {
+        return Ok(EpochCheck::Proceed);
+    }
+    let epoch = end.epoch.unwrap_or(row.epoch);
+    if row.last_end == (Some(i64::from(epoch)), Some(i64::from(end.commit))) {
+        return Ok(EpochCheck::AlreadyEnded);
+    }
+    Err(Error::InvalidTransactionState {
+        producer_id,
+        reason: match open_started_at {
+            None => "no transaction is open".into(),
+            Some(_) => "the transaction this end was sent for has ended".into(),
+        },
+    })
+}
+
 /// Checks the markers cover exactly the partitions the transaction wrote.
 fn check_markers(
     producer_id: i64,
@@ -103,7 +132,12 @@ where
         if check_end_epoch(pid, end, &producer)? == EpochCheck::AlreadyEnded {
             return Ok(identity);
         }
-        let open = Self::open_transaction_epoch(&mut tx, pid).await?;
+        let open = Self::open_transaction_start(&mut tx, pid).await?;
+        if check_named_transaction(pid, end, &producer, open.map(|(_, started)| started))?
+            == EpochCheck::AlreadyEnded
+        {
+            return Ok(identity);
+        }
         if open.is_none() && end.epoch.is_none() {
             return Ok(identity);
         }
@@ -119,9 +153,16 @@ where
             Self::record_aborted(&mut tx, pid, &partitions, &marker_offsets).await?;
         }
         Self::close_transaction(&mut tx, pid).await?;
-        let ended_epoch = open.unwrap_or(i64::from(producer.epoch));
-        let next =
-            Self::next_producer_epoch(&mut tx, pid, &producer, ended_epoch, end.commit).await?;
+        let ended_epoch = open.map_or(i64::from(producer.epoch), |(epoch, _)| epoch);
+        let next = match end.kind {
+            EndKind::BumpEpoch => {
+                Self::next_producer_epoch(&mut tx, pid, &producer, ended_epoch, end.commit).await?
+            }
+            EndKind::KeepEpoch { .. } => {
+                Self::remember_end(&mut tx, pid, ended_epoch, end.commit).await?;
+                identity
+            }
+        };
         tx.commit().await.map_err(Error::db("ending transaction"))?;
         Ok(next)
     }
@@ -252,6 +293,22 @@ where
         Ok(())
     }
 
+    /// Remembers the end (so a retry is recognised) without moving the
+    /// producer's epoch.
+    async fn remember_end(tx: &mut Tx<DB>, pid: i64, ended_epoch: i64, commit: bool) -> Result<()> {
+        sqlx::query(
+            "UPDATE producers SET last_end_epoch = $2, last_end_committed = $3 \
+             WHERE producer_id = $1",
+        )
+        .bind(pid)
+        .bind(ended_epoch)
+        .bind(i64::from(commit))
+        .execute(&mut **tx)
+        .await
+        .map_err(Error::db("recording transaction end"))?;
+        Ok(())
+    }
+
     /// Bumps the producer's epoch and remembers the end (so a retry is
     /// recognised). When its epochs are used up, a new producer id takes
     /// over its transactional id.
@@ -313,7 +370,46 @@ mod tests {
             epoch,
             commit,
             markers: None,
+            kind: EndKind::BumpEpoch,
         }
+    }
+
+    #[test]
+    fn an_end_keeping_the_epoch_ends_only_the_transaction_it_names() {
+        let keep = |started_at_ms, commit| EndTransaction {
+            kind: EndKind::KeepEpoch { started_at_ms },
+            ..end(Some(3), commit)
+        };
+        // The transaction the request found is still open.
+        let row = producer(3, (Some(3), Some(1)));
+        assert_eq!(
+            check_named_transaction(9, &keep(Some(100), false), &row, Some(100)).unwrap(),
+            EpochCheck::Proceed
+        );
+        // It ended (committed) and another began: a repeat of the commit
+        // is answered, an abort is refused; neither touches the new one.
+        assert_eq!(
+            check_named_transaction(9, &keep(Some(100), true), &row, Some(200)).unwrap(),
+            EpochCheck::AlreadyEnded
+        );
+        assert!(matches!(
+            check_named_transaction(9, &keep(Some(100), false), &row, Some(200)),
+            Err(Error::InvalidTransactionState { .. })
+        ));
+        // Nothing open: a retry of the last end, or an invalid state.
+        assert_eq!(
+            check_named_transaction(9, &keep(None, true), &row, None).unwrap(),
+            EpochCheck::AlreadyEnded
+        );
+        assert!(matches!(
+            check_named_transaction(9, &keep(None, true), &producer(3, (None, None)), None),
+            Err(Error::InvalidTransactionState { .. })
+        ));
+        // Ends that bump the epoch are named by it, not by their start.
+        assert_eq!(
+            check_named_transaction(9, &end(Some(3), true), &row, Some(200)).unwrap(),
+            EpochCheck::Proceed
+        );
     }
 
     #[test]

@@ -9,7 +9,8 @@ use super::backend::{Backend, sql};
 use super::{SqlStore, Tx};
 use crate::error::{Error, Result};
 use crate::types::{
-    AbortedTransaction, EndTransaction, OffsetCommit, OpenTransaction, ProducerIdentity, TopicId,
+    AbortedTransaction, EndTransaction, OffsetCommit, OpenTransaction, PartitionProducer,
+    ProducerIdentity, TopicId, TransactionListing,
 };
 use crate::{TransactionStore, validate_group_id, validate_offsets};
 
@@ -27,7 +28,10 @@ where
 {
     /// Locks the producer row and checks `producer` is its current
     /// identity.
-    async fn lock_producer_epoch(tx: &mut Tx<DB>, producer: ProducerIdentity) -> Result<()> {
+    pub(super) async fn lock_producer_epoch(
+        tx: &mut Tx<DB>,
+        producer: ProducerIdentity,
+    ) -> Result<()> {
         let epoch: Option<i64> = sqlx::query_scalar(
             "UPDATE producers SET epoch = epoch WHERE producer_id = $1 RETURNING epoch",
         )
@@ -65,6 +69,22 @@ where
             producer_id: id,
             epoch: 0,
         })
+    }
+
+    /// The epoch and start (ms, database clock) of the producer's open
+    /// transaction, if any.
+    pub(super) async fn open_transaction_start(
+        tx: &mut Tx<DB>,
+        producer_id: i64,
+    ) -> Result<Option<(i64, i64)>> {
+        let row = sqlx::query(
+            "SELECT producer_epoch, started_at_ms FROM open_transactions WHERE producer_id = $1",
+        )
+        .bind(producer_id)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(Error::db("reading open transaction"))?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
     /// The epoch of the producer's open transaction, if any.
@@ -118,7 +138,8 @@ where
         validate_transactional(transactional_id, transaction_timeout_ms)?;
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(
-            "UPDATE producers SET epoch = epoch + 1, transaction_timeout_ms = $2 \
+            "UPDATE producers SET epoch = epoch + 1, transaction_timeout_ms = $2, \
+             last_end_epoch = NULL, last_end_committed = NULL \
              WHERE transactional_id = $1 RETURNING producer_id, epoch",
         )
         .bind(transactional_id)
@@ -255,6 +276,22 @@ where
 
     async fn end_transaction(&self, end: &EndTransaction) -> Result<ProducerIdentity> {
         self.end(end).await
+    }
+
+    async fn begin_transaction(&self, producer: ProducerIdentity) -> Result<()> {
+        self.begin(producer).await
+    }
+
+    async fn transactions(&self, ids: Option<&[String]>) -> Result<Vec<TransactionListing>> {
+        self.list_transactions(ids).await
+    }
+
+    async fn partition_producers(
+        &self,
+        topic_id: TopicId,
+        partition: u32,
+    ) -> Result<Vec<PartitionProducer>> {
+        self.producers_of_partition(topic_id, partition).await
     }
 
     async fn aborted_transactions(
