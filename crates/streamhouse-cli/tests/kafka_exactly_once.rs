@@ -117,8 +117,8 @@ async fn a_transactional_loop_killed_twenty_times_outputs_every_record_once() {
                 .unwrap();
             let mut deliveries = Vec::with_capacity(RECORDS);
             for i in 0..RECORDS {
-                let record = ProducerRecord::new("eos-in", format!("in-{i}"))
-                    .key(format!("k{}", i % 97));
+                let record =
+                    ProducerRecord::new("eos-in", format!("in-{i}")).key(format!("k{}", i % 97));
                 deliveries.push(producer.send_record(record).await.unwrap());
                 if i % 50 == 49 {
                     tokio::time::sleep(Duration::from_millis(330)).await;
@@ -188,7 +188,10 @@ async fn a_transactional_loop_killed_twenty_times_outputs_every_record_once() {
     exactly.sort();
     let duplicates = exactly.windows(2).filter(|w| w[0] == w[1]).count();
     assert_eq!(duplicates, 0, "records output twice at read_committed");
-    assert_eq!(exactly, expected, "every input record once at read_committed");
+    assert_eq!(
+        exactly, expected,
+        "every input record once at read_committed"
+    );
     let mut all = read(&python, &b.kafka, "eos-out", "read_uncommitted").await;
     all.sort();
     all.dedup();
