@@ -212,3 +212,50 @@ async fn a_transactional_loop_killed_twenty_times_outputs_every_record_once() {
         "twenty kills mid-transaction left no aborted records for read_uncommitted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_zombie_producer_is_fenced_on_produce_commit_and_offsets() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let a = AgentProcess::start(dir.path(), "agent-a");
+    Admin::connect(&a.grpc)
+        .await
+        .unwrap()
+        .create_topic("zombie", 1, None, Default::default())
+        .await
+        .unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(&python)
+            .args([SCRIPT, "zombie", &a.kafka, "zombie"])
+            .output(),
+    )
+    .await
+    .expect("the zombie script did not finish")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "zombie script failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fenced: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(fenced["commit"]["fatal"], true, "{fenced}");
+    for what in ["commit", "offsets"] {
+        let error = &fenced[what];
+        assert!(
+            error["name"].as_str().unwrap().contains("FENCED"),
+            "{what}: {fenced}"
+        );
+    }
+    assert_eq!(
+        read(&python, &a.kafka, "zombie", "read_committed").await,
+        ["new-1"]
+    );
+    let mut all = read(&python, &a.kafka, "zombie", "read_uncommitted").await;
+    all.sort();
+    assert_eq!(
+        all,
+        ["new-1", "old-1"],
+        "the zombie's aborted record, nothing after"
+    );
+}

@@ -72,6 +72,7 @@ fn check_named_transaction(
     row: &ProducerRow,
     open_started_at: Option<i64>,
 ) -> Result<EpochCheck> {
+    // Only an end that keeps the epoch is named by its transaction's start.
     let EndKind::KeepEpoch { started_at_ms } = end.kind else {
         return Ok(EpochCheck::Proceed);
     };
