@@ -625,6 +625,25 @@ fn request_of(api: ApiKey, version: i16) -> Option<Bytes> {
             ]),
         ),
         ApiKey::DescribeCluster => frame(api, version, id, &DescribeClusterRequest::default()),
+        // Joins group `frames` (v0 with an id the agent makes, v1 with its
+        // own), which ConsumerGroupDescribe then describes.
+        ApiKey::ConsumerGroupHeartbeat => frame(
+            api,
+            version,
+            id,
+            &ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(GroupId(s("frames")))
+                .with_member_id(s(if version == 0 { "" } else { "frames-member" }))
+                .with_rebalance_timeout_ms(30_000)
+                .with_subscribed_topic_names(Some(vec![t()]))
+                .with_topic_partitions(Some(Vec::new())),
+        ),
+        ApiKey::ConsumerGroupDescribe => frame(
+            api,
+            version,
+            id,
+            &ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(s("frames"))]),
+        ),
         _ => return None,
     })
 }
@@ -722,6 +741,14 @@ fn answer_codes(api: ApiKey, version: i16, bytes: Bytes) -> (i32, Vec<i16>) {
             .map(|x| x.error_code)
             .collect()),
         ApiKey::DescribeCluster => codes!(DescribeClusterResponse, |r| vec![r.error_code]),
+        ApiKey::ConsumerGroupHeartbeat => {
+            codes!(ConsumerGroupHeartbeatResponse, |r| vec![r.error_code])
+        }
+        ApiKey::ConsumerGroupDescribe => codes!(ConsumerGroupDescribeResponse, |r| r
+            .groups
+            .iter()
+            .map(|g| g.error_code)
+            .collect()),
         other => panic!("no decoder for {other:?}"),
     }
 }

@@ -3,11 +3,12 @@
 //! code in the answer: per partition, per topic or for the whole request).
 
 use kafka_protocol::messages::{
-    AlterConfigsResponse, ApiKey, ApiVersionsResponse, CreatePartitionsResponse,
-    CreateTopicsResponse, DeleteRecordsResponse, DeleteTopicsResponse, DescribeClusterResponse,
-    DescribeConfigsResponse, FetchResponse, FindCoordinatorResponse,
-    IncrementalAlterConfigsResponse, InitProducerIdResponse, ListOffsetsResponse, MetadataResponse,
-    OffsetCommitResponse, OffsetFetchResponse, OffsetForLeaderEpochResponse, ProduceResponse,
+    AlterConfigsResponse, ApiKey, ApiVersionsResponse, ConsumerGroupDescribeResponse,
+    ConsumerGroupHeartbeatResponse, CreatePartitionsResponse, CreateTopicsResponse,
+    DeleteRecordsResponse, DeleteTopicsResponse, DescribeClusterResponse, DescribeConfigsResponse,
+    FetchResponse, FindCoordinatorResponse, IncrementalAlterConfigsResponse,
+    InitProducerIdResponse, ListOffsetsResponse, MetadataResponse, OffsetCommitResponse,
+    OffsetFetchResponse, OffsetForLeaderEpochResponse, ProduceResponse,
 };
 
 /// The error codes an answer carries (0 for success).
@@ -167,6 +168,18 @@ impl ErrorCodes for OffsetFetchResponse {
         let mut codes: Vec<i16> = self.groups.iter().map(|g| g.error_code).collect();
         codes.push(self.error_code);
         codes
+    }
+}
+
+impl ErrorCodes for ConsumerGroupHeartbeatResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        vec![self.error_code]
+    }
+}
+
+impl ErrorCodes for ConsumerGroupDescribeResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        self.groups.iter().map(|g| g.error_code).collect()
     }
 }
 

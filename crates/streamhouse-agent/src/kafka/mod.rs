@@ -8,6 +8,8 @@
 //!                              ├─ produce ─▶ crate::produce (same validation as gRPC)
 //!                              ├─ fetch   ─▶ Reader (stored batches, byte for byte)
 //!                              ├─ list_offsets, init_producer_id, offsets
+//!                              ├─ consumer_groups, consumer_group_describe
+//!                              │    (KIP-848 ─▶ the store's group coordinator)
 //!                              ├─ delete_records (log start)
 //!                              └─ admin (topics), configs
 //!                          answers ─▶ metrics (by API and error code)
@@ -44,6 +46,8 @@ mod brokers;
 mod cluster;
 mod configs;
 mod connection;
+mod consumer_group_describe;
+mod consumer_groups;
 mod coordinator;
 mod delete_records;
 mod dispatch;
@@ -55,6 +59,7 @@ mod metadata;
 mod metrics;
 mod offsets;
 mod produce;
+mod topic_ids;
 
 pub(crate) use connection::serve;
 
@@ -79,4 +84,8 @@ pub(crate) struct Broker {
     pub default_partitions: u32,
     /// Open connections by protocol; the listener counts its own.
     pub connections: Arc<crate::connections::Connections>,
+    /// How often consumer group members are told to heartbeat.
+    pub group_heartbeat_interval: Duration,
+    /// A KIP-848 member missing heartbeats this long leaves its group.
+    pub group_session_timeout: Duration,
 }
