@@ -281,6 +281,8 @@ async fn unsupported_versions_are_answered_as_such() {
             (37, 0, 3), // CreatePartitions
             (44, 0, 1), // IncrementalAlterConfigs
             (60, 0, 2), // DescribeCluster
+            (68, 0, 1), // ConsumerGroupHeartbeat
+            (69, 0, 1), // ConsumerGroupDescribe
         ]
     );
 

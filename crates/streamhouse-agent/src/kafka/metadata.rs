@@ -51,14 +51,16 @@ pub(super) async fn handle(
     };
     // v0 has no null: an empty list means every topic. v4+ says whether
     // the client allows creation; before v4 clients always allowed it.
-    // v10+ may name a topic by id (with a null name) instead.
+    // v10+ may name a topic by id (with a null or empty name) instead.
     let asked: Option<Vec<Asked>> = match request.topics {
         Some(t) if !(version == 0 && t.is_empty()) => Some(
             t.into_iter()
                 .filter_map(|t| match t.name {
-                    Some(n) => Some(Asked::Name(n.0.to_string())),
-                    None if !t.topic_id.is_nil() => Some(Asked::Id(t.topic_id)),
-                    None => None,
+                    Some(n) if !(n.is_empty() && !t.topic_id.is_nil()) => {
+                        Some(Asked::Name(n.0.to_string()))
+                    }
+                    _ if !t.topic_id.is_nil() => Some(Asked::Id(t.topic_id)),
+                    _ => None,
                 })
                 .collect(),
         ),
