@@ -17,9 +17,13 @@
 //!   store describes it. Owned partitions recorded there include what the
 //!   member was last given, so a null owned set never frees a partition
 //!   early.
-//! - a subscribed topic regex (v1) is refused with INVALID_REQUEST.
+//! - a subscribed topic regex (v1) is refused with INVALID_REQUEST (an
+//!   empty one is none).
+//! - joining takes a subscription; owned partitions, if sent, must be
+//!   empty (librdkafka sends null).
 //! - the server assignor: `uniform` (the store's sticky, balanced
-//!   assignor) or none; any other name is UNSUPPORTED_ASSIGNOR.
+//!   assignor) or none (null or empty); any other name is
+//!   UNSUPPORTED_ASSIGNOR.
 //! - the session timeout is the agent's (`kafka_group_session_timeout`),
 //!   as Kafka's `group.consumer.session.timeout.ms`; the rebalance timeout
 //!   and rack id carry nothing the store uses: a partition moves only once
@@ -86,12 +90,16 @@ fn check(r: &ConsumerGroupHeartbeatRequest, version: i16) -> Result<Intent, Refu
     if version >= 1 && r.member_id.is_empty() {
         return Err(invalid("the member id is empty (v1 clients choose it)"));
     }
-    if r.subscribed_topic_regex.is_some() {
+    if r.subscribed_topic_regex
+        .as_ref()
+        .is_some_and(|x| !x.is_empty())
+    {
         return Err(invalid(
             "subscribing by topic regex is not served: name the topics",
         ));
     }
     if let Some(assignor) = &r.server_assignor
+        && !assignor.is_empty()
         && assignor.as_str() != ASSIGNOR
     {
         return Err(Refusal {
@@ -118,7 +126,7 @@ fn check(r: &ConsumerGroupHeartbeatRequest, version: i16) -> Result<Intent, Refu
     }
     match r.member_epoch {
         JOIN_GROUP_EPOCH => {
-            if r.topic_partitions.as_ref().is_none_or(|t| !t.is_empty()) {
+            if r.topic_partitions.as_ref().is_some_and(|t| !t.is_empty()) {
                 return Err(invalid("the owned partitions must be empty when joining"));
             }
             if r.subscribed_topic_names.as_ref().is_none_or(Vec::is_empty) {
@@ -245,7 +253,7 @@ pub(super) async fn heartbeat(
     let answer = match answer(broker, &request, version, &client_id).await {
         Ok(a) => a,
         Err(refusal) => {
-            tracing::debug!(
+            tracing::info!(
                 group = %bounded(&request.group_id),
                 member = %bounded(&request.member_id),
                 code = refusal.code,
@@ -375,6 +383,10 @@ mod tests {
         // Joining: no owned partitions, and a subscription.
         let owned = request("m", 0).with_topic_partitions(Some(vec![TopicPartitions::default()]));
         assert_eq!(code(check(&owned, 1)), INVALID);
+        let null_owned = request("m", 0).with_topic_partitions(None);
+        assert_eq!(check(&null_owned, 1), Ok(Intent::Join));
+        let empty_regex = request("m", 0).with_subscribed_topic_regex(Some("".into()));
+        assert_eq!(check(&empty_regex, 1), Ok(Intent::Join));
         let unsubscribed = request("m", 0).with_subscribed_topic_names(None);
         assert_eq!(code(check(&unsubscribed, 1)), INVALID);
         // Null means unchanged on later heartbeats.
