@@ -56,7 +56,7 @@ pub(super) async fn handle(
         Some(t) if !(version == 0 && t.is_empty()) => Some(
             t.into_iter()
                 .filter_map(|t| match t.name {
-                    Some(n) if !(n.is_empty() && !t.topic_id.is_nil()) => {
+                    Some(n) if !n.is_empty() || t.topic_id.is_nil() => {
                         Some(Asked::Name(n.0.to_string()))
                     }
                     _ if !t.topic_id.is_nil() => Some(Asked::Id(t.topic_id)),
