@@ -444,3 +444,59 @@ async fn hostile_counts_close_the_connection() {
 async fn heartbeat_ok(c: &mut Conn) -> ConsumerGroupHeartbeatResponse {
     heartbeat(c, &join("after")).await
 }
+
+/// CreateTopics, Metadata, heartbeats and DeleteTopics agree on a topic's
+/// id; a topic created again under the same name gets a new one.
+#[tokio::test]
+async fn topic_ids_agree_everywhere_and_change_on_recreation() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    use kafka_protocol::messages::{
+        CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent(&dir).await;
+    let mut c = Conn::open(agent.kafka_addr().unwrap()).await;
+    let create = CreateTopicsRequest::default().with_topics(vec![
+        CreatableTopic::default()
+            .with_name(TopicName(s("t")))
+            .with_num_partitions(2)
+            .with_replication_factor(1),
+    ]);
+    let created: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &create).await;
+    let id = created.topics[0].topic_id;
+    assert!(!id.is_nil());
+    let m: MetadataResponse = c
+        .call(
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(TopicName(s("t")))),
+            ])),
+        )
+        .await;
+    assert_eq!(m.topics[0].topic_id, id);
+    let joined = heartbeat(&mut c, &join("m")).await;
+    assert_eq!(assigned(&joined, id), BTreeSet::from([0, 1]));
+    let left = heartbeat(&mut c, &beat("m", -1)).await;
+    assert_eq!(left.error_code, 0);
+
+    let delete = DeleteTopicsRequest::default().with_topics(vec![
+        DeleteTopicState::default()
+            .with_name(None)
+            .with_topic_id(id),
+    ]);
+    let deleted: DeleteTopicsResponse = c.call(ApiKey::DeleteTopics, 6, &delete).await;
+    let r = &deleted.responses[0];
+    assert_eq!((r.error_code, r.topic_id), (0, id));
+    assert_eq!(r.name.as_ref().unwrap().as_str(), "t");
+    let again: DeleteTopicsResponse = c.call(ApiKey::DeleteTopics, 6, &delete).await;
+    assert_eq!(again.responses[0].error_code, UNKNOWN_TOPIC_ID);
+
+    // Created again (the clock moved on): another id.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let recreated: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &create).await;
+    assert_eq!(recreated.topics[0].error_code, 0);
+    assert_ne!(recreated.topics[0].topic_id, id);
+    agent.shutdown().await.unwrap();
+}
