@@ -377,10 +377,13 @@ async fn three_members(protocol: &str, strategy: Option<&str>) {
     }
     for ((p, o), who) in &receivers {
         if who.len() > 1 {
+            // b received it, died before committing it, and one other
+            // member received it again after the kill.
             assert!(
                 who.iter().any(|(m, _)| m == "b")
-                    && who.iter().filter(|(m, _)| m != "b").count() == 1,
-                "{protocol}: {p}/{o} received by {who:?}"
+                    && who.iter().filter(|(m, _)| m != "b").count() == 1
+                    && who.iter().all(|(m, ts)| m == "b" || *ts > killed_at),
+                "{protocol}: {p}/{o} received by {who:?} (b killed at {killed_at})"
             );
         }
     }

@@ -479,6 +479,29 @@ mod tests {
     }
 
     #[test]
+    fn store_errors_map_to_kafka_codes() {
+        use streamhouse_metadata::Error as M;
+        let unknown = M::UnknownMember {
+            group: "g".into(),
+            member_id: "m".into(),
+        };
+        assert_eq!(heartbeat_code(&unknown), 25);
+        let fenced = M::FencedMemberEpoch {
+            group: "g".into(),
+            member_id: "m".into(),
+            epoch: 1,
+            current: 2,
+        };
+        assert_eq!(heartbeat_code(&fenced), 110);
+        let invalid = M::InvalidArgument {
+            field: "session timeout",
+            reason: "0".into(),
+        };
+        assert_eq!(heartbeat_code(&invalid), 42);
+        assert_eq!(heartbeat_code(&M::GroupNotEmpty("g".into())), -1);
+    }
+
+    #[test]
     fn assignments_are_grouped_by_topic_id() {
         let ids = HashMap::from([
             ("a".to_string(), Uuid::from_u128(1)),
