@@ -90,6 +90,10 @@ pub struct AgentConfig {
     pub kafka_auto_create_topics: bool,
     /// Partitions of a topic created that way. Default: 1.
     pub kafka_default_partitions: u32,
+    /// A Kafka consumer group member (`group.protocol=consumer`) that misses
+    /// heartbeats this long leaves its group, as Kafka's
+    /// `group.consumer.session.timeout.ms`. Default: 45 s.
+    pub kafka_group_session_timeout: Duration,
 }
 
 impl Default for AgentConfig {
@@ -117,6 +121,7 @@ impl Default for AgentConfig {
             kafka_advertise: None,
             kafka_auto_create_topics: true,
             kafka_default_partitions: 1,
+            kafka_group_session_timeout: Duration::from_secs(45),
         }
     }
 }
@@ -264,6 +269,8 @@ impl Agent {
                 auto_create_topics: config.kafka_auto_create_topics,
                 default_partitions: config.kafka_default_partitions,
                 connections: connections.clone(),
+                group_heartbeat_interval: config.group_heartbeat_interval,
+                group_session_timeout: config.kafka_group_session_timeout,
             });
             tokio::spawn(kafka::serve(listener, broker, kafka_stopped))
         });

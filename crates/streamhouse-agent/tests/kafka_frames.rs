@@ -299,6 +299,8 @@ async fn unsupported_versions_are_answered_as_such() {
             (37, 0, 3), // CreatePartitions
             (44, 0, 1), // IncrementalAlterConfigs
             (60, 0, 2), // DescribeCluster
+            (68, 0, 1), // ConsumerGroupHeartbeat
+            (69, 0, 1), // ConsumerGroupDescribe
             (24, 0, 3), // AddPartitionsToTxn
             (25, 0, 4), // AddOffsetsToTxn
             (28, 0, 4), // TxnOffsetCommit
@@ -663,6 +665,25 @@ fn request_of(api: ApiKey, version: i16) -> Option<Bytes> {
             ]),
         ),
         ApiKey::DescribeCluster => frame(api, version, id, &DescribeClusterRequest::default()),
+        // Joins group `frames` (v0 with an id the agent makes, v1 with its
+        // own), which ConsumerGroupDescribe then describes.
+        ApiKey::ConsumerGroupHeartbeat => frame(
+            api,
+            version,
+            id,
+            &ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(GroupId(s("frames")))
+                .with_member_id(s(if version == 0 { "" } else { "frames-member" }))
+                .with_rebalance_timeout_ms(30_000)
+                .with_subscribed_topic_names(Some(vec![t()]))
+                .with_topic_partitions(Some(Vec::new())),
+        ),
+        ApiKey::ConsumerGroupDescribe => frame(
+            api,
+            version,
+            id,
+            &ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(s("frames"))]),
+        ),
         ApiKey::AddPartitionsToTxn => frame(
             api,
             version,
@@ -850,6 +871,14 @@ fn answer_codes(api: ApiKey, version: i16, bytes: Bytes) -> (i32, Vec<i16>) {
             .map(|x| x.error_code)
             .collect()),
         ApiKey::DescribeCluster => codes!(DescribeClusterResponse, |r| vec![r.error_code]),
+        ApiKey::ConsumerGroupHeartbeat => {
+            codes!(ConsumerGroupHeartbeatResponse, |r| vec![r.error_code])
+        }
+        ApiKey::ConsumerGroupDescribe => codes!(ConsumerGroupDescribeResponse, |r| r
+            .groups
+            .iter()
+            .map(|g| g.error_code)
+            .collect()),
         ApiKey::AddPartitionsToTxn => codes!(AddPartitionsToTxnResponse, |r| r
             .results_by_topic_v3_and_below
             .iter()

@@ -152,6 +152,14 @@ pub struct Args {
         default_value_t = 1
     )]
     kafka_default_partitions: u32,
+    /// A Kafka consumer group member (group.protocol=consumer) that misses
+    /// heartbeats this long, in milliseconds, leaves its group.
+    #[arg(
+        long,
+        env = "STREAMHOUSE_KAFKA_GROUP_SESSION_TIMEOUT_MS",
+        default_value_t = 45_000
+    )]
+    kafka_group_session_timeout_ms: u64,
 }
 
 /// `--kafka-listen`: an address, or `off`.
@@ -211,6 +219,9 @@ impl Args {
             kafka_advertise: self.kafka_advertise.clone(),
             kafka_auto_create_topics: self.kafka_auto_create_topics,
             kafka_default_partitions: self.kafka_default_partitions,
+            kafka_group_session_timeout: Duration::from_millis(
+                self.kafka_group_session_timeout_ms.max(1),
+            ),
             jobs: JobsConfig {
                 retention_interval: Duration::from_secs(self.retention_interval_s.max(1)),
                 gc_interval: Duration::from_secs(self.gc_interval_s.max(1)),

@@ -19,10 +19,12 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use streamhouse_metadata::{TopicAlter, TopicConfig};
+use uuid::Uuid;
 
 use super::Broker;
 use super::configs::Settings;
 use super::errors::metadata_code;
+use super::topic_ids;
 
 pub(super) const CREATE_TOPICS_VERSIONS: RangeInclusive<i16> = 2..=7;
 pub(super) const DELETE_TOPICS_VERSIONS: RangeInclusive<i16> = 1..=6;
@@ -78,23 +80,28 @@ pub(super) async fn create_topics(
         let result = CreatableTopicResult::default().with_name(t.name.clone());
         let created = match creatable(broker, t) {
             Err(e) => Err(e),
-            Ok(config) if request.validate_only => Ok(config),
+            Ok(config) if request.validate_only => Ok((config, Uuid::nil())),
             Ok(config) => match broker.metadata.create_topic(config).await {
                 Ok(topic) => {
                     tracing::info!(topic = %topic.name, partitions = topic.partition_count, "topic created by a Kafka client");
-                    Ok(TopicConfig {
-                        name: topic.name,
-                        partition_count: topic.partition_count,
-                        retention_ms: topic.retention_ms,
-                        config: topic.config,
-                    })
+                    let id = topic_ids::topic_uuid(&topic);
+                    Ok((
+                        TopicConfig {
+                            name: topic.name,
+                            partition_count: topic.partition_count,
+                            retention_ms: topic.retention_ms,
+                            config: topic.config,
+                        },
+                        id,
+                    ))
                 }
                 Err(e) => Err((metadata_code(&e), e.to_string())),
             },
         };
         topics.push(match created {
-            Ok(config) => {
+            Ok((config, id)) => {
                 let result = result
+                    .with_topic_id(id)
                     .with_num_partitions(config.partition_count as i32)
                     .with_replication_factor(t.replication_factor.max(1));
                 if version >= 5 {
@@ -127,29 +134,69 @@ fn created_configs(broker: &Broker, config: &TopicConfig) -> Vec<CreatableTopicC
         .collect()
 }
 
-/// Deletes topics by name (v6 may name topic ids, which Metadata never
-/// gives out: those are UNKNOWN_TOPIC_ID).
+/// Deletes topics by name, or (v6) by topic id ([`topic_ids`]).
 pub(super) async fn delete_topics(
     broker: &Broker,
     request: DeleteTopicsRequest,
     version: i16,
 ) -> DeleteTopicsResponse {
-    let names: Vec<Option<TopicName>> = if version >= 6 {
-        request.topics.into_iter().map(|t| t.name).collect()
+    let asked: Vec<(Option<TopicName>, Uuid)> = if version >= 6 {
+        request
+            .topics
+            .into_iter()
+            // A topic named by id has a null (or empty) name.
+            .map(|t| {
+                (
+                    t.name.filter(|n| !n.is_empty() || t.topic_id.is_nil()),
+                    t.topic_id,
+                )
+            })
+            .collect()
     } else {
-        request.topic_names.into_iter().map(Some).collect()
+        request
+            .topic_names
+            .into_iter()
+            .map(|n| (Some(n), Uuid::nil()))
+            .collect()
     };
-    let mut responses = Vec::with_capacity(names.len());
-    for name in names {
-        let Some(name) = name else {
-            responses.push(
-                DeletableTopicResult::default()
-                    .with_error_code(ResponseError::UnknownTopicId.code())
-                    .with_error_message(Some(s("topics are deleted by name"))),
-            );
-            continue;
+    let by_id = if asked.iter().any(|(name, _)| name.is_none()) {
+        topic_ids::by_uuid(broker)
+            .await
+            .map_err(|e| (metadata_code(&e), e.to_string()))
+    } else {
+        Ok(HashMap::new())
+    };
+    let mut responses = Vec::with_capacity(asked.len());
+    for (name, id) in asked {
+        let name = match name {
+            Some(name) => name,
+            None => match &by_id {
+                Ok(found) => match found.get(&id) {
+                    Some(t) => TopicName(s(t.name.clone())),
+                    None => {
+                        responses.push(
+                            DeletableTopicResult::default()
+                                .with_topic_id(id)
+                                .with_error_code(ResponseError::UnknownTopicId.code())
+                                .with_error_message(Some(s(format!("no topic has id {id}")))),
+                        );
+                        continue;
+                    }
+                },
+                Err((code, message)) => {
+                    responses.push(
+                        DeletableTopicResult::default()
+                            .with_topic_id(id)
+                            .with_error_code(*code)
+                            .with_error_message(Some(s(message.clone()))),
+                    );
+                    continue;
+                }
+            },
         };
-        let result = DeletableTopicResult::default().with_name(Some(name.clone()));
+        let result = DeletableTopicResult::default()
+            .with_name(Some(name.clone()))
+            .with_topic_id(id);
         responses.push(match broker.metadata.delete_topic(&name).await {
             Ok(()) => {
                 broker.pipeline.invalidate_topic(&name);

@@ -154,6 +154,7 @@ pub(super) fn check(api: ApiKey, version: i16, body: &[u8]) -> Result<usize, Mal
         ApiKey::AddPartitionsToTxn => 3,
         ApiKey::TxnOffsetCommit => 3,
         ApiKey::ListTransactions | ApiKey::DescribeTransactions | ApiKey::DescribeProducers => 0,
+        ApiKey::ConsumerGroupHeartbeat | ApiKey::ConsumerGroupDescribe => 0,
         _ => return Ok(0),
     };
     let mut c = Cursor {
@@ -383,6 +384,25 @@ fn walk(c: &mut Cursor<'_>, api: ApiKey, v: i16) -> Walk {
                 })
             }
         }
+        ApiKey::ConsumerGroupHeartbeat => {
+            c.string()?; // group id
+            c.string()?; // member id
+            c.skip(4)?; // member epoch
+            c.string()?; // instance id
+            c.string()?; // rack id
+            c.skip(4)?; // rebalance timeout
+            c.array(|c| c.string())?; // subscribed topic names
+            if v >= 1 {
+                c.string()?; // subscribed topic regex
+            }
+            c.string()?; // server assignor
+            c.array(|c| {
+                c.skip(16)?; // topic id
+                c.array(|c| c.skip(4))?;
+                c.tagged_fields()
+            })
+        }
+        ApiKey::ConsumerGroupDescribe => c.array(|c| c.string()),
         ApiKey::OffsetForLeaderEpoch => {
             if v >= 3 {
                 c.skip(4)?;
@@ -507,6 +527,18 @@ mod tests {
             check(ApiKey::Fetch, 4, &forged(&[0; 17])),
             Err(Malformed::Count { .. })
         ));
+        // Compact arrays of the consumer group APIs claiming 2^31 elements.
+        let huge = [0xff, 0xff, 0xff, 0xff, 0x07];
+        let mut heartbeat = vec![2, b'g', 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        heartbeat.extend_from_slice(&huge);
+        assert!(matches!(
+            check(ApiKey::ConsumerGroupHeartbeat, 1, &heartbeat),
+            Err(Malformed::Count { .. })
+        ));
+        assert!(matches!(
+            check(ApiKey::ConsumerGroupDescribe, 0, &huge),
+            Err(Malformed::Count { .. })
+        ));
         // A compact array whose varint claims 2^32 elements.
         assert!(matches!(
             check(ApiKey::Metadata, 9, &[0xff, 0xff, 0xff, 0xff, 0x0f]),
@@ -628,6 +660,23 @@ mod tests {
                     ]))
             };
             out.push((ApiKey::OffsetFetch, v, encoded(&fetch, v)));
+        }
+        for v in 0..=1 {
+            let heartbeat = ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(GroupId(text()))
+                .with_member_id(text())
+                .with_instance_id(Some(text()))
+                .with_subscribed_topic_names(Some(vec![topic(), topic()]))
+                .with_subscribed_topic_regex((v >= 1).then(text))
+                .with_server_assignor(Some(text()))
+                .with_topic_partitions(Some(vec![
+                    consumer_group_heartbeat_request::TopicPartitions::default()
+                        .with_partitions(vec![0, 1]),
+                ]));
+            out.push((ApiKey::ConsumerGroupHeartbeat, v, encoded(&heartbeat, v)));
+            let describe = ConsumerGroupDescribeRequest::default()
+                .with_group_ids(vec![GroupId(text()), GroupId(text())]);
+            out.push((ApiKey::ConsumerGroupDescribe, v, encoded(&describe, v)));
         }
         let epochs = OffsetForLeaderEpochRequest::default().with_topics(vec![
             offset_for_leader_epoch_request::OffsetForLeaderTopic::default()

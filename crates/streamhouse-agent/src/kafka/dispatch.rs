@@ -20,8 +20,9 @@ use kafka_protocol::protocol::{Decodable, Encodable, Message};
 
 use super::metrics::{self, ErrorCodes};
 use super::{
-    Broker, admin, api_versions, bounds, cluster, configs, coordinator, delete_records, fetch,
-    init_producer_id, list_offsets, metadata, offsets, produce, transaction_admin, transactions,
+    Broker, admin, api_versions, bounds, cluster, configs, consumer_group_describe,
+    consumer_groups, coordinator, delete_records, fetch, init_producer_id, list_offsets, metadata,
+    offsets, produce, transaction_admin, transactions,
 };
 use crate::error::{Error, Result};
 
@@ -207,7 +208,7 @@ pub(super) async fn request(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply>
             version,
             correlation_id,
             &mut body,
-            move |r| async move { offsets::commit(&b, r).await },
+            move |r| async move { offsets::commit(&b, r, version).await },
         ),
         ApiKey::OffsetFetch => handled(
             api,
@@ -215,6 +216,23 @@ pub(super) async fn request(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply>
             correlation_id,
             &mut body,
             move |r| async move { offsets::fetch(&b, r, version).await },
+        ),
+        ApiKey::ConsumerGroupHeartbeat => {
+            let client_id = header.client_id.as_deref().unwrap_or_default().to_string();
+            handled(
+                api,
+                version,
+                correlation_id,
+                &mut body,
+                move |r| async move { consumer_groups::heartbeat(&b, r, version, client_id).await },
+            )
+        }
+        ApiKey::ConsumerGroupDescribe => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { consumer_group_describe::handle(&b, r).await },
         ),
         ApiKey::AddPartitionsToTxn => served(
             api,
@@ -302,6 +320,11 @@ pub(super) const SERVED: &[(ApiKey, RangeInclusive<i16>)] = &[
         configs::INCREMENTAL_VERSIONS,
     ),
     (ApiKey::DescribeCluster, cluster::DESCRIBE_CLUSTER_VERSIONS),
+    (ApiKey::ConsumerGroupHeartbeat, consumer_groups::VERSIONS),
+    (
+        ApiKey::ConsumerGroupDescribe,
+        consumer_group_describe::VERSIONS,
+    ),
     (
         ApiKey::AddPartitionsToTxn,
         transactions::ADD_PARTITIONS_VERSIONS,

@@ -2,8 +2,10 @@
 //! for (or all), each partition led by the broker [`brokers::leader`]
 //! picks. A named topic that does not exist is created with the default
 //! partition count when auto-creation is on and the client allows it.
+//! Every topic carries its id ([`topic_ids`]) from v10 on, and v10+
+//! requests may name topics by id.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::RangeInclusive;
 
 use kafka_protocol::ResponseError;
@@ -13,10 +15,12 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use streamhouse_metadata::{Topic, TopicConfig};
+use uuid::Uuid;
 
 use super::Broker;
 use super::brokers::{self, KafkaBroker};
 use super::errors::metadata_code;
+use super::topic_ids;
 use crate::error::bounded;
 
 /// Metadata versions served (v13 only adds a top-level error code).
@@ -47,10 +51,17 @@ pub(super) async fn handle(
     };
     // v0 has no null: an empty list means every topic. v4+ says whether
     // the client allows creation; before v4 clients always allowed it.
-    let names: Option<Vec<String>> = match request.topics {
+    // v10+ may name a topic by id (with a null or empty name) instead.
+    let asked: Option<Vec<Asked>> = match request.topics {
         Some(t) if !(version == 0 && t.is_empty()) => Some(
             t.into_iter()
-                .filter_map(|t| t.name.map(|n| n.0.to_string()))
+                .filter_map(|t| match t.name {
+                    Some(n) if !n.is_empty() || t.topic_id.is_nil() => {
+                        Some(Asked::Name(n.0.to_string()))
+                    }
+                    _ if !t.topic_id.is_nil() => Some(Asked::Id(t.topic_id)),
+                    _ => None,
+                })
                 .collect(),
         ),
         _ => None,
@@ -58,17 +69,42 @@ pub(super) async fn handle(
     let may_create =
         broker.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
     let mut topics = Vec::new();
-    match names {
+    match asked {
         None => match broker.metadata.list_topics().await {
             Ok(all) => topics.extend(all.iter().map(|t| topic_entry(t, &brokers, zone))),
             Err(e) => tracing::warn!(error = %e, "listing topics for Kafka metadata failed"),
         },
-        Some(names) => {
-            let mut seen = HashMap::new();
-            for name in names {
-                if seen.insert(name.clone(), ()).is_some() {
+        Some(asked) => {
+            let by_id = if asked.iter().any(|a| matches!(a, Asked::Id(_))) {
+                topic_ids::by_uuid(broker).await.map_err(|e| {
+                    tracing::warn!(error = %e, "listing topics for Kafka metadata failed");
+                    metadata_code(&e)
+                })
+            } else {
+                Ok(HashMap::new())
+            };
+            let mut seen = HashSet::new();
+            for a in asked {
+                if !seen.insert(a.clone()) {
                     continue;
                 }
+                let name = match a {
+                    Asked::Name(name) => name,
+                    Asked::Id(id) => {
+                        topics.push(match &by_id {
+                            Ok(found) => match found.get(&id) {
+                                Some(t) => topic_entry(t, &brokers, zone),
+                                None => MetadataResponseTopic::default()
+                                    .with_topic_id(id)
+                                    .with_error_code(ResponseError::UnknownTopicId.code()),
+                            },
+                            Err(code) => MetadataResponseTopic::default()
+                                .with_topic_id(id)
+                                .with_error_code(*code),
+                        });
+                        continue;
+                    }
+                };
                 topics.push(match find_or_create(broker, &name, may_create).await {
                     Ok(t) => topic_entry(&t, &brokers, zone),
                     Err(code) => MetadataResponseTopic::default()
@@ -94,6 +130,13 @@ pub(super) async fn handle(
         .with_cluster_id(Some(StrBytes::from_static_str(CLUSTER_ID)))
         .with_controller_id(BrokerId(brokers.first().map_or(-1, |b| b.node_id)))
         .with_topics(topics)
+}
+
+/// A topic a request names: by name, or (v10+) by id.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Asked {
+    Name(String),
+    Id(Uuid),
 }
 
 async fn find_or_create(broker: &Broker, name: &str, may_create: bool) -> Result<Topic, i16> {
@@ -152,5 +195,6 @@ fn topic_entry(t: &Topic, brokers: &[KafkaBroker], zone: Option<&str>) -> Metada
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
+        .with_topic_id(topic_ids::topic_uuid(t))
         .with_partitions(partitions)
 }

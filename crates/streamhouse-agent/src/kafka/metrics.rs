@@ -8,7 +8,8 @@ use kafka_protocol::messages::{
     TxnOffsetCommitResponse,
 };
 use kafka_protocol::messages::{
-    AlterConfigsResponse, ApiKey, ApiVersionsResponse, CreatePartitionsResponse,
+    AlterConfigsResponse, ApiKey, ApiVersionsResponse, ConsumerGroupDescribeResponse,
+    ConsumerGroupHeartbeatResponse, CreatePartitionsResponse,
     CreateTopicsResponse, DeleteRecordsResponse, DeleteTopicsResponse, DescribeClusterResponse,
     DescribeConfigsResponse, FetchResponse, FindCoordinatorResponse,
     IncrementalAlterConfigsResponse, InitProducerIdResponse, ListOffsetsResponse, MetadataResponse,
@@ -235,6 +236,18 @@ impl ErrorCodes for DescribeProducersResponse {
             .iter()
             .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
             .collect()
+    }
+}
+
+impl ErrorCodes for ConsumerGroupHeartbeatResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        vec![self.error_code]
+    }
+}
+
+impl ErrorCodes for ConsumerGroupDescribeResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        self.groups.iter().map(|g| g.error_code).collect()
     }
 }
 

@@ -10,6 +10,8 @@
 //!                              ├─ list_offsets, init_producer_id, offsets
 //!                              ├─ transactions ─▶ crate::transactions (markers, ends)
 //!                              ├─ transaction_admin (list and describe)
+//!                              ├─ consumer_groups, consumer_group_describe
+//!                              │    (KIP-848 ─▶ the store's group coordinator)
 //!                              ├─ delete_records (log start)
 //!                              └─ admin (topics), configs
 //!                          answers ─▶ metrics (by API and error code)
@@ -46,6 +48,8 @@ mod brokers;
 mod cluster;
 mod configs;
 mod connection;
+mod consumer_group_describe;
+mod consumer_groups;
 mod coordinator;
 mod delete_records;
 mod dispatch;
@@ -59,6 +63,7 @@ mod offsets;
 mod produce;
 mod transaction_admin;
 mod transactions;
+mod topic_ids;
 
 pub(crate) use connection::serve;
 
@@ -85,4 +90,8 @@ pub(crate) struct Broker {
     pub default_partitions: u32,
     /// Open connections by protocol; the listener counts its own.
     pub connections: Arc<crate::connections::Connections>,
+    /// How often consumer group members are told to heartbeat.
+    pub group_heartbeat_interval: Duration,
+    /// A KIP-848 member missing heartbeats this long leaves its group.
+    pub group_session_timeout: Duration,
 }

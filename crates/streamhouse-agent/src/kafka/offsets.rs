@@ -3,6 +3,15 @@
 //! member id) is a standalone commit, allowed while the group has no live
 //! members; a commit with a member id is checked against the group's
 //! members and their epochs, as for gRPC members.
+//!
+//! From v9 (KIP-848) a commit whose member epoch is not the member's
+//! current one, or that names a partition the member no longer owns, is
+//! answered STALE_MEMBER_EPOCH, as Kafka answers consumer-protocol members
+//! (retriable: the member commits again once its heartbeat brought the
+//! new epoch); older versions answer FENCED_MEMBER_EPOCH. OffsetFetch v9
+//! checks a member id and epoch the same way (UNKNOWN_MEMBER_ID,
+//! STALE_MEMBER_EPOCH); without a member (null id, epoch -1) the offsets
+//! are read as before.
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
@@ -28,11 +37,19 @@ use crate::error::bounded;
 pub(super) const COMMIT_VERSIONS: RangeInclusive<i16> = 2..=9;
 pub(super) const FETCH_VERSIONS: RangeInclusive<i16> = 1..=9;
 
-/// The Kafka code of a failed commit.
-fn commit_code(e: &streamhouse_metadata::Error) -> i16 {
+/// The first OffsetCommit and OffsetFetch version of KIP-848 members.
+const MEMBER_EPOCH_VERSION: i16 = 9;
+
+/// The Kafka code of a failed commit at `version`.
+fn commit_code(e: &streamhouse_metadata::Error, version: i16) -> i16 {
     use streamhouse_metadata::Error as M;
     match e {
         M::UnknownMember { .. } => ResponseError::UnknownMemberId.code(),
+        M::FencedMemberEpoch { .. } | M::NotPartitionOwner { .. }
+            if version >= MEMBER_EPOCH_VERSION =>
+        {
+            ResponseError::StaleMemberEpoch.code()
+        }
         M::FencedMemberEpoch { .. } | M::NotPartitionOwner { .. } => {
             kafka_code(streamhouse_proto::ErrorCode::FencedMemberEpoch)
         }
@@ -46,7 +63,11 @@ fn commit_code(e: &streamhouse_metadata::Error) -> i16 {
     }
 }
 
-pub(super) async fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResponse {
+pub(super) async fn commit(
+    broker: &Broker,
+    request: OffsetCommitRequest,
+    version: i16,
+) -> OffsetCommitResponse {
     let group = request.group_id.0.to_string();
     let mut offsets = Vec::new();
     let mut early: HashMap<(TopicName, i32), i16> = HashMap::new();
@@ -86,7 +107,7 @@ pub(super) async fn commit(broker: &Broker, request: OffsetCommitRequest) -> Off
             Ok(()) => 0,
             Err(e) => {
                 tracing::info!(group = %bounded(&group), error = %e, "Kafka offset commit failed");
-                commit_code(&e)
+                commit_code(&e, version)
             }
         }
     };
@@ -128,7 +149,7 @@ async fn group_offsets(
         .metadata
         .fetch_offsets(group)
         .await
-        .map_err(|e| commit_code(&e))?;
+        .map_err(|e| commit_code(&e, 0))?;
     let mut by_partition: HashMap<(String, u32), (i64, String)> = HashMap::new();
     for c in committed {
         by_partition.insert(
@@ -176,6 +197,49 @@ async fn group_offsets(
     })
 }
 
+/// Checks the member an OffsetFetch v9 names: it must be a live member of
+/// the group with that epoch. No member (a null id and a negative epoch,
+/// as admin clients send) is not checked.
+async fn check_member(
+    broker: &Broker,
+    group: &str,
+    member: Option<(&str, i32)>,
+) -> Result<(), i16> {
+    let (id, epoch) = match member {
+        None => return Ok(()),
+        Some((id, epoch)) if id.is_empty() && epoch < 0 => return Ok(()),
+        Some(m) => m,
+    };
+    let described = match broker.metadata.describe_group(group).await {
+        Ok(g) => g,
+        Err(streamhouse_metadata::Error::GroupNotFound(_)) => {
+            return Err(ResponseError::UnknownMemberId.code());
+        }
+        Err(e) => return Err(fetch_member_code(&e)),
+    };
+    fetch_member_check(&described.members, id, epoch)
+}
+
+/// The code of a failed member check of OffsetFetch v9.
+fn fetch_member_check(
+    members: &[streamhouse_metadata::GroupMember],
+    id: &str,
+    epoch: i32,
+) -> Result<(), i16> {
+    match members.iter().find(|m| m.member_id == id) {
+        None => Err(ResponseError::UnknownMemberId.code()),
+        Some(m) if m.member_epoch != epoch => Err(ResponseError::StaleMemberEpoch.code()),
+        Some(_) => Ok(()),
+    }
+}
+
+fn fetch_member_code(e: &streamhouse_metadata::Error) -> i16 {
+    match e {
+        streamhouse_metadata::Error::InvalidArgument { .. } => ResponseError::InvalidGroupId.code(),
+        _ => ResponseError::CoordinatorNotAvailable.code(),
+    }
+}
+
 pub(super) async fn fetch(
     broker: &Broker,
     request: OffsetFetchRequest,
@@ -190,6 +254,11 @@ pub(super) async fn fetch(
                     .collect()
             });
             let entry = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+            let member = g.member_id.as_ref().map(|id| (id.as_str(), g.member_epoch));
+            if let Err(code) = check_member(broker, &g.group_id, member).await {
+                groups.push(entry.with_error_code(code));
+                continue;
+            }
             groups.push(match group_offsets(broker, &g.group_id, topics).await {
                 Ok(found) => entry.with_topics(
                     found
@@ -245,5 +314,47 @@ pub(super) async fn fetch(
                 .collect(),
         ),
         Err(code) => OffsetFetchResponse::default().with_error_code(code),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use streamhouse_metadata::{Error as M, GroupMember};
+
+    #[test]
+    fn stale_epochs_are_stale_from_v9() {
+        let fenced = M::FencedMemberEpoch {
+            group: "g".into(),
+            member_id: "m".into(),
+            epoch: 1,
+            current: 2,
+        };
+        assert_eq!(commit_code(&fenced, 9), 113);
+        assert_eq!(commit_code(&fenced, 8), 110);
+        let unknown = M::UnknownMember {
+            group: "g".into(),
+            member_id: "m".into(),
+        };
+        assert_eq!(commit_code(&unknown, 9), 25);
+    }
+
+    #[test]
+    fn fetching_members_are_checked() {
+        let members = [GroupMember {
+            member_id: "m".into(),
+            client_id: "c".into(),
+            member_epoch: 4,
+            subscription: Vec::new(),
+            owned: Vec::new(),
+            target: Vec::new(),
+            heartbeat_age: Duration::ZERO,
+            session_timeout: Duration::from_secs(1),
+        }];
+        assert_eq!(fetch_member_check(&members, "m", 4), Ok(()));
+        assert_eq!(fetch_member_check(&members, "m", 3), Err(113));
+        assert_eq!(fetch_member_check(&members, "x", 4), Err(25));
     }
 }
