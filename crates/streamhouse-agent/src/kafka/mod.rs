@@ -61,9 +61,9 @@ mod metadata;
 mod metrics;
 mod offsets;
 mod produce;
+mod topic_ids;
 mod transaction_admin;
 mod transactions;
-mod topic_ids;
 
 pub(crate) use connection::serve;
 
