@@ -70,6 +70,10 @@ type Answer = JoinHandle<Result<Option<Bytes>>>;
 
 async fn connection(stream: TcpStream, broker: Arc<Broker>) -> Result<()> {
     let _open = Open::new(broker.connections.clone(), Protocol::Kafka);
+    let peer = stream
+        .peer_addr()
+        .map(|a| format!("/{}", a.ip()))
+        .unwrap_or_default();
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Answer>(MAX_IN_FLIGHT);
     let writer = tokio::spawn(async move {
@@ -83,7 +87,7 @@ async fn connection(stream: TcpStream, broker: Arc<Broker>) -> Result<()> {
         }
         wr.shutdown().await.map_err(Error::KafkaIo)
     });
-    let read = read_requests(&mut rd, &broker, &tx).await;
+    let read = read_requests(&mut rd, &broker, &tx, &peer).await;
     // The requests read so far are still answered, then the socket closes.
     drop(tx);
     let written = writer
@@ -96,6 +100,7 @@ async fn read_requests(
     rd: &mut tokio::net::tcp::OwnedReadHalf,
     broker: &Arc<Broker>,
     answers: &mpsc::Sender<Answer>,
+    peer: &str,
 ) -> Result<()> {
     let max = broker.limits.max_request_bytes;
     loop {
@@ -126,7 +131,7 @@ async fn read_requests(
                 frame.len()
             )));
         }
-        let answer = dispatch::request(broker, Bytes::from(frame)).await?;
+        let answer = dispatch::request(broker, Bytes::from(frame), peer).await?;
         if answers.send(tokio::spawn(answer)).await.is_err() {
             // The writer stopped: the socket is gone.
             return Ok(());

@@ -4,10 +4,12 @@
 
 use kafka_protocol::messages::{
     AlterConfigsResponse, ApiKey, ApiVersionsResponse, CreatePartitionsResponse,
-    CreateTopicsResponse, DeleteRecordsResponse, DeleteTopicsResponse, DescribeClusterResponse,
-    DescribeConfigsResponse, FetchResponse, FindCoordinatorResponse,
-    IncrementalAlterConfigsResponse, InitProducerIdResponse, ListOffsetsResponse, MetadataResponse,
-    OffsetCommitResponse, OffsetFetchResponse, OffsetForLeaderEpochResponse, ProduceResponse,
+    CreateTopicsResponse, DeleteGroupsResponse, DeleteRecordsResponse, DeleteTopicsResponse,
+    DescribeClusterResponse, DescribeConfigsResponse, DescribeGroupsResponse, FetchResponse,
+    FindCoordinatorResponse, HeartbeatResponse, IncrementalAlterConfigsResponse,
+    InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse, ListGroupsResponse,
+    ListOffsetsResponse, MetadataResponse, OffsetCommitResponse, OffsetDeleteResponse,
+    OffsetFetchResponse, OffsetForLeaderEpochResponse, ProduceResponse, SyncGroupResponse,
 };
 
 /// The error codes an answer carries (0 for success).
@@ -187,5 +189,65 @@ mod tests {
         ]);
         assert_eq!(r.error_codes(), [0, 3]);
         assert_eq!(MetadataResponse::default().error_codes(), Vec::<i16>::new());
+    }
+}
+
+impl ErrorCodes for JoinGroupResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        vec![self.error_code]
+    }
+}
+
+impl ErrorCodes for SyncGroupResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        vec![self.error_code]
+    }
+}
+
+impl ErrorCodes for HeartbeatResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        vec![self.error_code]
+    }
+}
+
+impl ErrorCodes for LeaveGroupResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        let mut codes: Vec<i16> = self.members.iter().map(|m| m.error_code).collect();
+        if self.error_code != 0 || codes.is_empty() {
+            codes.push(self.error_code);
+        }
+        codes
+    }
+}
+
+impl ErrorCodes for ListGroupsResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        vec![self.error_code]
+    }
+}
+
+impl ErrorCodes for DescribeGroupsResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        self.groups.iter().map(|g| g.error_code).collect()
+    }
+}
+
+impl ErrorCodes for DeleteGroupsResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        self.results.iter().map(|g| g.error_code).collect()
+    }
+}
+
+impl ErrorCodes for OffsetDeleteResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        let mut codes: Vec<i16> = self
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect();
+        if self.error_code != 0 {
+            codes.push(self.error_code);
+        }
+        codes
     }
 }

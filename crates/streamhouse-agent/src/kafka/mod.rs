@@ -9,6 +9,8 @@
 //!                              ├─ fetch   ─▶ Reader (stored batches, byte for byte)
 //!                              ├─ list_offsets, init_producer_id, offsets
 //!                              ├─ delete_records (log start)
+//!                              ├─ classic_groups (JoinGroup, SyncGroup, Heartbeat, LeaveGroup)
+//!                              ├─ group_admin (ListGroups, DescribeGroups, DeleteGroups, OffsetDelete)
 //!                              └─ admin (topics), configs
 //!                          answers ─▶ metrics (by API and error code)
 //! ```
@@ -41,6 +43,7 @@ mod admin;
 mod api_versions;
 mod bounds;
 mod brokers;
+mod classic_groups;
 mod cluster;
 mod configs;
 mod connection;
@@ -49,6 +52,7 @@ mod delete_records;
 mod dispatch;
 mod errors;
 mod fetch;
+mod group_admin;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;

@@ -2,7 +2,8 @@
 //! clients use too. A commit without a member (generation -1 or an empty
 //! member id) is a standalone commit, allowed while the group has no live
 //! members; a commit with a member id is checked against the group's
-//! members and their epochs, as for gRPC members.
+//! members and their epochs, as for gRPC members, or, in a classic
+//! (JoinGroup) group, against its members and generation.
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
@@ -22,7 +23,7 @@ use kafka_protocol::protocol::StrBytes;
 use streamhouse_metadata::{CommittedOffset, OffsetCommit};
 
 use super::Broker;
-use super::errors::kafka_code;
+use super::errors::{group_code, kafka_code};
 use crate::error::bounded;
 
 pub(super) const COMMIT_VERSIONS: RangeInclusive<i16> = 2..=9;
@@ -32,7 +33,10 @@ pub(super) const FETCH_VERSIONS: RangeInclusive<i16> = 1..=9;
 fn commit_code(e: &streamhouse_metadata::Error) -> i16 {
     use streamhouse_metadata::Error as M;
     match e {
-        M::UnknownMember { .. } => ResponseError::UnknownMemberId.code(),
+        M::UnknownMember { .. }
+        | M::IllegalGeneration { .. }
+        | M::RebalanceInProgress(_)
+        | M::FencedInstanceId { .. } => group_code(e),
         M::FencedMemberEpoch { .. } | M::NotPartitionOwner { .. } => {
             kafka_code(streamhouse_proto::ErrorCode::FencedMemberEpoch)
         }
