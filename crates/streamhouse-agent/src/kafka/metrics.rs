@@ -172,26 +172,6 @@ impl ErrorCodes for OffsetFetchResponse {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use kafka_protocol::messages::produce_response::{
-        PartitionProduceResponse, TopicProduceResponse,
-    };
-
-    #[test]
-    fn every_partition_counts() {
-        let r = ProduceResponse::default().with_responses(vec![
-            TopicProduceResponse::default().with_partition_responses(vec![
-                PartitionProduceResponse::default(),
-                PartitionProduceResponse::default().with_error_code(3),
-            ]),
-        ]);
-        assert_eq!(r.error_codes(), [0, 3]);
-        assert_eq!(MetadataResponse::default().error_codes(), Vec::<i16>::new());
-    }
-}
-
 impl ErrorCodes for JoinGroupResponse {
     fn error_codes(&self) -> Vec<i16> {
         vec![self.error_code]
@@ -249,5 +229,25 @@ impl ErrorCodes for OffsetDeleteResponse {
             codes.push(self.error_code);
         }
         codes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::produce_response::{
+        PartitionProduceResponse, TopicProduceResponse,
+    };
+
+    #[test]
+    fn every_partition_counts() {
+        let r = ProduceResponse::default().with_responses(vec![
+            TopicProduceResponse::default().with_partition_responses(vec![
+                PartitionProduceResponse::default(),
+                PartitionProduceResponse::default().with_error_code(3),
+            ]),
+        ]);
+        assert_eq!(r.error_codes(), [0, 3]);
+        assert_eq!(MetadataResponse::default().error_codes(), Vec::<i16>::new());
     }
 }
