@@ -414,6 +414,45 @@ async fn a_waiting_join_does_not_hold_up_the_connections_reading() {
     agent.shutdown().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_join_whose_client_left_stops_keeping_it_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent(&dir).await;
+    let addr = agent.kafka_addr().unwrap();
+    let mut a = connect(addr).await;
+    let first = join(&mut a, "gone").await;
+    let a_id = first.member_id.to_string();
+    sync(&mut a, "gone", &a_id, 1, &[]).await;
+    // B, with a one-second session, starts a join that waits for A, and
+    // closes its connection.
+    let mut b = connect(addr).await;
+    let id: JoinGroupResponse = call(
+        &mut b,
+        ApiKey::JoinGroup,
+        5,
+        &join_request("gone", "", &["range"]),
+    )
+    .await;
+    let short = join_request("gone", &id.member_id, &["range"]).with_session_timeout_ms(1_000);
+    b.write_all(&frame(ApiKey::JoinGroup, 5, 1, &short))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // The agent stopped joining on B's behalf: its session lapsed, and
+    // A's rejoin completes the generation alone.
+    assert_eq!(
+        heartbeat(&mut a, "gone", &a_id, 1).await,
+        REBALANCE_IN_PROGRESS
+    );
+    let r = rejoin(&mut a, "gone", &a_id).await;
+    assert_eq!(r.generation_id, 2);
+    let members: Vec<&str> = r.members.iter().map(|m| m.member_id.as_str()).collect();
+    assert_eq!(members, [a_id.as_str()]);
+    agent.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn hostile_join_frames_close_only_their_connection() {
     let dir = tempfile::tempdir().unwrap();

@@ -22,6 +22,7 @@ use streamhouse_metadata::{ClassicJoin, ClassicSync, JoinProgress, SyncProgress}
 use tokio::time::Instant;
 
 use super::Broker;
+use super::connection::Peer;
 use super::errors::group_code;
 use crate::error::bounded;
 
@@ -68,7 +69,7 @@ enum Waited<T> {
 
 /// Polls `step` until it is done, fails, the deadline passes or the agent
 /// shuts down.
-async fn poll<T, F, Fut>(broker: &Broker, deadline: Instant, mut step: F) -> Waited<T>
+async fn poll<T, F, Fut>(broker: &Broker, peer: &Peer, deadline: Instant, mut step: F) -> Waited<T>
 where
     F: FnMut(bool) -> Fut,
     Fut: Future<Output = streamhouse_metadata::Result<Option<T>>>,
@@ -90,6 +91,10 @@ where
         {
             return Waited::Failed(ResponseError::CoordinatorNotAvailable.code());
         }
+        // Nobody reads the answer: stop refreshing the member's session.
+        if peer.is_gone() {
+            return Waited::Failed(ResponseError::UnknownServerError.code());
+        }
         if Instant::now() >= deadline {
             return Waited::Failed(ResponseError::RebalanceInProgress.code());
         }
@@ -110,7 +115,7 @@ pub(super) async fn join(
     r: JoinGroupRequest,
     version: i16,
     client_id: String,
-    client_host: String,
+    peer: Peer,
 ) -> JoinGroupResponse {
     let group = r.group_id.0.to_string();
     if group.is_empty() {
@@ -144,7 +149,7 @@ pub(super) async fn join(
         new_member,
         group_instance_id: instance,
         client_id,
-        client_host,
+        client_host: peer.host.clone(),
         session_timeout_ms: r.session_timeout_ms,
         rebalance_timeout_ms,
         protocol_type: r.protocol_type.to_string(),
@@ -156,7 +161,7 @@ pub(super) async fn join(
     };
     let deadline = Instant::now() + Duration::from_millis(rebalance_timeout_ms as u64) + WAIT_SLACK;
     let metadata = &broker.metadata;
-    let waited = poll(broker, deadline, |first| {
+    let waited = poll(broker, &peer, deadline, |first| {
         if !first {
             request.new_member = false;
         }
@@ -210,7 +215,12 @@ pub(super) async fn join(
     }
 }
 
-pub(super) async fn sync(broker: &Broker, r: SyncGroupRequest, version: i16) -> SyncGroupResponse {
+pub(super) async fn sync(
+    broker: &Broker,
+    r: SyncGroupRequest,
+    version: i16,
+    peer: &Peer,
+) -> SyncGroupResponse {
     let group = r.group_id.0.to_string();
     if group.is_empty() {
         return SyncGroupResponse::default().with_error_code(ResponseError::InvalidGroupId.code());
@@ -231,7 +241,7 @@ pub(super) async fn sync(broker: &Broker, r: SyncGroupRequest, version: i16) -> 
     // The sync waits for the leader's, at most a join phase long.
     let deadline = Instant::now() + SYNC_WAIT_MAX;
     let metadata = &broker.metadata;
-    let waited = poll(broker, deadline, |_| {
+    let waited = poll(broker, peer, deadline, |_| {
         let request = request.clone();
         async move {
             Ok(match metadata.classic_sync(request).await? {

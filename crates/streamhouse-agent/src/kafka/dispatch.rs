@@ -18,6 +18,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, Message};
 
+use super::connection::Peer;
 use super::metrics::{self, ErrorCodes};
 use super::{
     Broker, admin, api_versions, bounds, classic_groups, cluster, configs, coordinator,
@@ -34,9 +35,8 @@ const UNSUPPORTED_VERSION: i16 = ResponseError::UnsupportedVersion.code();
 /// Parses one request frame and starts handling it. Produce requests are
 /// submitted to the pipeline before this returns, so the requests of a
 /// connection reach the pipeline in the order they were sent; everything
-/// else happens in the returned future. `peer` is the client's address as
-/// Kafka shows it (`/ip`).
-pub(super) async fn request(broker: &Arc<Broker>, frame: Bytes, peer: &str) -> Result<Reply> {
+/// else happens in the returned future.
+pub(super) async fn request(broker: &Arc<Broker>, frame: Bytes, peer: &Peer) -> Result<Reply> {
     let api_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
@@ -219,7 +219,7 @@ pub(super) async fn request(broker: &Arc<Broker>, frame: Bytes, peer: &str) -> R
         ),
         ApiKey::JoinGroup => {
             let client_id = header.client_id.as_deref().unwrap_or_default().to_string();
-            let peer = peer.to_string();
+            let peer = peer.clone();
             handled(
                 api,
                 version,
@@ -228,13 +228,16 @@ pub(super) async fn request(broker: &Arc<Broker>, frame: Bytes, peer: &str) -> R
                 move |r| async move { classic_groups::join(&b, r, version, client_id, peer).await },
             )
         }
-        ApiKey::SyncGroup => handled(
-            api,
-            version,
-            correlation_id,
-            &mut body,
-            move |r| async move { classic_groups::sync(&b, r, version).await },
-        ),
+        ApiKey::SyncGroup => {
+            let peer = peer.clone();
+            handled(
+                api,
+                version,
+                correlation_id,
+                &mut body,
+                move |r| async move { classic_groups::sync(&b, r, version, &peer).await },
+            )
+        }
         ApiKey::Heartbeat => handled(
             api,
             version,
