@@ -21,6 +21,11 @@ pub struct ClassicJoin {
     /// generated for it (a static member then replaces the member of its
     /// instance id).
     pub new_member: bool,
+    /// True when this is the same join sent again after a
+    /// [`JoinProgress::Waiting`]: the member is then no longer admitted
+    /// as new if it was removed meanwhile (it left, or its session
+    /// expired), but refused with `UnknownMember`.
+    pub repeat: bool,
     pub group_instance_id: Option<String>,
     pub client_id: String,
     pub client_host: String,

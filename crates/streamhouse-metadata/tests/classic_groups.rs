@@ -82,6 +82,7 @@ fn join(group: &str, member: &str, session_ms: i32) -> ClassicJoin {
         group_id: group.into(),
         member_id: member.into(),
         new_member: false,
+        repeat: false,
         group_instance_id: None,
         client_id: "test".into(),
         client_host: "/127.0.0.1".into(),

@@ -1,10 +1,11 @@
 //! The Kafka classic group protocol: JoinGroup, SyncGroup, Heartbeat and
 //! LeaveGroup over the metadata store's classic groups, so any agent
-//! coordinates any group. JoinGroup and SyncGroup wait by polling the store
-//! (every [`POLL`]) until the join phase ends or the leader's assignments
-//! are in, bounded by the member's rebalance timeout; the connection keeps
-//! reading and handling its other requests meanwhile, and answers still
-//! go out in request order.
+//! coordinates any group. JoinGroup and SyncGroup wait by polling the
+//! store (after [`POLL_MIN`] at first, backing off to [`POLL_MAX`]) until
+//! the join phase ends or the leader's assignments are in, bounded by the
+//! member's rebalance timeout, and stop once the client closed its
+//! connection; the connection keeps reading and handling its other
+//! requests meanwhile, and answers still go out in request order.
 
 use std::ops::RangeInclusive;
 use std::time::Duration;
@@ -31,8 +32,11 @@ pub(super) const SYNC_VERSIONS: RangeInclusive<i16> = 0..=5;
 pub(super) const HEARTBEAT_VERSIONS: RangeInclusive<i16> = 0..=4;
 pub(super) const LEAVE_VERSIONS: RangeInclusive<i16> = 0..=5;
 
-/// How often a waiting JoinGroup or SyncGroup asks the store again.
-const POLL: Duration = Duration::from_millis(50);
+/// How soon a waiting JoinGroup or SyncGroup asks the store again at
+/// first; each further wait is longer by half, up to [`POLL_MAX`].
+const POLL_MIN: Duration = Duration::from_millis(20);
+/// The longest wait between two asks of a waiting JoinGroup or SyncGroup.
+const POLL_MAX: Duration = Duration::from_millis(250);
 /// Waiting longer than the rebalance timeout by this much gives up (the
 /// store ends a join phase at the longest rebalance timeout).
 const WAIT_SLACK: Duration = Duration::from_secs(5);
@@ -60,31 +64,33 @@ fn new_member_id(client_id: &str) -> String {
     format!("{client}-{}", ulid::Ulid::new().to_string().to_lowercase())
 }
 
-/// Why the store could not answer yet: a retriable store error is retried
-/// until `deadline`.
+/// How a wait ended: with the store's answer, or with the Kafka error
+/// code to send (retriable store errors are retried until the deadline).
 enum Waited<T> {
     Done(T),
     Failed(i16),
 }
 
-/// Polls `step` until it is done, fails, the deadline passes or the agent
-/// shuts down.
+/// Polls `step` until it is done, fails, the deadline passes, the client
+/// is gone or the agent shuts down. `step` is told whether the store has
+/// not yet answered this request (`true` until a first "not yet").
 async fn poll<T, F, Fut>(broker: &Broker, peer: &Peer, deadline: Instant, mut step: F) -> Waited<T>
 where
     F: FnMut(bool) -> Fut,
     Fut: Future<Output = streamhouse_metadata::Result<Option<T>>>,
 {
     let mut first = true;
+    let mut pause = POLL_MIN;
     loop {
         match step(first).await {
             Ok(Some(done)) => return Waited::Done(done),
-            Ok(None) => {}
+            // Asked again: the store has seen this request.
+            Ok(None) => first = false,
             Err(e) if e.is_retryable() => {
                 tracing::debug!(error = %e, "classic group step failed; retrying");
             }
             Err(e) => return Waited::Failed(group_code(&e)),
         }
-        first = false;
         if broker
             .shutting_down
             .load(std::sync::atomic::Ordering::Relaxed)
@@ -98,7 +104,8 @@ where
         if Instant::now() >= deadline {
             return Waited::Failed(ResponseError::RebalanceInProgress.code());
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 3 / 2).min(POLL_MAX);
     }
 }
 
@@ -147,6 +154,7 @@ pub(super) async fn join(
         group_id: group.clone(),
         member_id: member_id.clone(),
         new_member,
+        repeat: false,
         group_instance_id: instance,
         client_id,
         client_host: peer.host.clone(),
@@ -164,6 +172,7 @@ pub(super) async fn join(
     let waited = poll(broker, &peer, deadline, |first| {
         if !first {
             request.new_member = false;
+            request.repeat = true;
         }
         let request = request.clone();
         async move {

@@ -362,6 +362,10 @@ impl Group {
             let is_leader = self.leader.as_deref() == Some(j.member_id.as_str());
             return self.rejoin(j, is_leader);
         }
+        if j.repeat {
+            // Admitted by an earlier call and removed since.
+            return Err(self.unknown(&j.member_id));
+        }
         if self.members.is_empty() {
             self.protocol_type = j.protocol_type.clone();
         }

@@ -5,6 +5,7 @@ fn join(member: &str, protocols: &[&str]) -> ClassicJoin {
         group_id: "g".into(),
         member_id: member.into(),
         new_member: false,
+        repeat: false,
         group_instance_id: None,
         client_id: "c".into(),
         client_host: "/127.0.0.1".into(),
@@ -363,4 +364,18 @@ fn consumer_subscriptions_are_read() {
         g.subscribed_topics(),
         Some(vec!["orders".to_string(), "pay".to_string()])
     );
+}
+
+#[test]
+fn a_repeated_join_of_a_removed_member_is_not_admitted_again() {
+    let mut g = stable(&["m1"]);
+    assert_eq!(
+        g.join(&join("m2", &["range"])).unwrap(),
+        JoinProgress::Waiting
+    );
+    assert!(g.leave(&[("m2".into(), None)])[0].is_ok());
+    let mut again = join("m2", &["range"]);
+    again.repeat = true;
+    assert!(matches!(g.join(&again), Err(Error::UnknownMember { .. })));
+    assert!(!g.members.contains_key("m2"));
 }
