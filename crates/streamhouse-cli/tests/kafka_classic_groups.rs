@@ -8,6 +8,9 @@
 //!   read every record exactly once between them, then commit;
 //! - two confluent-kafka consumers with the cooperative-sticky assignor:
 //!   one closes, the other ends up with every partition, no record lost;
+//! - a kafka-python consumer SIGKILLed: once its session times out, the
+//!   other member (which kept heartbeating) gets its partitions and reads
+//!   their records;
 //! - `kcat -G` consumes what was produced.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -257,5 +260,125 @@ async fn kcat_balanced_consumer_reads_what_was_produced() {
     let mut want: Vec<String> = (0..30).map(|i| format!("line{i}")).collect();
     want.sort();
     assert_eq!(got, want);
+    cluster.agent.shutdown().await.unwrap();
+}
+
+/// A `kafka-python-member` process and the JSON lines it prints.
+struct MemberProcess {
+    child: tokio::process::Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<Value>,
+}
+
+impl MemberProcess {
+    fn start(python: &str, bootstrap: &str, topic: &str, group: &str) -> MemberProcess {
+        use tokio::io::AsyncBufReadExt;
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fixtures/kafka/classic_groups.py"
+        );
+        let mut child = tokio::process::Command::new(python)
+            .args([script, "kafka-python-member", bootstrap, topic, group, "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = tokio::io::BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if let Ok(v) = serde_json::from_str(&line)
+                    && tx.send(v).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        MemberProcess { child, lines }
+    }
+}
+
+/// What a member printed so far: its last assignment, the values it read.
+#[derive(Default)]
+struct Seen {
+    assigned: BTreeSet<i64>,
+    read: BTreeSet<String>,
+}
+
+impl Seen {
+    fn drain(&mut self, m: &mut MemberProcess) {
+        while let Ok(v) = m.lines.try_recv() {
+            if let Some(a) = v["assigned"].as_array() {
+                self.assigned = a.iter().map(|p| p.as_i64().unwrap()).collect();
+            }
+            if let Some(value) = v["read"][2].as_str() {
+                self.read.insert(value.to_string());
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sigkilled_members_partitions_go_to_the_survivor() {
+    let Some(python) = python() else { return };
+    let Some(kcat) = kcat() else { return };
+    let cluster = Cluster::start().await;
+    cluster.topic("kill").await;
+    let b = cluster.kafka();
+    let mut want = BTreeSet::new();
+    for p in 0..PARTITIONS {
+        let input: String = (0..10).map(|i| format!("p{p}-{i}\n")).collect();
+        want.extend((0..10).map(|i| format!("p{p}-{i}")));
+        run_kcat(
+            kcat,
+            &["-b", &b, "-P", "-t", "kill", "-p", &p.to_string()],
+            &input,
+        )
+        .await;
+    }
+    let mut survivor = MemberProcess::start(&python, &b, "kill", "kill-group");
+    let mut victim = MemberProcess::start(&python, &b, "kill", "kill-group");
+    let (mut s, mut v) = (Seen::default(), Seen::default());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        s.drain(&mut survivor);
+        v.drain(&mut victim);
+        if !s.assigned.is_empty()
+            && !v.assigned.is_empty()
+            && s.assigned.is_disjoint(&v.assigned)
+            && s.assigned.len() + v.assigned.len() == PARTITIONS as usize
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the group never split: {:?} {:?}",
+            s.assigned,
+            v.assigned
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let orphaned = v.assigned.clone();
+    victim.child.start_kill().unwrap();
+    victim.child.wait().await.unwrap();
+    // After the victim's 6 s session, the survivor holds everything and
+    // reads the orphaned partitions' records.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        s.drain(&mut survivor);
+        if s.assigned.len() == PARTITIONS as usize && s.read == want {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the survivor holds {:?} (the victim had {orphaned:?}) and read {} of {}",
+            s.assigned,
+            s.read.len(),
+            want.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    survivor.child.start_kill().unwrap();
     cluster.agent.shutdown().await.unwrap();
 }
