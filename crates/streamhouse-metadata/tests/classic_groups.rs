@@ -332,6 +332,15 @@ async fn classic_groups_are_listed_described_and_deleted(b: &Backend) {
     s.commit_group_offsets("idle", None, &offsets("t", 3))
         .await
         .unwrap();
+    // Requests for a group that does not exist leave no trace.
+    assert!(matches!(
+        s.classic_heartbeat("ghost", "m1", None, 1).await,
+        Err(Error::UnknownMember { .. })
+    ));
+    assert!(matches!(
+        s.classic_sync(sync("ghost", "m1", 1, &[])).await,
+        Err(Error::UnknownMember { .. })
+    ));
     let listed = s.list_group_states().await.unwrap();
     let states: Vec<(&str, &str, &str)> = listed
         .iter()

@@ -97,7 +97,18 @@ where
         decode(group, now, state)
     }
 
+    /// Writes the group back; a group that never had a generation and has
+    /// no members (a request for a group that does not exist) leaves no
+    /// row.
     async fn store_classic(tx: &mut Tx<DB>, g: &Group) -> Result<()> {
+        if g.generation == 0 && g.members.is_empty() {
+            sqlx::query("DELETE FROM classic_groups WHERE group_id = $1")
+                .bind(g.group_id.as_str())
+                .execute(&mut **tx)
+                .await
+                .map_err(Error::db("storing classic group"))?;
+            return Ok(());
+        }
         sqlx::query(
             "UPDATE classic_groups SET state = $1, member_count = $2, live_until_ms = $3 \
              WHERE group_id = $4",
