@@ -6,6 +6,10 @@
 /// store.
 pub const MAX_MEMBER_BYTES: usize = 1 << 20;
 
+/// The most bytes of state (members with their metadata and assignments)
+/// one classic group may hold; a join that would exceed it is refused.
+pub const MAX_GROUP_BYTES: usize = 32 << 20;
+
 /// The protocol type of Kafka consumers (the only one whose subscriptions
 /// the store reads, for OffsetDelete).
 pub const CONSUMER_PROTOCOL_TYPE: &str = "consumer";

@@ -85,6 +85,15 @@ pub enum Error {
         instance_id: String,
         member_id: String,
     },
+    #[error(
+        "group {group:?} would hold {bytes} bytes of member state, over the {max} bytes a \
+         classic group may hold"
+    )]
+    GroupMaxSizeReached {
+        group: String,
+        bytes: usize,
+        max: usize,
+    },
     #[error("group {group:?} has live members subscribed to topic {topic:?}")]
     GroupSubscribedToTopic { group: String, topic: String },
     #[error("group {0:?} has active members")]

@@ -77,6 +77,7 @@ pub(super) fn group_code(e: &streamhouse_metadata::Error) -> i16 {
         M::GroupNotEmpty(_) => K::NonEmptyGroup,
         M::GroupNotFound(_) => K::GroupIdNotFound,
         M::GroupSubscribedToTopic { .. } => K::GroupSubscribedToTopic,
+        M::GroupMaxSizeReached { .. } => K::GroupMaxSizeReached,
         M::TopicNotFound(_) | M::PartitionNotFound { .. } => K::UnknownTopicOrPartition,
         M::InvalidArgument {
             field: "group id", ..

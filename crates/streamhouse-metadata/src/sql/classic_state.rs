@@ -121,6 +121,25 @@ impl Group {
         }
     }
 
+    /// The bytes of member state the group holds: ids, protocols with
+    /// their metadata, assignments.
+    pub fn state_bytes(&self) -> usize {
+        self.members
+            .iter()
+            .map(|(id, m)| {
+                id.len()
+                    + m.client_id.len()
+                    + m.client_host.len()
+                    + m.instance_id.as_ref().map_or(0, String::len)
+                    + m.protocols
+                        .iter()
+                        .map(|(n, md)| n.len() + md.len())
+                        .sum::<usize>()
+                    + m.assignment.len()
+            })
+            .sum()
+    }
+
     /// The database time after which every member's session has expired
     /// (0 without members).
     pub fn live_until_ms(&self) -> i64 {

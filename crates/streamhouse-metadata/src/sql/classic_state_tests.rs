@@ -379,3 +379,14 @@ fn a_repeated_join_of_a_removed_member_is_not_admitted_again() {
     assert!(matches!(g.join(&again), Err(Error::UnknownMember { .. })));
     assert!(!g.members.contains_key("m2"));
 }
+
+#[test]
+fn state_bytes_count_every_member_byte() {
+    let mut g = Group::empty("g", 0);
+    assert_eq!(g.state_bytes(), 0);
+    g.join(&join("m1", &["range"])).unwrap();
+    // id, client id, host, protocol name and metadata "m1:range".
+    assert_eq!(g.state_bytes(), 2 + 1 + 10 + 5 + 8);
+    g.sync(&sync("m1", 1, &[("m1", &[0; 100])])).unwrap();
+    assert_eq!(g.state_bytes(), 26 + 100);
+}

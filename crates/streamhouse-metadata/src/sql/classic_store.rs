@@ -13,7 +13,7 @@ use super::membership::split_subscription;
 use super::{SqlStore, Tx};
 use crate::classic::{
     ClassicGroupDescription, ClassicJoin, ClassicPhase, ClassicSync, GroupListing, JoinProgress,
-    SyncProgress,
+    MAX_GROUP_BYTES, SyncProgress,
 };
 use crate::error::{Error, Result};
 use crate::{ClassicGroupStore, validate_group_id};
@@ -99,8 +99,17 @@ where
 
     /// Writes the group back; a group that never had a generation and has
     /// no members (a request for a group that does not exist) leaves no
-    /// row.
+    /// row. A group over [`MAX_GROUP_BYTES`] is not written (the
+    /// transaction fails).
     async fn store_classic(tx: &mut Tx<DB>, g: &Group) -> Result<()> {
+        let bytes = g.state_bytes();
+        if bytes > MAX_GROUP_BYTES {
+            return Err(Error::GroupMaxSizeReached {
+                group: g.group_id.clone(),
+                bytes,
+                max: MAX_GROUP_BYTES,
+            });
+        }
         if g.generation == 0 && g.members.is_empty() {
             sqlx::query("DELETE FROM classic_groups WHERE group_id = $1")
                 .bind(g.group_id.as_str())
