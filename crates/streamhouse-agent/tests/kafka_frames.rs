@@ -155,7 +155,7 @@ async fn malformed_frames_close_only_their_connection() {
     assert_closed(addr, &frame_with_body(999, 0, 1, b""), "unknown API key").await;
     assert_closed(
         addr,
-        &frame_with_body(ApiKey::JoinGroup as i16, 5, 1, b""),
+        &frame_with_body(ApiKey::SaslHandshake as i16, 1, 1, b""),
         "API not served",
     )
     .await;
@@ -234,6 +234,16 @@ async fn malformed_frames_close_only_their_connection() {
             (ApiKey::ListTransactions, 0..=1),
             (ApiKey::DescribeTransactions, 0..=0),
             (ApiKey::DescribeProducers, 0..=0),
+            (ApiKey::ConsumerGroupHeartbeat, 0..=1),
+            (ApiKey::ConsumerGroupDescribe, 0..=1),
+            (ApiKey::JoinGroup, 0..=9),
+            (ApiKey::SyncGroup, 0..=5),
+            (ApiKey::Heartbeat, 0..=4),
+            (ApiKey::LeaveGroup, 0..=5),
+            (ApiKey::ListGroups, 0..=5),
+            (ApiKey::DescribeGroups, 0..=5),
+            (ApiKey::DeleteGroups, 0..=2),
+            (ApiKey::OffsetDelete, 0..=0),
         ];
         let (api, versions) = served[(next() % served.len() as u64) as usize].clone();
         let span = (versions.end() - versions.start() + 1) as u64;
@@ -299,6 +309,14 @@ async fn unsupported_versions_are_answered_as_such() {
             (37, 0, 3), // CreatePartitions
             (44, 0, 1), // IncrementalAlterConfigs
             (60, 0, 2), // DescribeCluster
+            (11, 0, 9), // JoinGroup
+            (14, 0, 5), // SyncGroup
+            (12, 0, 4), // Heartbeat
+            (13, 0, 5), // LeaveGroup
+            (16, 0, 5), // ListGroups
+            (15, 0, 5), // DescribeGroups
+            (42, 0, 2), // DeleteGroups
+            (47, 0, 0), // OffsetDelete
             (68, 0, 1), // ConsumerGroupHeartbeat
             (69, 0, 1), // ConsumerGroupDescribe
             (24, 0, 3), // AddPartitionsToTxn
@@ -665,6 +683,91 @@ fn request_of(api: ApiKey, version: i16) -> Option<Bytes> {
             ]),
         ),
         ApiKey::DescribeCluster => frame(api, version, id, &DescribeClusterRequest::default()),
+        // Group jg{v} of one member "m", joined by JoinGroup v, synced by
+        // SyncGroup v, kept by Heartbeat v and left by LeaveGroup v (in
+        // the order ApiVersions lists them).
+        ApiKey::JoinGroup => frame(
+            api,
+            version,
+            id,
+            &JoinGroupRequest::default()
+                .with_group_id(GroupId(s(&format!("jg{version}"))))
+                .with_member_id(s("m"))
+                .with_session_timeout_ms(30_000)
+                .with_rebalance_timeout_ms(30_000)
+                .with_protocol_type(s("consumer"))
+                .with_protocols(vec![
+                    join_group_request::JoinGroupRequestProtocol::default()
+                        .with_name(s("range"))
+                        .with_metadata(Bytes::from_static(b"md")),
+                ]),
+        ),
+        ApiKey::SyncGroup => frame(
+            api,
+            version,
+            id,
+            &SyncGroupRequest::default()
+                .with_group_id(GroupId(s(&format!("jg{version}"))))
+                .with_member_id(s("m"))
+                .with_generation_id(1)
+                .with_assignments(vec![
+                    sync_group_request::SyncGroupRequestAssignment::default()
+                        .with_member_id(s("m"))
+                        .with_assignment(Bytes::from_static(b"a")),
+                ]),
+        ),
+        ApiKey::Heartbeat => frame(
+            api,
+            version,
+            id,
+            &HeartbeatRequest::default()
+                .with_group_id(GroupId(s(&format!("jg{version}"))))
+                .with_member_id(s("m"))
+                .with_generation_id(1),
+        ),
+        ApiKey::LeaveGroup => {
+            let group = GroupId(s(&format!("jg{version}")));
+            let request = if version >= 3 {
+                LeaveGroupRequest::default()
+                    .with_group_id(group)
+                    .with_members(vec![
+                        leave_group_request::MemberIdentity::default().with_member_id(s("m")),
+                    ])
+            } else {
+                LeaveGroupRequest::default()
+                    .with_group_id(group)
+                    .with_member_id(s("m"))
+            };
+            frame(api, version, id, &request)
+        }
+        ApiKey::ListGroups => frame(api, version, id, &ListGroupsRequest::default()),
+        ApiKey::DescribeGroups => frame(
+            api,
+            version,
+            id,
+            &DescribeGroupsRequest::default().with_groups(vec![GroupId(s("jg9"))]),
+        ),
+        ApiKey::DeleteGroups => frame(
+            api,
+            version,
+            id,
+            &DeleteGroupsRequest::default()
+                .with_groups_names(vec![GroupId(s(&format!("jg{version}")))]),
+        ),
+        ApiKey::OffsetDelete => frame(
+            api,
+            version,
+            id,
+            &OffsetDeleteRequest::default()
+                .with_group_id(GroupId(s("jg3")))
+                .with_topics(vec![
+                    offset_delete_request::OffsetDeleteRequestTopic::default()
+                        .with_name(t())
+                        .with_partitions(vec![
+                            offset_delete_request::OffsetDeleteRequestPartition::default(),
+                        ]),
+                ]),
+        ),
         // Joins group `frames` (v0 with an id the agent makes, v1 with its
         // own), which ConsumerGroupDescribe then describes.
         ApiKey::ConsumerGroupHeartbeat => frame(
@@ -871,6 +974,43 @@ fn answer_codes(api: ApiKey, version: i16, bytes: Bytes) -> (i32, Vec<i16>) {
             .map(|x| x.error_code)
             .collect()),
         ApiKey::DescribeCluster => codes!(DescribeClusterResponse, |r| vec![r.error_code]),
+        ApiKey::JoinGroup => codes!(JoinGroupResponse, |r| vec![r.error_code]),
+        ApiKey::SyncGroup => codes!(SyncGroupResponse, |r| {
+            // The assignment the leader stored comes back.
+            vec![r.error_code, if r.assignment == "a" { 0 } else { -100 }]
+        }),
+        ApiKey::Heartbeat => codes!(HeartbeatResponse, |r| vec![r.error_code]),
+        ApiKey::LeaveGroup => codes!(LeaveGroupResponse, |r| {
+            let mut c: Vec<i16> = r.members.iter().map(|m| m.error_code).collect();
+            c.push(r.error_code);
+            c
+        }),
+        ApiKey::ListGroups => codes!(ListGroupsResponse, |r| {
+            let mut c = vec![r.error_code];
+            if !r.groups.iter().any(|g| g.group_id.0.starts_with("jg")) {
+                c.push(-100);
+            }
+            c
+        }),
+        ApiKey::DescribeGroups => codes!(DescribeGroupsResponse, |r| r
+            .groups
+            .iter()
+            .map(|g| g.error_code)
+            .collect()),
+        ApiKey::DeleteGroups => codes!(DeleteGroupsResponse, |r| r
+            .results
+            .iter()
+            .map(|g| g.error_code)
+            .collect()),
+        ApiKey::OffsetDelete => codes!(OffsetDeleteResponse, |r| {
+            let mut c: Vec<i16> = r
+                .topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+                .collect();
+            c.push(r.error_code);
+            c
+        }),
         ApiKey::ConsumerGroupHeartbeat => {
             codes!(ConsumerGroupHeartbeatResponse, |r| vec![r.error_code])
         }

@@ -62,6 +62,40 @@ pub enum Error {
         topic: String,
         partition: u32,
     },
+    #[error(
+        "member {member_id:?} of group {group:?} sent generation {generation}, the current \
+         generation is {current}; rejoin"
+    )]
+    IllegalGeneration {
+        group: String,
+        member_id: String,
+        generation: i32,
+        current: i32,
+    },
+    #[error("group {0:?} is rebalancing; rejoin")]
+    RebalanceInProgress(String),
+    #[error("group {group:?}: {reason}")]
+    InconsistentGroupProtocol { group: String, reason: String },
+    #[error(
+        "group {group:?}: instance id {instance_id:?} now belongs to another member than \
+         {member_id:?} (a newer instance replaced it)"
+    )]
+    FencedInstanceId {
+        group: String,
+        instance_id: String,
+        member_id: String,
+    },
+    #[error(
+        "group {group:?} would hold {bytes} bytes of member state, over the {max} bytes a \
+         classic group may hold"
+    )]
+    GroupMaxSizeReached {
+        group: String,
+        bytes: usize,
+        max: usize,
+    },
+    #[error("group {group:?} has live members subscribed to topic {topic:?}")]
+    GroupSubscribedToTopic { group: String, topic: String },
     #[error("group {0:?} has active members")]
     GroupNotEmpty(String),
     #[error("group {0:?} does not exist")]

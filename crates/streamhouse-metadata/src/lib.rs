@@ -33,6 +33,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub mod assignment;
+mod classic;
 mod error;
 mod postgres;
 mod sql;
@@ -41,6 +42,7 @@ mod sqlite;
 pub mod testing;
 mod types;
 
+pub use classic::*;
 pub use error::{Error, Result};
 pub use postgres::PostgresMetadataStore;
 pub use sqlite::SqliteMetadataStore;
@@ -305,6 +307,63 @@ pub trait GroupStore: Send + Sync {
     ) -> Result<()>;
 }
 
+/// Kafka classic consumer groups (JoinGroup, SyncGroup, Heartbeat,
+/// LeaveGroup): the whole state of a group in the metadata store, each
+/// operation one transaction under the group's lock, sessions and join
+/// deadlines judged by the database clock, so any agent coordinates any
+/// group. Every operation first removes the members whose session timed
+/// out (starting a rebalance for the others).
+#[async_trait]
+pub trait ClassicGroupStore: Send + Sync {
+    /// A JoinGroup. Answered [`JoinProgress::Waiting`] until the join phase
+    /// ends: the caller sends the same join again (polling) until
+    /// [`JoinProgress::Joined`] or its rebalance timeout. A new member, a
+    /// known one with changed protocols, or the leader of a stable group
+    /// starts a join phase, which ends once every member rejoined or the
+    /// longest rebalance timeout passed (members that did not rejoin are
+    /// removed). Errors: [`Error::InconsistentGroupProtocol`] (protocols
+    /// shared with no member, or the group id is a server-side consumer
+    /// group with live members), [`Error::FencedInstanceId`].
+    async fn classic_join(&self, join: ClassicJoin) -> Result<JoinProgress>;
+    /// A SyncGroup: the leader's stores every member's assignment and makes
+    /// the group stable; the others get [`SyncProgress::Waiting`] until
+    /// then. Errors: [`Error::UnknownMember`], [`Error::IllegalGeneration`],
+    /// [`Error::RebalanceInProgress`], [`Error::FencedInstanceId`].
+    async fn classic_sync(&self, sync: ClassicSync) -> Result<SyncProgress>;
+    /// A Heartbeat: refreshes the member's session.
+    /// [`Error::RebalanceInProgress`] while a join phase runs (the member
+    /// must rejoin), [`Error::IllegalGeneration`], [`Error::UnknownMember`],
+    /// [`Error::FencedInstanceId`].
+    async fn classic_heartbeat(
+        &self,
+        group: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<()>;
+    /// A LeaveGroup of members given by member id and, for static members,
+    /// instance id: one answer per member. The members left rebalance.
+    async fn classic_leave(
+        &self,
+        group: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<Result<()>>>;
+    /// The classic group of this id, if there is one.
+    async fn describe_classic_group(&self, group: &str) -> Result<Option<ClassicGroupDescription>>;
+    /// Every group (classic, server-side, or with only committed offsets)
+    /// with its protocol type, state and type, ordered by id.
+    async fn list_group_states(&self) -> Result<Vec<GroupListing>>;
+    /// Deletes a group's committed offsets of some partitions (Kafka's
+    /// OffsetDelete): one answer per partition,
+    /// [`Error::GroupSubscribedToTopic`] for a topic a live member
+    /// consumes. [`Error::GroupNotFound`] when the group does not exist.
+    async fn delete_group_offsets(
+        &self,
+        group: &str,
+        partitions: &[(String, u32)],
+    ) -> Result<Vec<Result<()>>>;
+}
+
 /// The agent registry: agents register, heartbeat and deregister; clients
 /// discover them.
 #[async_trait]
@@ -328,6 +387,7 @@ pub trait MetadataStore:
     + TransactionStore
     + OffsetStore
     + GroupStore
+    + ClassicGroupStore
     + MaintenanceStore
     + AgentStore
 {
@@ -340,6 +400,7 @@ impl<
         + TransactionStore
         + OffsetStore
         + GroupStore
+        + ClassicGroupStore
         + MaintenanceStore
         + AgentStore,
 > MetadataStore for T

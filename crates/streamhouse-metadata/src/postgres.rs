@@ -48,6 +48,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0009_agent_node_ids.sql",
         include_str!("../migrations/postgres/0009_agent_node_ids.sql"),
     ),
+    (
+        "0010_classic_groups.sql",
+        include_str!("../migrations/postgres/0010_classic_groups.sql"),
+    ),
 ];
 
 impl PostgresMetadataStore {

@@ -51,6 +51,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0009_agent_node_ids.sql",
         include_str!("../migrations/sqlite/0009_agent_node_ids.sql"),
     ),
+    (
+        "0010_classic_groups.sql",
+        include_str!("../migrations/sqlite/0010_classic_groups.sql"),
+    ),
 ];
 
 impl SqliteMetadataStore {

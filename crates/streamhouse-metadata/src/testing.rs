@@ -234,6 +234,16 @@ delegate!(crate::GroupStore {
         commit_group_offsets(group: &str, member: Option<(&str, i32)>, offsets: &[crate::OffsetCommit]) -> ();
 });
 
+delegate!(crate::ClassicGroupStore {
+        classic_join(join: crate::ClassicJoin) -> crate::JoinProgress;
+        classic_sync(sync: crate::ClassicSync) -> crate::SyncProgress;
+        classic_heartbeat(group: &str, member_id: &str, instance_id: Option<&str>, generation: i32) -> ();
+        classic_leave(group: &str, members: &[(String, Option<String>)]) -> Vec<crate::Result<()>>;
+        describe_classic_group(group: &str) -> Option<crate::ClassicGroupDescription>;
+        list_group_states() -> Vec<crate::GroupListing>;
+        delete_group_offsets(group: &str, partitions: &[(String, u32)]) -> Vec<crate::Result<()>>;
+});
+
 delegate!(crate::AgentStore {
         register_agent(agent: crate::AgentRegistration) -> ();
         heartbeat_agent(agent_id: &str) -> ();

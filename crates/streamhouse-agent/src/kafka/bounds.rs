@@ -155,6 +155,13 @@ pub(super) fn check(api: ApiKey, version: i16, body: &[u8]) -> Result<usize, Mal
         ApiKey::TxnOffsetCommit => 3,
         ApiKey::ListTransactions | ApiKey::DescribeTransactions | ApiKey::DescribeProducers => 0,
         ApiKey::ConsumerGroupHeartbeat | ApiKey::ConsumerGroupDescribe => 0,
+        ApiKey::JoinGroup => 6,
+        ApiKey::SyncGroup => 4,
+        ApiKey::LeaveGroup => 4,
+        ApiKey::ListGroups => 3,
+        ApiKey::DescribeGroups => 5,
+        ApiKey::DeleteGroups => 2,
+        ApiKey::OffsetDelete => i16::MAX,
         _ => return Ok(0),
     };
     let mut c = Cursor {
@@ -416,6 +423,68 @@ fn walk(c: &mut Cursor<'_>, api: ApiKey, v: i16) -> Walk {
                 c.tagged_fields()
             })
         }
+        ApiKey::JoinGroup => {
+            c.string()?; // group id
+            c.skip(4 + if v >= 1 { 4 } else { 0 })?; // session, rebalance timeouts
+            c.string()?; // member id
+            if v >= 5 {
+                c.string()?; // group instance id
+            }
+            c.string()?; // protocol type
+            c.array(|c| {
+                c.string()?;
+                c.bytes()?;
+                c.tagged_fields()
+            })
+        }
+        ApiKey::SyncGroup => {
+            c.string()?; // group id
+            c.skip(4)?; // generation
+            c.string()?; // member id
+            if v >= 3 {
+                c.string()?; // group instance id
+            }
+            if v >= 5 {
+                c.string()?; // protocol type
+                c.string()?; // protocol name
+            }
+            c.array(|c| {
+                c.string()?;
+                c.bytes()?;
+                c.tagged_fields()
+            })
+        }
+        ApiKey::LeaveGroup => {
+            c.string()?; // group id
+            if v <= 2 {
+                return c.string(); // member id
+            }
+            c.array(|c| {
+                c.string()?;
+                c.string()?;
+                if v >= 5 {
+                    c.string()?; // reason
+                }
+                c.tagged_fields()
+            })
+        }
+        ApiKey::ListGroups => {
+            if v >= 4 {
+                c.array(|c| c.string())?;
+            }
+            if v >= 5 {
+                c.array(|c| c.string())?;
+            }
+            Ok(())
+        }
+        ApiKey::DescribeGroups | ApiKey::DeleteGroups => c.array(|c| c.string()),
+        ApiKey::OffsetDelete => {
+            c.string()?;
+            c.array(|c| {
+                c.string()?;
+                c.array(|c| c.skip(4))
+            })
+        }
         _ => Ok(()),
     }
 }
@@ -537,6 +606,15 @@ mod tests {
         ));
         assert!(matches!(
             check(ApiKey::ConsumerGroupDescribe, 0, &huge),
+            Err(Malformed::Count { .. })
+        ));
+        let join_prefix = [&[0, 1, b'x'][..], &[0; 8], &[0, 1, b'x', 0, 1, b'x']].concat();
+        assert!(matches!(
+            check(ApiKey::JoinGroup, 1, &forged(&join_prefix)),
+            Err(Malformed::Count { .. })
+        ));
+        assert!(matches!(
+            check(ApiKey::DeleteGroups, 1, &forged(&[])),
             Err(Malformed::Count { .. })
         ));
         // A compact array whose varint claims 2^32 elements.
@@ -698,6 +776,80 @@ mod tests {
         for v in 0..=2 {
             out.push((ApiKey::DeleteRecords, v, encoded(&records, v)));
         }
+        out.extend(group_cases());
+        out
+    }
+
+    /// One request of every group API at every version served, each array
+    /// holding an element.
+    fn group_cases() -> Vec<(ApiKey, i16, BytesMut)> {
+        use kafka_protocol::messages::*;
+        let text = || StrBytes::from_static_str("x");
+        let mut out = Vec::new();
+        for v in 0..=9 {
+            let join = JoinGroupRequest::default()
+                .with_group_id(GroupId(text()))
+                .with_member_id(text())
+                .with_group_instance_id((v >= 5).then(text))
+                .with_protocol_type(text())
+                .with_protocols(vec![
+                    join_group_request::JoinGroupRequestProtocol::default()
+                        .with_name(text())
+                        .with_metadata(bytes::Bytes::from_static(b"meta")),
+                ]);
+            out.push((ApiKey::JoinGroup, v, encoded(&join, v)));
+        }
+        for v in 0..=5 {
+            let sync = SyncGroupRequest::default()
+                .with_group_id(GroupId(text()))
+                .with_member_id(text())
+                .with_group_instance_id((v >= 3).then(text))
+                .with_protocol_type((v >= 5).then(text))
+                .with_protocol_name((v >= 5).then(text))
+                .with_assignments(vec![
+                    sync_group_request::SyncGroupRequestAssignment::default()
+                        .with_member_id(text())
+                        .with_assignment(bytes::Bytes::from_static(b"assigned")),
+                ]);
+            out.push((ApiKey::SyncGroup, v, encoded(&sync, v)));
+            let leave = if v >= 3 {
+                LeaveGroupRequest::default()
+                    .with_group_id(GroupId(text()))
+                    .with_members(vec![
+                        leave_group_request::MemberIdentity::default()
+                            .with_member_id(text())
+                            .with_reason((v >= 5).then(text)),
+                    ])
+            } else {
+                LeaveGroupRequest::default()
+                    .with_group_id(GroupId(text()))
+                    .with_member_id(text())
+            };
+            out.push((ApiKey::LeaveGroup, v, encoded(&leave, v)));
+            if v >= 4 {
+                let list = ListGroupsRequest::default()
+                    .with_states_filter(vec![text()])
+                    .with_types_filter(if v >= 5 { vec![text()] } else { vec![] });
+                out.push((ApiKey::ListGroups, v, encoded(&list, v)));
+            }
+            let describe = DescribeGroupsRequest::default().with_groups(vec![GroupId(text())]);
+            out.push((ApiKey::DescribeGroups, v, encoded(&describe, v)));
+        }
+        for v in 0..=2 {
+            let delete = DeleteGroupsRequest::default().with_groups_names(vec![GroupId(text())]);
+            out.push((ApiKey::DeleteGroups, v, encoded(&delete, v)));
+        }
+        let offsets = OffsetDeleteRequest::default()
+            .with_group_id(GroupId(text()))
+            .with_topics(vec![
+                offset_delete_request::OffsetDeleteRequestTopic::default()
+                    .with_name(name("t"))
+                    .with_partitions(vec![
+                        offset_delete_request::OffsetDeleteRequestPartition::default()
+                            .with_partition_index(3),
+                    ]),
+            ]);
+        out.push((ApiKey::OffsetDelete, 0, encoded(&offsets, 0)));
         out
     }
 }

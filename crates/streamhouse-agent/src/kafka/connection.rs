@@ -64,12 +64,37 @@ pub(crate) async fn serve(
     while connections.join_next().await.is_some() {}
 }
 
+/// The client of a connection, as request handlers see it.
+#[derive(Clone, Debug)]
+pub(super) struct Peer {
+    /// The client's address as Kafka shows it (`/ip`).
+    pub host: String,
+    /// Becomes true once the client stopped sending (it closed the
+    /// connection, or a frame was malformed).
+    pub gone: watch::Receiver<bool>,
+}
+
+impl Peer {
+    /// Whether the client stopped sending.
+    pub fn is_gone(&self) -> bool {
+        *self.gone.borrow()
+    }
+}
+
 /// One answer, in the order of its request; `None` for a request that is
 /// not answered (produce with acks=0).
 type Answer = JoinHandle<Result<Option<Bytes>>>;
 
 async fn connection(stream: TcpStream, broker: Arc<Broker>) -> Result<()> {
     let _open = Open::new(broker.connections.clone(), Protocol::Kafka);
+    let (gone_tx, gone) = watch::channel(false);
+    let peer = Peer {
+        host: stream
+            .peer_addr()
+            .map(|a| format!("/{}", a.ip()))
+            .unwrap_or_default(),
+        gone,
+    };
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Answer>(MAX_IN_FLIGHT);
     let writer = tokio::spawn(async move {
@@ -83,7 +108,10 @@ async fn connection(stream: TcpStream, broker: Arc<Broker>) -> Result<()> {
         }
         wr.shutdown().await.map_err(Error::KafkaIo)
     });
-    let read = read_requests(&mut rd, &broker, &tx).await;
+    let read = read_requests(&mut rd, &broker, &tx, &peer).await;
+    // Handlers that wait for other members (JoinGroup, SyncGroup) stop
+    // waiting on behalf of a client that is gone.
+    let _ = gone_tx.send(true);
     // The requests read so far are still answered, then the socket closes.
     drop(tx);
     let written = writer
@@ -96,6 +124,7 @@ async fn read_requests(
     rd: &mut tokio::net::tcp::OwnedReadHalf,
     broker: &Arc<Broker>,
     answers: &mpsc::Sender<Answer>,
+    peer: &Peer,
 ) -> Result<()> {
     let max = broker.limits.max_request_bytes;
     loop {
@@ -126,7 +155,7 @@ async fn read_requests(
                 frame.len()
             )));
         }
-        let answer = dispatch::request(broker, Bytes::from(frame)).await?;
+        let answer = dispatch::request(broker, Bytes::from(frame), peer).await?;
         if answers.send(tokio::spawn(answer)).await.is_err() {
             // The writer stopped: the socket is gone.
             return Ok(());

@@ -18,11 +18,12 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, Message};
 
+use super::connection::Peer;
 use super::metrics::{self, ErrorCodes};
 use super::{
-    Broker, admin, api_versions, bounds, cluster, configs, consumer_group_describe,
-    consumer_groups, coordinator, delete_records, fetch, init_producer_id, list_offsets, metadata,
-    offsets, produce, transaction_admin, transactions,
+    Broker, admin, api_versions, bounds, classic_groups, cluster, configs,
+    consumer_group_describe, consumer_groups, coordinator, delete_records, fetch, group_admin,
+    init_producer_id, list_offsets, metadata, offsets, produce, transaction_admin, transactions,
 };
 use crate::error::{Error, Result};
 
@@ -36,7 +37,7 @@ const UNSUPPORTED_VERSION: i16 = ResponseError::UnsupportedVersion.code();
 /// submitted to the pipeline before this returns, so the requests of a
 /// connection reach the pipeline in the order they were sent; everything
 /// else happens in the returned future.
-pub(super) async fn request(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply> {
+pub(super) async fn request(broker: &Arc<Broker>, frame: Bytes, peer: &Peer) -> Result<Reply> {
     let api_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
@@ -217,6 +218,69 @@ pub(super) async fn request(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply>
             &mut body,
             move |r| async move { offsets::fetch(&b, r, version).await },
         ),
+        ApiKey::JoinGroup => {
+            let client_id = header.client_id.as_deref().unwrap_or_default().to_string();
+            let peer = peer.clone();
+            handled(
+                api,
+                version,
+                correlation_id,
+                &mut body,
+                move |r| async move { classic_groups::join(&b, r, version, client_id, peer).await },
+            )
+        }
+        ApiKey::SyncGroup => {
+            let peer = peer.clone();
+            handled(
+                api,
+                version,
+                correlation_id,
+                &mut body,
+                move |r| async move { classic_groups::sync(&b, r, version, &peer).await },
+            )
+        }
+        ApiKey::Heartbeat => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { classic_groups::heartbeat(&b, r).await },
+        ),
+        ApiKey::LeaveGroup => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { classic_groups::leave(&b, r, version).await },
+        ),
+        ApiKey::ListGroups => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { group_admin::list(&b, r).await },
+        ),
+        ApiKey::DescribeGroups => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { group_admin::describe(&b, r, version).await },
+        ),
+        ApiKey::DeleteGroups => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { group_admin::delete(&b, r).await },
+        ),
+        ApiKey::OffsetDelete => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { group_admin::offset_delete(&b, r).await },
+        ),
         ApiKey::ConsumerGroupHeartbeat => {
             let client_id = header.client_id.as_deref().unwrap_or_default().to_string();
             handled(
@@ -320,6 +384,14 @@ pub(super) const SERVED: &[(ApiKey, RangeInclusive<i16>)] = &[
         configs::INCREMENTAL_VERSIONS,
     ),
     (ApiKey::DescribeCluster, cluster::DESCRIBE_CLUSTER_VERSIONS),
+    (ApiKey::JoinGroup, classic_groups::JOIN_VERSIONS),
+    (ApiKey::SyncGroup, classic_groups::SYNC_VERSIONS),
+    (ApiKey::Heartbeat, classic_groups::HEARTBEAT_VERSIONS),
+    (ApiKey::LeaveGroup, classic_groups::LEAVE_VERSIONS),
+    (ApiKey::ListGroups, group_admin::LIST_VERSIONS),
+    (ApiKey::DescribeGroups, group_admin::DESCRIBE_VERSIONS),
+    (ApiKey::DeleteGroups, group_admin::DELETE_VERSIONS),
+    (ApiKey::OffsetDelete, group_admin::OFFSET_DELETE_VERSIONS),
     (ApiKey::ConsumerGroupHeartbeat, consumer_groups::VERSIONS),
     (
         ApiKey::ConsumerGroupDescribe,

@@ -62,6 +62,34 @@ pub(super) fn metadata_code(e: &streamhouse_metadata::Error) -> i16 {
     }
 }
 
+/// The Kafka error code of a metadata error on a group request (JoinGroup,
+/// SyncGroup, Heartbeat, LeaveGroup, the group admin APIs, OffsetCommit).
+pub(super) fn group_code(e: &streamhouse_metadata::Error) -> i16 {
+    use ResponseError as K;
+    use streamhouse_metadata::Error as M;
+    let k = match e {
+        M::UnknownMember { .. } => K::UnknownMemberId,
+        M::IllegalGeneration { .. } => K::IllegalGeneration,
+        M::RebalanceInProgress(_) => K::RebalanceInProgress,
+        M::InconsistentGroupProtocol { .. } => K::InconsistentGroupProtocol,
+        M::FencedInstanceId { .. } => K::FencedInstanceId,
+        M::FencedMemberEpoch { .. } | M::NotPartitionOwner { .. } => K::FencedMemberEpoch,
+        M::GroupNotEmpty(_) => K::NonEmptyGroup,
+        M::GroupNotFound(_) => K::GroupIdNotFound,
+        M::GroupSubscribedToTopic { .. } => K::GroupSubscribedToTopic,
+        M::GroupMaxSizeReached { .. } => K::GroupMaxSizeReached,
+        M::TopicNotFound(_) | M::PartitionNotFound { .. } => K::UnknownTopicOrPartition,
+        M::InvalidArgument {
+            field: "group id", ..
+        } => K::InvalidGroupId,
+        M::InvalidArgument { .. } | M::Invalid(_) => K::InvalidRequest,
+        // Retriable for clients: they look the coordinator up again.
+        e if e.is_retryable() => K::CoordinatorNotAvailable,
+        _ => K::UnknownServerError,
+    };
+    k.code()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +105,57 @@ mod tests {
         assert_eq!(kafka_code(ErrorCode::AgentShuttingDown), 6);
         assert_eq!(kafka_code(ErrorCode::RecordTooLarge), 10);
         assert_eq!(kafka_code(ErrorCode::Internal), -1);
+    }
+
+    #[test]
+    fn group_codes_match_kafka() {
+        use streamhouse_metadata::Error as M;
+        let g = || "g".to_string();
+        let cases = [
+            (
+                M::IllegalGeneration {
+                    group: g(),
+                    member_id: g(),
+                    generation: 1,
+                    current: 2,
+                },
+                22,
+            ),
+            (M::RebalanceInProgress(g()), 27),
+            (
+                M::UnknownMember {
+                    group: g(),
+                    member_id: g(),
+                },
+                25,
+            ),
+            (
+                M::FencedInstanceId {
+                    group: g(),
+                    instance_id: g(),
+                    member_id: g(),
+                },
+                82,
+            ),
+            (
+                M::InconsistentGroupProtocol {
+                    group: g(),
+                    reason: g(),
+                },
+                23,
+            ),
+            (M::GroupNotEmpty(g()), 68),
+            (M::GroupNotFound(g()), 69),
+            (
+                M::GroupSubscribedToTopic {
+                    group: g(),
+                    topic: g(),
+                },
+                86,
+            ),
+        ];
+        for (e, code) in cases {
+            assert_eq!(group_code(&e), code, "{e}");
+        }
     }
 }

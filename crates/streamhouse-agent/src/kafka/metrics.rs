@@ -3,6 +3,10 @@
 //! code in the answer: per partition, per topic or for the whole request).
 
 use kafka_protocol::messages::{
+    DeleteGroupsResponse, DescribeGroupsResponse, HeartbeatResponse, JoinGroupResponse,
+    LeaveGroupResponse, ListGroupsResponse, OffsetDeleteResponse, SyncGroupResponse,
+};
+use kafka_protocol::messages::{
     AddOffsetsToTxnResponse, AddPartitionsToTxnResponse, DescribeProducersResponse,
     DescribeTransactionsResponse, EndTxnResponse, ListTransactionsResponse,
     TxnOffsetCommitResponse,
@@ -248,6 +252,66 @@ impl ErrorCodes for ConsumerGroupHeartbeatResponse {
 impl ErrorCodes for ConsumerGroupDescribeResponse {
     fn error_codes(&self) -> Vec<i16> {
         self.groups.iter().map(|g| g.error_code).collect()
+    }
+}
+
+impl ErrorCodes for JoinGroupResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        vec![self.error_code]
+    }
+}
+
+impl ErrorCodes for SyncGroupResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        vec![self.error_code]
+    }
+}
+
+impl ErrorCodes for HeartbeatResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        vec![self.error_code]
+    }
+}
+
+impl ErrorCodes for LeaveGroupResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        let mut codes: Vec<i16> = self.members.iter().map(|m| m.error_code).collect();
+        if self.error_code != 0 || codes.is_empty() {
+            codes.push(self.error_code);
+        }
+        codes
+    }
+}
+
+impl ErrorCodes for ListGroupsResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        vec![self.error_code]
+    }
+}
+
+impl ErrorCodes for DescribeGroupsResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        self.groups.iter().map(|g| g.error_code).collect()
+    }
+}
+
+impl ErrorCodes for DeleteGroupsResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        self.results.iter().map(|g| g.error_code).collect()
+    }
+}
+
+impl ErrorCodes for OffsetDeleteResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        let mut codes: Vec<i16> = self
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect();
+        if self.error_code != 0 {
+            codes.push(self.error_code);
+        }
+        codes
     }
 }
 

@@ -13,6 +13,8 @@
 //!                              ├─ consumer_groups, consumer_group_describe
 //!                              │    (KIP-848 ─▶ the store's group coordinator)
 //!                              ├─ delete_records (log start)
+//!                              ├─ classic_groups (JoinGroup, SyncGroup, Heartbeat, LeaveGroup)
+//!                              ├─ group_admin (ListGroups, DescribeGroups, DeleteGroups, OffsetDelete)
 //!                              └─ admin (topics), configs
 //!                          answers ─▶ metrics (by API and error code)
 //! ```
@@ -45,6 +47,7 @@ mod admin;
 mod api_versions;
 mod bounds;
 mod brokers;
+mod classic_groups;
 mod cluster;
 mod configs;
 mod connection;
@@ -55,6 +58,7 @@ mod delete_records;
 mod dispatch;
 mod errors;
 mod fetch;
+mod group_admin;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;

@@ -2,7 +2,8 @@
 //! clients use too. A commit without a member (generation -1 or an empty
 //! member id) is a standalone commit, allowed while the group has no live
 //! members; a commit with a member id is checked against the group's
-//! members and their epochs, as for gRPC members.
+//! members and their epochs, as for gRPC members, or, in a classic
+//! (JoinGroup) group, against its members and generation.
 //!
 //! From v9 (KIP-848) a commit whose member epoch is not the member's
 //! current one, or that names a partition the member no longer owns, is
@@ -31,7 +32,7 @@ use kafka_protocol::protocol::StrBytes;
 use streamhouse_metadata::{CommittedOffset, OffsetCommit};
 
 use super::Broker;
-use super::errors::kafka_code;
+use super::errors::{group_code, kafka_code};
 use crate::error::bounded;
 
 pub(super) const COMMIT_VERSIONS: RangeInclusive<i16> = 2..=9;
@@ -44,7 +45,10 @@ const MEMBER_EPOCH_VERSION: i16 = 9;
 fn commit_code(e: &streamhouse_metadata::Error, version: i16) -> i16 {
     use streamhouse_metadata::Error as M;
     match e {
-        M::UnknownMember { .. } => ResponseError::UnknownMemberId.code(),
+        M::UnknownMember { .. }
+        | M::IllegalGeneration { .. }
+        | M::RebalanceInProgress(_)
+        | M::FencedInstanceId { .. } => group_code(e),
         M::FencedMemberEpoch { .. } | M::NotPartitionOwner { .. }
             if version >= MEMBER_EPOCH_VERSION =>
         {

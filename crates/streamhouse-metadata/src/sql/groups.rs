@@ -39,7 +39,14 @@ where
         member: Option<(&str, i32)>,
         offsets: &[OffsetCommit],
     ) -> Result<()> {
+        // A classic group with live members fences by generation.
+        let classic = Self::read_classic(tx, group)
+            .await?
+            .filter(|g| !g.members.is_empty());
         let Some((member_id, epoch)) = member else {
+            if classic.is_some() {
+                return Err(Error::GroupNotEmpty(group.to_string()));
+            }
             let live: i64 = sqlx::query_scalar(sql::<DB>(
                 "SELECT COUNT(*) FROM group_members WHERE group_id = $1 AND \
                  {now} - last_heartbeat_ms <= session_timeout_ms",
@@ -53,6 +60,9 @@ where
             }
             return Ok(());
         };
+        if let Some(g) = classic {
+            return g.check_commit(member_id, epoch);
+        }
         let row = sqlx::query(sql::<DB>(
             "SELECT member_epoch, {now} - last_heartbeat_ms <= session_timeout_ms, owned \
              FROM group_members WHERE group_id = $1 AND member_id = $2",
@@ -154,10 +164,14 @@ where
         .fetch_all(&self.read)
         .await
         .map_err(Error::db("listing groups"))?;
-        Ok(rows
+        let mut groups: std::collections::BTreeMap<String, usize> = rows
             .iter()
             .map(|r| (r.get(0), r.get::<i64, _>(1) as usize))
-            .collect())
+            .collect();
+        for g in self.classic_groups().await? {
+            *groups.entry(g.group_id.clone()).or_default() += g.members.len();
+        }
+        Ok(groups.into_iter().collect())
     }
 
     async fn describe_group(&self, group: &str) -> Result<GroupDescription> {
@@ -169,7 +183,8 @@ where
                 .await
                 .map_err(Error::db("reading group"))?;
         let offsets = self.fetch_offsets(group).await?;
-        if epoch.is_none() && offsets.is_empty() {
+        let classic = self.classic_group(group).await?;
+        if epoch.is_none() && offsets.is_empty() && classic.is_none() {
             return Err(Error::GroupNotFound(group.to_string()));
         }
         let rows = sqlx::query(sql::<DB>(
@@ -181,7 +196,7 @@ where
         .fetch_all(&self.read)
         .await
         .map_err(Error::db("reading group members"))?;
-        let members = rows
+        let mut members: Vec<GroupMember> = rows
             .iter()
             .filter(|r| r.get::<i64, _>(6) <= r.get::<i64, _>(7))
             .map(|r| GroupMember {
@@ -195,9 +210,23 @@ where
                 session_timeout: Duration::from_millis(r.get::<i64, _>(7).max(0) as u64),
             })
             .collect();
+        let mut group_epoch = epoch.unwrap_or(0) as i32;
+        if let Some(g) = classic.filter(|g| !g.members.is_empty()) {
+            group_epoch = g.generation;
+            members.extend(g.members.iter().map(|(id, m)| GroupMember {
+                member_id: id.clone(),
+                client_id: m.client_id.clone(),
+                member_epoch: g.generation,
+                subscription: g.member_topics(m),
+                owned: Vec::new(),
+                target: Vec::new(),
+                heartbeat_age: Duration::from_millis((g.now - m.last_seen_ms).max(0) as u64),
+                session_timeout: Duration::from_millis(m.session_timeout_ms.max(0) as u64),
+            }));
+        }
         Ok(GroupDescription {
             group_id: group.to_string(),
-            group_epoch: epoch.unwrap_or(0) as i32,
+            group_epoch,
             members,
             offsets,
         })
@@ -208,11 +237,17 @@ where
         // The check and the deletes in one transaction, under the group
         // row's lock: no member joins between them.
         let mut tx = self.begin_write().await?;
-        if !Self::lock_existing_group(&mut tx, group).await? {
+        let classic = Self::lock_classic(&mut tx, group).await?;
+        let classic_existed = classic.generation > 0 || !classic.members.is_empty();
+        if !Self::lock_existing_group(&mut tx, group).await? && !classic_existed {
             return Err(Error::GroupNotFound(group.to_string()));
         }
         Self::check_member(&mut tx, group, None, &[]).await?;
+        if !classic.members.is_empty() {
+            return Err(Error::GroupNotEmpty(group.to_string()));
+        }
         for statement in [
+            "DELETE FROM classic_groups WHERE group_id = $1",
             "DELETE FROM group_members WHERE group_id = $1",
             "DELETE FROM consumer_groups WHERE group_id = $1",
             "DELETE FROM group_offsets WHERE group_id = $1",

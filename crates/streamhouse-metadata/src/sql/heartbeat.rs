@@ -29,6 +29,9 @@ where
     pub(super) async fn heartbeat(&self, hb: GroupHeartbeat) -> Result<GroupAssignment> {
         validate_heartbeat(&hb)?;
         let mut tx = self.begin_write().await?;
+        if hb.member_epoch != crate::types::LEAVE_GROUP_EPOCH {
+            Self::refuse_live_classic(&mut tx, &hb.group_id).await?;
+        }
         let mut group = Self::lock_group(&mut tx, &hb.group_id).await?;
         group.expire_members();
         let member_id = group.apply_heartbeat(&hb)?;

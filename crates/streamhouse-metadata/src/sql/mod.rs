@@ -16,6 +16,9 @@
 
 mod agents;
 mod backend;
+mod classic_codec;
+mod classic_state;
+mod classic_store;
 mod groups;
 mod heartbeat;
 mod idempotence;
