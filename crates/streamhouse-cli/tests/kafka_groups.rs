@@ -454,7 +454,6 @@ async fn three_kip848_members_close_die_and_join() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "classic groups land from another branch"]
 async fn three_classic_cooperative_members_close_die_and_join() {
     three_members("classic", Some("cooperative-sticky")).await;
 }

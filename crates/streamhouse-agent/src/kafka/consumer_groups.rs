@@ -232,9 +232,8 @@ fn heartbeat_code(e: &streamhouse_metadata::Error) -> i16 {
         M::UnknownMember { .. } => ResponseError::UnknownMemberId.code(),
         M::FencedMemberEpoch { .. } => ResponseError::FencedMemberEpoch.code(),
         M::InvalidArgument { .. } | M::Invalid(_) => ResponseError::InvalidRequest.code(),
-        // A group of the classic protocol answers INCONSISTENT_GROUP_PROTOCOL
-        // here once the store tells classic groups apart.
-        //
+        // The group id is a classic (JoinGroup) group with live members.
+        M::InconsistentGroupProtocol { .. } => ResponseError::InconsistentGroupProtocol.code(),
         // Retriable: the client finds the coordinator again and retries.
         M::Database { .. } | M::CommitOutcomeUnknown { .. } => {
             ResponseError::CoordinatorNotAvailable.code()
@@ -499,6 +498,11 @@ mod tests {
         };
         assert_eq!(heartbeat_code(&invalid), 42);
         assert_eq!(heartbeat_code(&M::GroupNotEmpty("g".into())), -1);
+        let classic = M::InconsistentGroupProtocol {
+            group: "g".into(),
+            reason: "it is a classic group".into(),
+        };
+        assert_eq!(heartbeat_code(&classic), 23);
     }
 
     #[test]

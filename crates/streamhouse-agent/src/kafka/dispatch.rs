@@ -21,9 +21,9 @@ use kafka_protocol::protocol::{Decodable, Encodable, Message};
 use super::connection::Peer;
 use super::metrics::{self, ErrorCodes};
 use super::{
-    Broker, admin, api_versions, bounds, classic_groups, cluster, configs,
-    consumer_group_describe, consumer_groups, coordinator, delete_records, fetch, group_admin,
-    init_producer_id, list_offsets, metadata, offsets, produce, transaction_admin, transactions,
+    Broker, admin, api_versions, bounds, classic_groups, cluster, configs, consumer_group_describe,
+    consumer_groups, coordinator, delete_records, fetch, group_admin, init_producer_id,
+    list_offsets, metadata, offsets, produce, transaction_admin, transactions,
 };
 use crate::error::{Error, Result};
 

@@ -3,10 +3,6 @@
 //! code in the answer: per partition, per topic or for the whole request).
 
 use kafka_protocol::messages::{
-    DeleteGroupsResponse, DescribeGroupsResponse, HeartbeatResponse, JoinGroupResponse,
-    LeaveGroupResponse, ListGroupsResponse, OffsetDeleteResponse, SyncGroupResponse,
-};
-use kafka_protocol::messages::{
     AddOffsetsToTxnResponse, AddPartitionsToTxnResponse, DescribeProducersResponse,
     DescribeTransactionsResponse, EndTxnResponse, ListTransactionsResponse,
     TxnOffsetCommitResponse,
@@ -18,6 +14,10 @@ use kafka_protocol::messages::{
     FetchResponse, FindCoordinatorResponse, IncrementalAlterConfigsResponse,
     InitProducerIdResponse, ListOffsetsResponse, MetadataResponse, OffsetCommitResponse,
     OffsetFetchResponse, OffsetForLeaderEpochResponse, ProduceResponse,
+};
+use kafka_protocol::messages::{
+    DeleteGroupsResponse, DescribeGroupsResponse, HeartbeatResponse, JoinGroupResponse,
+    LeaveGroupResponse, ListGroupsResponse, OffsetDeleteResponse, SyncGroupResponse,
 };
 
 /// The error codes an answer carries (0 for success).
