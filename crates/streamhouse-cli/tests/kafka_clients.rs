@@ -1015,6 +1015,8 @@ async fn kafkajs_produces_and_administers() {
         // kafkajs's plain producer writes producer id -1 with epoch 0 and
         // sequence 0: no idempotence, as Kafka reads it.
         produce_job("js-plain", "none", "1", false, &recs),
+        // A kafkajs consumer group member (classic protocol) reads it all.
+        {"op": "consume", "topic": "js", "group": "js-group", "count": recs.len()},
     ]);
     let mut child = tokio::process::Command::new("node")
         .arg(dir.join("clients.mjs"))
@@ -1076,5 +1078,29 @@ async fn kafkajs_produces_and_administers() {
     )
     .await;
     assert_eq!(consumed[0].as_array().unwrap(), &plain);
+    let by_group: Vec<Value> = expected
+        .iter()
+        .map(|r| {
+            json!({"partition": r["partition"], "offset": r["offset"],
+                        "key": r["key"], "value": r["value"]})
+        })
+        .collect();
+    assert_eq!(
+        results[4].as_array().unwrap(),
+        &by_group,
+        "kafkajs group member"
+    );
+    // It committed what it read.
+    let committed: i64 = Admin::connect(cluster.grpc())
+        .await
+        .unwrap()
+        .describe_group("js-group")
+        .await
+        .unwrap()
+        .offsets
+        .iter()
+        .map(|(_, o)| o)
+        .sum();
+    assert_eq!(committed, recs.len() as i64);
     cluster.agent.shutdown().await.unwrap();
 }
