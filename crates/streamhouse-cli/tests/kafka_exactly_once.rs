@@ -1,6 +1,7 @@
 //! Exactly-once with unmodified confluent-kafka (librdkafka): a
-//! consume-transform-produce loop (`fixtures/kafka/eos.py`, committing its
-//! input offsets with `send_offsets_to_transaction`, each transaction open
+//! consume-transform-produce loop (`fixtures/kafka/eos.py`: a static
+//! member of a classic `cooperative-sticky` group, committing its input
+//! offsets with `send_offsets_to_transaction`, each transaction open
 //! for at least 150 ms after its records are stored) killed with SIGKILL
 //! twenty times at random points while input keeps arriving, through two
 //! agent processes of which one is replaced now and then. A read_committed
