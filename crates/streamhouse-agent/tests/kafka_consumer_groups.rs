@@ -382,11 +382,13 @@ async fn refused_heartbeats_say_why() {
     // v1: the client names it.
     let r = heartbeat(&mut c, &join("")).await;
     assert_eq!(r.error_code, INVALID_REQUEST);
-    let range = join("m").with_server_assignor(Some(s("range")));
+    let sticky = join("m").with_server_assignor(Some(s("sticky")));
     assert_eq!(
-        heartbeat(&mut c, &range).await.error_code,
+        heartbeat(&mut c, &sticky).await.error_code,
         UNSUPPORTED_ASSIGNOR
     );
+    let range = join("ranged").with_server_assignor(Some(s("range")));
+    assert_eq!(heartbeat(&mut c, &range).await.error_code, 0);
     let uniform = join("m").with_server_assignor(Some(s("uniform")));
     assert_eq!(heartbeat(&mut c, &uniform).await.error_code, 0);
     let regex = join("r").with_subscribed_topic_regex(Some(s("t.*")));

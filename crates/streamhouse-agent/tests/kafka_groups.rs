@@ -423,7 +423,7 @@ async fn a_join_whose_client_left_stops_keeping_it_alive() {
     let first = join(&mut a, "gone").await;
     let a_id = first.member_id.to_string();
     sync(&mut a, "gone", &a_id, 1, &[]).await;
-    // B, with a one-second session, starts a join that waits for A, and
+    // B, with the shortest session (6 s), starts a join that waits for A, and
     // closes its connection.
     let mut b = connect(addr).await;
     let id: JoinGroupResponse = call(
@@ -433,13 +433,13 @@ async fn a_join_whose_client_left_stops_keeping_it_alive() {
         &join_request("gone", "", &["range"]),
     )
     .await;
-    let short = join_request("gone", &id.member_id, &["range"]).with_session_timeout_ms(1_000);
+    let short = join_request("gone", &id.member_id, &["range"]).with_session_timeout_ms(6_000);
     b.write_all(&frame(ApiKey::JoinGroup, 5, 1, &short))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(b);
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    tokio::time::sleep(Duration::from_millis(6_500)).await;
     // The agent stopped joining on B's behalf: its session lapsed, and
     // A's rejoin completes the generation alone.
     assert_eq!(

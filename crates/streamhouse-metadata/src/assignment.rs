@@ -1,4 +1,7 @@
-//! Sticky, balanced assignment of partitions to consumer group members.
+//! The server-side assignors of consumer groups: `uniform` (sticky,
+//! balanced assignment of partitions to members) and `range` (each topic's
+//! partitions in contiguous ranges over its subscribers), and the choice
+//! of a group's assignor from what its members ask for.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,6 +14,70 @@ pub struct MemberInput {
     pub subscription: BTreeSet<String>,
     /// Its previous target, kept where possible (stickiness).
     pub previous: BTreeSet<TopicPartition>,
+}
+
+/// The uniform assignor: sticky and balanced ([`assign`]); what a member
+/// gets when it names none.
+pub const UNIFORM: &str = "uniform";
+/// The range assignor ([`assign_range`]).
+pub const RANGE: &str = "range";
+/// The server-side assignors a member may ask for.
+pub const ASSIGNORS: [&str; 2] = [UNIFORM, RANGE];
+
+/// The assignor a group uses: the one most of its members ask for; on a
+/// tie, [`UNIFORM`] if it is among the most asked for, else the first by
+/// name.
+pub fn group_assignor<'a>(asked: impl IntoIterator<Item = &'a str>) -> &'static str {
+    let mut votes: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for a in asked {
+        if let Some(known) = ASSIGNORS.iter().find(|k| **k == a) {
+            *votes.entry(known).or_default() += 1;
+        }
+    }
+    let most = votes.values().copied().max().unwrap_or(0);
+    if votes.is_empty() || votes.get(UNIFORM) == Some(&most) {
+        return UNIFORM;
+    }
+    votes
+        .into_iter()
+        .find(|&(_, n)| n == most)
+        .map_or(UNIFORM, |(a, _)| a)
+}
+
+/// The range assignor: for each subscribed topic, its subscribers in
+/// member id order take its partitions in contiguous ranges, the first
+/// `partitions % subscribers` of them one more than the others (Kafka's
+/// range assignment). Not sticky; hand-overs still wait for releases.
+pub fn assign_range(
+    members: &[MemberInput],
+    topics: &BTreeMap<String, u32>,
+) -> BTreeMap<String, BTreeSet<TopicPartition>> {
+    let mut out: BTreeMap<String, BTreeSet<TopicPartition>> = members
+        .iter()
+        .map(|m| (m.member_id.clone(), BTreeSet::new()))
+        .collect();
+    for (topic, &count) in topics {
+        let mut subscribers: Vec<&str> = members
+            .iter()
+            .filter(|m| m.subscription.contains(topic))
+            .map(|m| m.member_id.as_str())
+            .collect();
+        if subscribers.is_empty() {
+            continue;
+        }
+        subscribers.sort_unstable();
+        let n = subscribers.len() as u32;
+        let (each, extra) = (count / n, count % n);
+        let mut next = 0;
+        for (i, member) in subscribers.into_iter().enumerate() {
+            let take = each + u32::from((i as u32) < extra);
+            if let Some(set) = out.get_mut(member) {
+                set.extend((next..next + take).map(|p| TopicPartition::new(topic, p)));
+            }
+            next += take;
+        }
+    }
+    out
 }
 
 /// Assigns every partition of the subscribed `topics` (name → partition
@@ -235,5 +302,41 @@ mod tests {
             let sizes: Vec<usize> = out.values().map(BTreeSet::len).collect();
             prop_assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "{sizes:?}");
         }
+    }
+
+    #[test]
+    fn range_gives_each_topic_in_contiguous_ranges() {
+        let members = [member("b", &["t", "u"], &[]), member("a", &["t"], &[])];
+        let topics = BTreeMap::from([("t".to_string(), 5), ("u".to_string(), 2)]);
+        let out = assign_range(&members, &topics);
+        let parts = |m: &str| -> Vec<(String, u32)> {
+            out[m]
+                .iter()
+                .map(|tp| (tp.topic.clone(), tp.partition))
+                .collect()
+        };
+        // "a" sorts first: t0..t2; "b": t3, t4 and all of u.
+        assert_eq!(
+            parts("a"),
+            [("t".into(), 0), ("t".into(), 1), ("t".into(), 2)]
+        );
+        assert_eq!(
+            parts("b"),
+            [
+                ("t".into(), 3),
+                ("t".into(), 4),
+                ("u".into(), 0),
+                ("u".into(), 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_group_uses_the_assignor_most_members_ask_for() {
+        assert_eq!(group_assignor([]), UNIFORM);
+        assert_eq!(group_assignor(["range"]), RANGE);
+        assert_eq!(group_assignor(["range", "uniform", "range"]), RANGE);
+        assert_eq!(group_assignor(["range", "uniform"]), UNIFORM, "a tie");
+        assert_eq!(group_assignor(["bogus", "bogus", "range"]), RANGE);
     }
 }

@@ -10,6 +10,19 @@ pub const MAX_MEMBER_BYTES: usize = 1 << 20;
 /// one classic group may hold; a join that would exceed it is refused.
 pub const MAX_GROUP_BYTES: usize = 32 << 20;
 
+/// The most protocols one member may offer (Kafka clients offer one to
+/// three assignors).
+pub const MAX_PROTOCOLS: usize = 64;
+
+/// The longest member id, instance id, client id, client host, protocol
+/// type or protocol name, in bytes.
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// What each stored protocol, member or assignment counts for beyond its
+/// bytes (the lengths and fields around them), so that many empty entries
+/// still count.
+pub const ENTRY_OVERHEAD_BYTES: usize = 64;
+
 /// The protocol type of Kafka consumers (the only one whose subscriptions
 /// the store reads, for OffsetDelete).
 pub const CONSUMER_PROTOCOL_TYPE: &str = "consumer";

@@ -52,6 +52,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0010_classic_groups.sql",
         include_str!("../migrations/postgres/0010_classic_groups.sql"),
     ),
+    (
+        "0011_group_assignors.sql",
+        include_str!("../migrations/postgres/0011_group_assignors.sql"),
+    ),
 ];
 
 impl PostgresMetadataStore {

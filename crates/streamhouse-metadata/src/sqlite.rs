@@ -55,6 +55,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0010_classic_groups.sql",
         include_str!("../migrations/sqlite/0010_classic_groups.sql"),
     ),
+    (
+        "0011_group_assignors.sql",
+        include_str!("../migrations/sqlite/0011_group_assignors.sql"),
+    ),
 ];
 
 impl SqliteMetadataStore {

@@ -385,6 +385,10 @@ pub struct GroupHeartbeat {
     pub owned: Vec<TopicPartition>,
     /// The member is removed when it misses heartbeats for this long.
     pub session_timeout_ms: i64,
+    /// The server-side assignor the member asks for (one of
+    /// [`crate::assignment::ASSIGNORS`]); `None` keeps what it asked for
+    /// before ([`crate::assignment::UNIFORM`] when it joins).
+    pub assignor: Option<String>,
 }
 
 /// The coordinator's answer to a heartbeat.
@@ -413,6 +417,9 @@ pub struct GroupMember {
     pub target: Vec<TopicPartition>,
     pub heartbeat_age: Duration,
     pub session_timeout: Duration,
+    /// The server-side assignor it asked for; for a classic group's
+    /// member, the group's client-side protocol.
+    pub assignor: String,
 }
 
 /// A consumer group: its members and committed offsets.

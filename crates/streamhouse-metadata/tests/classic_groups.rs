@@ -293,6 +293,7 @@ async fn classic_and_server_side_groups_do_not_mix(b: &Backend) {
         subscription: vec!["t".into()],
         owned: vec![],
         session_timeout_ms: 30_000,
+        assignor: None,
     };
     let a = s
         .group_heartbeat(server_side(String::new(), JOIN_GROUP_EPOCH))

@@ -80,6 +80,7 @@ conformance!(
     a_commit_in_doubt_is_settled,
     an_abort_racing_a_commit_to_a_new_partition_covers_it,
     group_assignment_is_balanced_incremental_and_exclusive,
+    a_group_asking_for_the_range_assignor_gets_contiguous_ranges,
     expired_members_lose_their_partitions,
     group_offsets_are_fenced_by_member_epoch,
     groups_are_listed_described_and_deleted,
@@ -737,6 +738,7 @@ impl Member {
                 subscription: topics.iter().map(|t| t.to_string()).collect(),
                 owned: vec![],
                 session_timeout_ms: session_ms,
+                assignor: None,
             })
             .await
             .unwrap();
@@ -765,6 +767,7 @@ impl Member {
                 subscription: topics.iter().map(|t| t.to_string()).collect(),
                 owned: self.owned.clone(),
                 session_timeout_ms: session_ms,
+                assignor: None,
             })
             .await
             .unwrap();
@@ -798,6 +801,56 @@ async fn settle(s: &Arc<dyn MetadataStore>, group: &str, members: &mut [Member])
     panic!("group did not settle");
 }
 
+async fn a_group_asking_for_the_range_assignor_gets_contiguous_ranges(b: &Backend) {
+    let s = &b.store;
+    s.create_topic(topic("ranged", 5)).await.unwrap();
+    let heartbeat =
+        |member_id: &str, member_epoch: i32, owned: Vec<TopicPartition>| GroupHeartbeat {
+            group_id: "ranges".into(),
+            member_id: member_id.into(),
+            member_epoch,
+            client_id: "test".into(),
+            subscription: vec!["ranged".into()],
+            owned,
+            session_timeout_ms: 30_000,
+            assignor: (member_epoch == JOIN_GROUP_EPOCH).then(|| "range".to_string()),
+        };
+    let mut members: Vec<(String, i32, Vec<TopicPartition>)> = Vec::new();
+    for id in ["m-a", "m-b"] {
+        let a = s
+            .group_heartbeat(heartbeat(id, JOIN_GROUP_EPOCH, vec![]))
+            .await
+            .unwrap();
+        members.push((a.member_id, a.member_epoch, a.assigned));
+    }
+    // Heartbeat until every partition is handed over.
+    for _ in 0..10 {
+        for m in members.iter_mut() {
+            let a = s
+                .group_heartbeat(heartbeat(&m.0, m.1, m.2.clone()))
+                .await
+                .unwrap();
+            (m.1, m.2) = (a.member_epoch, a.assigned);
+        }
+    }
+    let partitions =
+        |owned: &[TopicPartition]| -> Vec<u32> { owned.iter().map(|tp| tp.partition).collect() };
+    assert_eq!(partitions(&members[0].2), [0, 1, 2]);
+    assert_eq!(partitions(&members[1].2), [3, 4]);
+    let d = s.describe_group("ranges").await.unwrap();
+    assert!(d.members.iter().all(|m| m.assignor == "range"), "{d:?}");
+    // An assignor the store does not have is refused.
+    let mut bogus = heartbeat("m-c", JOIN_GROUP_EPOCH, vec![]);
+    bogus.assignor = Some("sticky".into());
+    assert!(matches!(
+        s.group_heartbeat(bogus).await,
+        Err(Error::InvalidArgument {
+            field: "assignor",
+            ..
+        })
+    ));
+}
+
 async fn group_assignment_is_balanced_incremental_and_exclusive(b: &Backend) {
     let s = &b.store;
     s.create_topic(topic("g", 12)).await.unwrap();
@@ -820,6 +873,7 @@ async fn group_assignment_is_balanced_incremental_and_exclusive(b: &Backend) {
             subscription: vec!["g".into()],
             owned: vec![],
             session_timeout_ms: 30_000,
+            assignor: None,
         })
         .await
         .unwrap();
@@ -869,6 +923,7 @@ async fn expired_members_lose_their_partitions(b: &Backend) {
             subscription: vec!["g".into()],
             owned: dying.owned.clone(),
             session_timeout_ms: 300,
+            assignor: None,
         })
         .await
         .unwrap_err();
@@ -914,6 +969,7 @@ async fn group_offsets_are_fenced_by_member_epoch(b: &Backend) {
             subscription: vec!["g".into()],
             owned: m.owned.clone(),
             session_timeout_ms: 30_000,
+            assignor: None,
         })
         .await
         .unwrap_err();
@@ -935,6 +991,7 @@ async fn group_offsets_are_fenced_by_member_epoch(b: &Backend) {
         subscription: vec![],
         owned: vec![],
         session_timeout_ms: 30_000,
+        assignor: None,
     })
     .await
     .unwrap();
@@ -1908,6 +1965,7 @@ async fn a_delayed_heartbeat_with_an_older_epoch_changes_nothing(b: &Backend) {
         subscription: vec!["g".into()],
         owned: a.owned.clone(),
         session_timeout_ms: 30_000,
+        assignor: None,
     };
     let mut bm = Member::join(s, "late", &["g"], 30_000).await;
     // `a` learns its smaller share (a new epoch), releases, `b` takes it.
@@ -2044,6 +2102,7 @@ async fn a_group_is_never_deleted_under_a_joining_member(b: &Backend) {
                 subscription: vec!["g".into()],
                 owned: vec![],
                 session_timeout_ms: 30_000,
+                assignor: None,
             })
         );
         let joined = joined.unwrap();

@@ -22,7 +22,14 @@ pub(super) enum Malformed {
     Count { count: u64, left: usize },
     /// An unsigned varint longer than 5 bytes.
     Varint,
+    /// An array of more elements than any client sends in one request.
+    TooMany { count: u64 },
 }
+
+/// The most elements one array of a request may hold: far above what
+/// clients send (a fetch of every partition a consumer owns), low enough
+/// that no request makes the agent do millions of lookups.
+const MAX_ELEMENTS: u64 = 100_000;
 
 impl From<Malformed> for Error {
     fn from(m: Malformed) -> Error {
@@ -32,6 +39,9 @@ impl From<Malformed> for Error {
                 format!("an array claims {count} elements with {left} bytes left")
             }
             Malformed::Varint => "an unsigned varint is longer than 5 bytes".to_string(),
+            Malformed::TooMany { count } => {
+                format!("an array of {count} elements is over the {MAX_ELEMENTS} served")
+            }
         })
     }
 }
@@ -108,6 +118,9 @@ impl Cursor<'_> {
     }
 
     fn fits(&self, count: u64) -> Walk {
+        if count > MAX_ELEMENTS {
+            return Err(Malformed::TooMany { count });
+        }
         if count > self.buf.len() as u64 {
             return Err(Malformed::Count {
                 count,
@@ -582,19 +595,19 @@ mod tests {
         };
         assert!(matches!(
             check(ApiKey::Metadata, 1, &forged(&[])),
-            Err(Malformed::Count { .. })
+            Err(Malformed::TooMany { .. })
         ));
         assert!(matches!(
             check(ApiKey::Produce, 3, &forged(&[0xff, 0xff, 0, 1, 0, 0, 0, 0])),
-            Err(Malformed::Count { .. })
+            Err(Malformed::TooMany { .. })
         ));
         assert!(matches!(
             check(ApiKey::ListOffsets, 2, &forged(&[0; 5])),
-            Err(Malformed::Count { .. })
+            Err(Malformed::TooMany { .. })
         ));
         assert!(matches!(
             check(ApiKey::Fetch, 4, &forged(&[0; 17])),
-            Err(Malformed::Count { .. })
+            Err(Malformed::TooMany { .. })
         ));
         // Compact arrays of the consumer group APIs claiming 2^31 elements.
         let huge = [0xff, 0xff, 0xff, 0xff, 0x07];
@@ -602,25 +615,35 @@ mod tests {
         heartbeat.extend_from_slice(&huge);
         assert!(matches!(
             check(ApiKey::ConsumerGroupHeartbeat, 1, &heartbeat),
-            Err(Malformed::Count { .. })
+            Err(Malformed::TooMany { .. })
         ));
         assert!(matches!(
             check(ApiKey::ConsumerGroupDescribe, 0, &huge),
-            Err(Malformed::Count { .. })
+            Err(Malformed::TooMany { .. })
         ));
         let join_prefix = [&[0, 1, b'x'][..], &[0; 8], &[0, 1, b'x', 0, 1, b'x']].concat();
         assert!(matches!(
             check(ApiKey::JoinGroup, 1, &forged(&join_prefix)),
-            Err(Malformed::Count { .. })
+            Err(Malformed::TooMany { .. })
         ));
         assert!(matches!(
             check(ApiKey::DeleteGroups, 1, &forged(&[])),
-            Err(Malformed::Count { .. })
+            Err(Malformed::TooMany { .. })
+        ));
+        // A count under the cap but over the bytes left.
+        let mut short = 1_000i32.to_be_bytes().to_vec();
+        short.extend_from_slice(&[0; 16]);
+        assert!(matches!(
+            check(ApiKey::Metadata, 1, &short),
+            Err(Malformed::Count {
+                count: 1_000,
+                left: 16
+            })
         ));
         // A compact array whose varint claims 2^32 elements.
         assert!(matches!(
             check(ApiKey::Metadata, 9, &[0xff, 0xff, 0xff, 0xff, 0x0f]),
-            Err(Malformed::Count { .. })
+            Err(Malformed::TooMany { .. })
         ));
     }
 

@@ -49,6 +49,11 @@ const MAX_CLIENT_ID_IN_MEMBER_ID: usize = 64;
 /// Session timeouts accepted (Kafka's `group.max.session.timeout.ms`).
 const MAX_SESSION_MS: i32 = 1_800_000;
 
+/// The shortest session timeout a member may ask for (Kafka's
+/// `group.min.session.timeout.ms` default): a shorter one would expire
+/// between a member's own requests.
+const MIN_SESSION_MS: i32 = 6_000;
+
 fn s(value: impl Into<String>) -> StrBytes {
     StrBytes::from_string(value.into())
 }
@@ -138,15 +143,16 @@ pub(super) async fn join(
             return join_error(version, ResponseError::MemberIdRequired.code(), member_id);
         }
     }
-    if !(1..=MAX_SESSION_MS).contains(&r.session_timeout_ms) {
+    if !(MIN_SESSION_MS..=MAX_SESSION_MS).contains(&r.session_timeout_ms) {
         return join_error(
             version,
             ResponseError::InvalidSessionTimeout.code(),
             member_id,
         );
     }
+    // Capped as the session timeout is (Kafka Streams asks for i32::MAX).
     let rebalance_timeout_ms = if version >= 1 && r.rebalance_timeout_ms > 0 {
-        r.rebalance_timeout_ms
+        r.rebalance_timeout_ms.min(MAX_SESSION_MS)
     } else {
         r.session_timeout_ms
     };

@@ -18,11 +18,12 @@ use kafka_protocol::messages::{
     ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, GroupId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use streamhouse_metadata::assignment::group_assignor;
 use streamhouse_metadata::{GroupDescription, GroupMember, TopicPartition};
 use uuid::Uuid;
 
 use super::Broker;
-use super::consumer_groups::{ASSIGNOR, by_topic_id};
+use super::consumer_groups::by_topic_id;
 use super::topic_ids::{self, topic_uuid};
 
 /// ConsumerGroupDescribe versions served.
@@ -85,7 +86,9 @@ fn described(group: GroupDescription, ids: &HashMap<String, Uuid>) -> DescribedG
         .with_group_state(StrBytes::from_static_str(state(&group)))
         .with_group_epoch(group.group_epoch)
         .with_assignment_epoch(group.group_epoch)
-        .with_assignor_name(StrBytes::from_static_str(ASSIGNOR))
+        .with_assignor_name(StrBytes::from_static_str(group_assignor(
+            group.members.iter().map(|m| m.assignor.as_str()),
+        )))
         .with_members(group.members.into_iter().map(|m| member(m, ids)).collect())
 }
 
@@ -164,6 +167,7 @@ mod tests {
                 .collect(),
             heartbeat_age: Duration::ZERO,
             session_timeout: Duration::from_secs(45),
+            assignor: "uniform".into(),
         }
     }
 

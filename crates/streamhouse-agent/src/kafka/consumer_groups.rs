@@ -21,8 +21,10 @@
 //!   empty one is none).
 //! - joining takes a subscription; owned partitions, if sent, must be
 //!   empty (librdkafka sends null).
-//! - the server assignor: `uniform` (the store's sticky, balanced
-//!   assignor) or none (null or empty); any other name is
+//! - the server assignor: `uniform` (sticky, balanced) or `range`
+//!   (contiguous ranges of each topic), or none (null or empty: what the
+//!   member asked for before, `uniform` on joining); the group uses the
+//!   one most of its members ask for. Any other name is
 //!   UNSUPPORTED_ASSIGNOR.
 //! - the session timeout is the agent's (`kafka_group_session_timeout`),
 //!   as Kafka's `group.consumer.session.timeout.ms`; the rebalance timeout
@@ -42,6 +44,7 @@ use kafka_protocol::messages::consumer_group_heartbeat_response::{
 };
 use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
 use kafka_protocol::protocol::StrBytes;
+use streamhouse_metadata::assignment::ASSIGNORS;
 use streamhouse_metadata::{
     GroupHeartbeat, GroupMember, JOIN_GROUP_EPOCH, LEAVE_GROUP_EPOCH, Topic, TopicPartition,
 };
@@ -53,9 +56,6 @@ use crate::error::bounded;
 
 /// ConsumerGroupHeartbeat versions served.
 pub(super) const VERSIONS: RangeInclusive<i16> = 0..=1;
-
-/// The one server assignor: the store's sticky, balanced assignment.
-pub(super) const ASSIGNOR: &str = "uniform";
 
 /// A static member's temporary leave.
 const LEAVE_STATIC_EPOCH: i32 = -2;
@@ -100,13 +100,14 @@ fn check(r: &ConsumerGroupHeartbeatRequest, version: i16) -> Result<Intent, Refu
     }
     if let Some(assignor) = &r.server_assignor
         && !assignor.is_empty()
-        && assignor.as_str() != ASSIGNOR
+        && !ASSIGNORS.contains(&assignor.as_str())
     {
         return Err(Refusal {
             code: ResponseError::UnsupportedAssignor.code(),
             message: format!(
-                "server assignor {:?} is not served; the one assignor is {ASSIGNOR:?}",
-                bounded(assignor)
+                "server assignor {:?} is not served; the assignors are {}",
+                bounded(assignor),
+                ASSIGNORS.join(", ")
             ),
         });
     }
@@ -199,6 +200,11 @@ fn store_heartbeat(
         subscription,
         owned,
         session_timeout_ms,
+        assignor: r
+            .server_assignor
+            .as_deref()
+            .filter(|a| !a.is_empty())
+            .map(str::to_string),
     }
 }
 
@@ -403,11 +409,13 @@ mod tests {
     }
 
     #[test]
-    fn only_the_uniform_assignor_is_served() {
-        let uniform = request("m", 0).with_server_assignor(Some("uniform".into()));
-        assert_eq!(check(&uniform, 1), Ok(Intent::Join));
-        let range = request("m", 0).with_server_assignor(Some("range".into()));
-        assert_eq!(code(check(&range, 1)), 112);
+    fn the_uniform_and_range_assignors_are_served() {
+        for name in ["uniform", "range", ""] {
+            let r = request("m", 0).with_server_assignor(Some(name.into()));
+            assert_eq!(check(&r, 1), Ok(Intent::Join), "{name}");
+        }
+        let sticky = request("m", 0).with_server_assignor(Some("sticky".into()));
+        assert_eq!(code(check(&sticky, 1)), 112);
     }
 
     #[test]
@@ -452,6 +460,7 @@ mod tests {
             target: vec![TopicPartition::new("a", 1)],
             heartbeat_age: Duration::ZERO,
             session_timeout: Duration::from_secs(45),
+            assignor: "uniform".into(),
         };
         let r = request("m", 4)
             .with_subscribed_topic_names(None)
@@ -460,6 +469,13 @@ mod tests {
         assert_eq!(hb.subscription, ["a", "b"]);
         assert_eq!(hb.owned, [TopicPartition::new("a", 1)]);
         assert_eq!((hb.member_epoch, hb.client_id.as_str()), (4, "app"));
+        assert_eq!(hb.assignor, None, "a null assignor keeps the member's");
+        let ranged = r.clone().with_server_assignor(Some("range".into()));
+        let hb = store_heartbeat(&ranged, &Intent::Heartbeat, None, Some(&previous), "app", 1);
+        assert_eq!(hb.assignor.as_deref(), Some("range"));
+        let empty = r.clone().with_server_assignor(Some("".into()));
+        let hb = store_heartbeat(&empty, &Intent::Heartbeat, None, Some(&previous), "app", 1);
+        assert_eq!(hb.assignor, None, "an empty assignor is none");
         // Sent fields win, an empty owned set included.
         let r = request("m", 4);
         let hb = store_heartbeat(

@@ -356,6 +356,7 @@ mod tests {
             target: Vec::new(),
             heartbeat_age: Duration::ZERO,
             session_timeout: Duration::from_secs(1),
+            assignor: "uniform".into(),
         }];
         assert_eq!(fetch_member_check(&members, "m", 4), Ok(()));
         assert_eq!(fetch_member_check(&members, "m", 3), Err(113));

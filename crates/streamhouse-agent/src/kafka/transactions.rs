@@ -6,9 +6,12 @@
 //!
 //! Kafka clients before KIP-890 keep their producer epoch across
 //! transactions, so their EndTxn (v0–v4) keeps it too and names the
-//! transaction open when it arrives: a late or repeated EndTxn never ends
-//! a later transaction. EndTxn v5 (KIP-890) moves the producer to its next
-//! epoch, as native producers do, and answers it.
+//! transaction open when the agent reads it on arrival: an end stalled
+//! after that, or retried against another agent meanwhile, never ends the
+//! client's next transaction. (A duplicate that reaches an agent only
+//! after the next transaction opened is the gap KIP-890 closes; EndTxn v5
+//! closes it here too.) EndTxn v5 moves the producer to its next epoch, as
+//! native producers do, and answers it.
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
@@ -231,6 +234,14 @@ fn offset_commit_code(e: &EndError) -> i16 {
         EndError::Metadata(M::InvalidArgument { .. }) => {
             ResponseError::InvalidCommitOffsetSize.code()
         }
+        // A classic group's generation, rebalance or instance checks.
+        EndError::Metadata(
+            m @ (M::IllegalGeneration { .. }
+            | M::RebalanceInProgress(_)
+            | M::FencedInstanceId { .. }
+            | M::GroupNotEmpty(_)
+            | M::InconsistentGroupProtocol { .. }),
+        ) => super::errors::group_code(m),
         other => coordinator_code(other),
     }
 }
@@ -386,5 +397,14 @@ mod tests {
             current: 2,
         });
         assert_eq!(offset_commit_code(&stale), 22);
+        let generation = EndError::Metadata(M::IllegalGeneration {
+            group: "g".into(),
+            member_id: "m".into(),
+            generation: 1,
+            current: 2,
+        });
+        assert_eq!(offset_commit_code(&generation), 22);
+        let rebalancing = EndError::Metadata(M::RebalanceInProgress("g".into()));
+        assert_eq!(offset_commit_code(&rebalancing), 27);
     }
 }

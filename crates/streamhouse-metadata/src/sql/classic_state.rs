@@ -9,10 +9,14 @@ use std::collections::BTreeMap;
 
 use crate::classic::{
     CONSUMER_PROTOCOL_TYPE, ClassicGroupDescription, ClassicJoin, ClassicMemberDescription,
-    ClassicPhase, ClassicSync, JoinProgress, JoinedMember, MAX_MEMBER_BYTES, SyncProgress,
+    ClassicPhase, ClassicSync, ENTRY_OVERHEAD_BYTES, JoinProgress, JoinedMember, MAX_MEMBER_BYTES,
+    MAX_NAME_BYTES, MAX_PROTOCOLS, SyncProgress,
 };
 use crate::error::{Error, Result};
 use crate::validate_group_id;
+
+/// The most assignments a leader's SyncGroup may carry (one per member).
+const MAX_ASSIGNMENTS: usize = 10_000;
 
 /// A member of a classic group.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,7 +80,44 @@ pub(crate) fn validate_join(j: &ClassicJoin) -> Result<()> {
             reason: "a join needs a protocol type and at least one protocol".into(),
         });
     }
-    let metadata: usize = j.protocols.iter().map(|(n, m)| n.len() + m.len()).sum();
+    if j.protocols.len() > MAX_PROTOCOLS {
+        return Err(Error::InvalidArgument {
+            field: "protocols",
+            reason: format!(
+                "{} protocols is over the {MAX_PROTOCOLS} a member may offer",
+                j.protocols.len()
+            ),
+        });
+    }
+    let names = [
+        ("member id", j.member_id.as_str()),
+        (
+            "group instance id",
+            j.group_instance_id.as_deref().unwrap_or(""),
+        ),
+        ("client id", j.client_id.as_str()),
+        ("client host", j.client_host.as_str()),
+        ("protocol type", j.protocol_type.as_str()),
+    ];
+    let protocol_names = j
+        .protocols
+        .iter()
+        .map(|(n, _)| ("protocol name", n.as_str()));
+    if let Some((field, name)) = names
+        .into_iter()
+        .chain(protocol_names)
+        .find(|(_, n)| n.len() > MAX_NAME_BYTES)
+    {
+        return Err(Error::InvalidArgument {
+            field,
+            reason: format!("{} bytes is over {MAX_NAME_BYTES}", name.len()),
+        });
+    }
+    let metadata: usize = j
+        .protocols
+        .iter()
+        .map(|(n, m)| n.len() + m.len() + ENTRY_OVERHEAD_BYTES)
+        .sum();
     if metadata > MAX_MEMBER_BYTES {
         return Err(Error::InvalidArgument {
             field: "protocol metadata",
@@ -89,6 +130,25 @@ pub(crate) fn validate_join(j: &ClassicJoin) -> Result<()> {
 /// Checks a sync's arguments.
 pub(crate) fn validate_sync(s: &ClassicSync) -> Result<()> {
     validate_group_id(&s.group_id)?;
+    if s.assignments.len() > MAX_ASSIGNMENTS {
+        return Err(Error::InvalidArgument {
+            field: "assignments",
+            reason: format!(
+                "{} assignments is over {MAX_ASSIGNMENTS}",
+                s.assignments.len()
+            ),
+        });
+    }
+    if let Some((id, _)) = s
+        .assignments
+        .iter()
+        .find(|(id, _)| id.len() > MAX_NAME_BYTES)
+    {
+        return Err(Error::InvalidArgument {
+            field: "member id",
+            reason: format!("{} bytes is over {MAX_NAME_BYTES}", id.len()),
+        });
+    }
     if let Some((id, a)) = s
         .assignments
         .iter()
@@ -127,13 +187,14 @@ impl Group {
         self.members
             .iter()
             .map(|(id, m)| {
-                id.len()
+                ENTRY_OVERHEAD_BYTES
+                    + id.len()
                     + m.client_id.len()
                     + m.client_host.len()
                     + m.instance_id.as_ref().map_or(0, String::len)
                     + m.protocols
                         .iter()
-                        .map(|(n, md)| n.len() + md.len())
+                        .map(|(n, md)| ENTRY_OVERHEAD_BYTES + n.len() + md.len())
                         .sum::<usize>()
                     + m.assignment.len()
             })

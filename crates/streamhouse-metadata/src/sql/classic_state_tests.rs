@@ -385,8 +385,41 @@ fn state_bytes_count_every_member_byte() {
     let mut g = Group::empty("g", 0);
     assert_eq!(g.state_bytes(), 0);
     g.join(&join("m1", &["range"])).unwrap();
-    // id, client id, host, protocol name and metadata "m1:range".
-    assert_eq!(g.state_bytes(), 2 + 1 + 10 + 5 + 8);
+    // id, client id, host, protocol name and metadata "m1:range", and
+    // the overhead of the member and of its one protocol.
+    let joined = 2 + 1 + 10 + 5 + 8 + 2 * ENTRY_OVERHEAD_BYTES;
+    assert_eq!(g.state_bytes(), joined);
     g.sync(&sync("m1", 1, &[("m1", &[0; 100])])).unwrap();
-    assert_eq!(g.state_bytes(), 26 + 100);
+    assert_eq!(g.state_bytes(), joined + 100);
+}
+
+#[test]
+fn joins_with_too_many_protocols_or_long_names_are_refused() {
+    let mut many = join("m1", &["range"]);
+    many.protocols = (0..=MAX_PROTOCOLS)
+        .map(|i| (format!("p{i}"), Vec::new()))
+        .collect();
+    assert!(matches!(
+        validate_join(&many),
+        Err(Error::InvalidArgument {
+            field: "protocols",
+            ..
+        })
+    ));
+    let mut long = join("m1", &["range"]);
+    long.member_id = "m".repeat(MAX_NAME_BYTES + 1);
+    assert!(matches!(
+        validate_join(&long),
+        Err(Error::InvalidArgument {
+            field: "member id",
+            ..
+        })
+    ));
+    // Empty protocols still count against the member's bytes.
+    let mut empty = join("m1", &["range"]);
+    empty.protocols = vec![(String::new(), Vec::new()); MAX_PROTOCOLS];
+    assert!(validate_join(&empty).is_ok());
+    let mut g = Group::empty("g", 0);
+    g.join(&empty).unwrap();
+    assert!(g.state_bytes() > MAX_PROTOCOLS * ENTRY_OVERHEAD_BYTES);
 }

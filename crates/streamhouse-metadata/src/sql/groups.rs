@@ -189,7 +189,7 @@ where
         }
         let rows = sqlx::query(sql::<DB>(
             "SELECT member_id, client_id, member_epoch, subscription, owned, target, \
-             {now} - last_heartbeat_ms, session_timeout_ms FROM group_members \
+             {now} - last_heartbeat_ms, session_timeout_ms, assignor FROM group_members \
              WHERE group_id = $1 ORDER BY member_id",
         ))
         .bind(group)
@@ -208,6 +208,7 @@ where
                 target: decode(&r.get::<String, _>(5)).into_iter().collect(),
                 heartbeat_age: Duration::from_millis(r.get::<i64, _>(6).max(0) as u64),
                 session_timeout: Duration::from_millis(r.get::<i64, _>(7).max(0) as u64),
+                assignor: r.get(8),
             })
             .collect();
         let mut group_epoch = epoch.unwrap_or(0) as i32;
@@ -222,6 +223,7 @@ where
                 target: Vec::new(),
                 heartbeat_age: Duration::from_millis((g.now - m.last_seen_ms).max(0) as u64),
                 session_timeout: Duration::from_millis(m.session_timeout_ms.max(0) as u64),
+                assignor: g.protocol.clone(),
             }));
         }
         Ok(GroupDescription {

@@ -73,7 +73,7 @@ where
         .map_err(Error::db("locking group"))?;
         let rows = sqlx::query(
             "SELECT member_id, member_epoch, client_id, subscription, session_timeout_ms, \
-             last_heartbeat_ms, target, owned FROM group_members WHERE group_id = $1",
+             last_heartbeat_ms, target, owned, assignor FROM group_members WHERE group_id = $1",
         )
         .bind(group)
         .fetch_all(&mut **tx)
@@ -90,6 +90,7 @@ where
                     last_heartbeat_ms: r.get(5),
                     target: decode(&r.get::<String, _>(6)),
                     owned: decode(&r.get::<String, _>(7)),
+                    assignor: r.get(8),
                     dirty: false,
                 };
                 (r.get::<String, _>(0), member)
@@ -141,14 +142,15 @@ where
         for (id, m) in group.members.iter().filter(|(_, m)| m.dirty) {
             sqlx::query(
                 "INSERT INTO group_members (group_id, member_id, member_epoch, client_id, \
-                 subscription, session_timeout_ms, last_heartbeat_ms, target, owned) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 subscription, session_timeout_ms, last_heartbeat_ms, target, owned, assignor) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                  ON CONFLICT (group_id, member_id) DO UPDATE SET \
                  member_epoch = excluded.member_epoch, client_id = excluded.client_id, \
                  subscription = excluded.subscription, \
                  session_timeout_ms = excluded.session_timeout_ms, \
                  last_heartbeat_ms = excluded.last_heartbeat_ms, \
-                 target = excluded.target, owned = excluded.owned",
+                 target = excluded.target, owned = excluded.owned, \
+                 assignor = excluded.assignor",
             )
             .bind(group_id)
             .bind(id)
@@ -159,6 +161,7 @@ where
             .bind(m.last_heartbeat_ms)
             .bind(encode(&m.target))
             .bind(encode(&m.owned))
+            .bind(&m.assignor)
             .execute(&mut **tx)
             .await
             .map_err(Error::db("storing group member"))?;

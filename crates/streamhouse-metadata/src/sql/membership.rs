@@ -6,7 +6,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::assignment::{MemberInput, assign};
+use crate::assignment::{
+    ASSIGNORS, MemberInput, RANGE, UNIFORM, assign, assign_range, group_assignor,
+};
 use crate::error::{Error, Result};
 use crate::types::{
     GroupAssignment, GroupHeartbeat, JOIN_GROUP_EPOCH, LEAVE_GROUP_EPOCH, TopicPartition,
@@ -24,6 +26,8 @@ pub(crate) struct MemberRow {
     pub last_heartbeat_ms: i64,
     pub target: BTreeSet<TopicPartition>,
     pub owned: BTreeSet<TopicPartition>,
+    /// The server-side assignor it asked for.
+    pub assignor: String,
     /// Changed by this heartbeat (to be written back).
     pub dirty: bool,
 }
@@ -61,6 +65,12 @@ pub(crate) fn validate_heartbeat(hb: &GroupHeartbeat) -> Result<()> {
         return Err(Error::InvalidArgument {
             field: "session timeout",
             reason: format!("{} ms is not positive", hb.session_timeout_ms),
+        });
+    }
+    if let Some(a) = hb.assignor.as_deref().filter(|a| !ASSIGNORS.contains(a)) {
+        return Err(Error::InvalidArgument {
+            field: "assignor",
+            reason: format!("{a:?} is not one of {}", ASSIGNORS.join(", ")),
         });
     }
     if hb.member_epoch < LEAVE_GROUP_EPOCH {
@@ -137,6 +147,7 @@ impl GroupState {
                     last_heartbeat_ms: self.now,
                     target: BTreeSet::new(),
                     owned: hb.owned.iter().cloned().collect(),
+                    assignor: hb.assignor.clone().unwrap_or_else(|| UNIFORM.to_string()),
                     dirty: true,
                 };
                 self.members.insert(id.clone(), member);
@@ -163,6 +174,10 @@ impl GroupState {
                 }
                 if m.subscription != subscription {
                     m.subscription = subscription;
+                    self.group_epoch += 1;
+                }
+                if let Some(a) = hb.assignor.as_ref().filter(|a| **a != m.assignor) {
+                    m.assignor = a.clone();
                     self.group_epoch += 1;
                 }
                 m.owned = hb.owned.iter().cloned().collect();
@@ -197,7 +212,8 @@ impl GroupState {
     }
 
     /// Recomputes every member's target from the partition counts of the
-    /// subscribed topics that exist.
+    /// subscribed topics that exist, with the assignor most members ask
+    /// for.
     pub fn reassign(&mut self, topics: &BTreeMap<String, u32>) {
         let inputs: Vec<MemberInput> = self
             .members
@@ -208,7 +224,13 @@ impl GroupState {
                 previous: m.target.clone(),
             })
             .collect();
-        for (id, target) in assign(&inputs, topics) {
+        let assignor = group_assignor(self.members.values().map(|m| m.assignor.as_str()));
+        let targets = if assignor == RANGE {
+            assign_range(&inputs, topics)
+        } else {
+            assign(&inputs, topics)
+        };
+        for (id, target) in targets {
             let m = self.members.get_mut(&id).expect("assigned member exists");
             if m.target != target {
                 m.target = target;
@@ -288,6 +310,7 @@ mod tests {
             subscription: topics.iter().map(|t| t.to_string()).collect(),
             owned: Vec::new(),
             session_timeout_ms: 1_000,
+            assignor: None,
         }
     }
 
@@ -498,5 +521,42 @@ mod tests {
         assert_eq!(b.member_epoch, 2);
         assert!(s.members["b"].owned.contains(&given));
         assert!(!s.members["a"].owned.contains(&given));
+    }
+
+    #[test]
+    fn the_group_uses_the_assignor_its_members_ask_for() {
+        let mut s = state(0);
+        for id in ["a", "b"] {
+            let mut join = heartbeat(id, JOIN_GROUP_EPOCH, &["t"]);
+            join.assignor = Some(RANGE.into());
+            s.apply_heartbeat(&join).unwrap();
+        }
+        s.reassign(&BTreeMap::from([("t".to_string(), 4)]));
+        let target = |s: &GroupState, id: &str| -> Vec<u32> {
+            s.members[id].target.iter().map(|tp| tp.partition).collect()
+        };
+        assert_eq!((target(&s, "a"), target(&s, "b")), (vec![0, 1], vec![2, 3]));
+        // Asking for another assignor is a change of the group.
+        let epoch = s.group_epoch;
+        let mut switch = heartbeat("b", s.members["b"].member_epoch as i32, &["t"]);
+        switch.assignor = Some(UNIFORM.into());
+        s.apply_heartbeat(&switch).unwrap();
+        assert_eq!(s.group_epoch, epoch + 1);
+        // Naming none keeps what was asked for.
+        let same = heartbeat("b", s.members["b"].member_epoch as i32, &["t"]);
+        s.apply_heartbeat(&same).unwrap();
+        assert_eq!(
+            (s.group_epoch, s.members["b"].assignor.as_str()),
+            (epoch + 1, UNIFORM)
+        );
+        let mut bogus = heartbeat("c", JOIN_GROUP_EPOCH, &["t"]);
+        bogus.assignor = Some("sticky".into());
+        assert!(matches!(
+            validate_heartbeat(&bogus),
+            Err(Error::InvalidArgument {
+                field: "assignor",
+                ..
+            })
+        ));
     }
 }
