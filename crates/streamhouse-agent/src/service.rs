@@ -644,7 +644,7 @@ impl StreamHouse for Service {
                 subscription: r.subscribed_topics,
                 owned: r.owned.iter().map(tp).collect(),
                 session_timeout_ms: r.session_timeout_ms.into(),
-                assignor: None,
+                assignor: r.assignor,
             })
             .await;
         let interval = self.group_heartbeat_interval.as_millis() as u32;

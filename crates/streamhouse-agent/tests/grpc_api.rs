@@ -425,6 +425,7 @@ async fn only_a_partitions_owner_commits_its_offset() {
             subscribed_topics: vec!["own".into()],
             owned: owned.to_vec(),
             session_timeout_ms: 30_000,
+            assignor: None,
         }
     };
     let a = c

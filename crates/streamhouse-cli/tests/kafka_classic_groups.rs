@@ -18,68 +18,21 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use streamhouse_agent::{Agent, AgentConfig, RunningAgent};
 use streamhouse_client::Admin;
+
+mod support;
+use support::kafka::{Cluster, kcat, python, run_kcat};
 
 const PARTITIONS: u32 = 3;
 
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// The interpreter with both clients, or `None` to skip (never under CI).
-fn python() -> Option<String> {
-    let Ok(python) = std::env::var("STREAMHOUSE_KAFKA_PYTHON") else {
-        assert!(!ci(), "STREAMHOUSE_KAFKA_PYTHON is not set and CI=true");
-        eprintln!("skipping: STREAMHOUSE_KAFKA_PYTHON is not set");
-        return None;
-    };
-    let imports = std::process::Command::new(&python)
-        .args(["-c", "import kafka, confluent_kafka"])
-        .status()
-        .unwrap_or_else(|e| panic!("running {python}: {e}"));
-    if !imports.success() {
-        assert!(!ci(), "{python} lacks kafka-python or confluent-kafka");
-        eprintln!("skipping: {python} lacks kafka-python or confluent-kafka");
-        return None;
-    }
-    Some(python)
-}
-
-struct Cluster {
-    agent: RunningAgent,
-    _dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    async fn start() -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = AgentConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            metadata_url: format!("sqlite://{}", dir.path().join("metadata.db").display()),
-            storage_url: format!("file://{}", dir.path().join("objects").display()),
-            kafka_listen: Some("127.0.0.1:0".parse().unwrap()),
-            kafka_default_partitions: PARTITIONS,
-            unsafe_no_fsync: true,
-            ..AgentConfig::default()
-        };
-        config.pipeline.flush_interval = Duration::from_millis(2);
-        let agent = Agent::start(config).await.unwrap();
-        Cluster { agent, _dir: dir }
-    }
-
-    fn kafka(&self) -> String {
-        self.agent.kafka_addr().unwrap().to_string()
-    }
-
-    async fn topic(&self, name: &str) {
-        Admin::connect(&self.agent.local_addr().to_string())
-            .await
-            .unwrap()
-            .create_topic(name, PARTITIONS, None, HashMap::new())
-            .await
-            .unwrap();
-    }
+/// Creates `name` with [`PARTITIONS`] partitions.
+async fn topic(cluster: &Cluster, name: &str) {
+    Admin::connect(&cluster.grpc())
+        .await
+        .unwrap()
+        .create_topic(name, PARTITIONS, None, HashMap::new())
+        .await
+        .unwrap();
 }
 
 /// Runs one scenario of `classic_groups.py`; its JSON result.
@@ -126,8 +79,8 @@ fn read(v: &Value) -> Vec<(i64, i64, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kafka_python_consumers_split_a_topic_and_commit() {
     let Some(python) = python() else { return };
-    let cluster = Cluster::start().await;
-    cluster.topic("split").await;
+    let cluster = Cluster::start_with(PARTITIONS, |_| {}).await;
+    topic(&cluster, "split").await;
     let count = 60;
     let r = scenario(
         &python,
@@ -168,8 +121,8 @@ async fn kafka_python_consumers_split_a_topic_and_commit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn confluent_cooperative_sticky_survivor_takes_every_partition() {
     let Some(python) = python() else { return };
-    let cluster = Cluster::start().await;
-    cluster.topic("coop").await;
+    let cluster = Cluster::start_with(PARTITIONS, |_| {}).await;
+    topic(&cluster, "coop").await;
     let count = 60;
     let r = scenario(
         &python,
@@ -190,50 +143,11 @@ async fn confluent_cooperative_sticky_survivor_takes_every_partition() {
     cluster.agent.shutdown().await.unwrap();
 }
 
-/// `kcat`, or `None` to skip (never under CI).
-fn kcat() -> Option<&'static str> {
-    if std::process::Command::new("kcat")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return Some("kcat");
-    }
-    assert!(!ci(), "kcat is not installed and CI=true");
-    eprintln!("skipping: kcat is not installed");
-    None
-}
-
-async fn run_kcat(kcat: &str, args: &[&str], input: &str) -> String {
-    use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new(kcat)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(input.as_bytes()).await.unwrap();
-    drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(50), child.wait_with_output())
-        .await
-        .expect("kcat did not finish")
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "kcat {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kcat_balanced_consumer_reads_what_was_produced() {
     let Some(kcat) = kcat() else { return };
-    let cluster = Cluster::start().await;
-    cluster.topic("kg").await;
+    let cluster = Cluster::start_with(PARTITIONS, |_| {}).await;
+    topic(&cluster, "kg").await;
     let b = cluster.kafka();
     let input: String = (0..30).map(|i| format!("line{i}\n")).collect();
     run_kcat(kcat, &["-b", &b, "-P", "-t", "kg"], &input).await;
@@ -323,8 +237,8 @@ impl Seen {
 async fn a_sigkilled_members_partitions_go_to_the_survivor() {
     let Some(python) = python() else { return };
     let Some(kcat) = kcat() else { return };
-    let cluster = Cluster::start().await;
-    cluster.topic("kill").await;
+    let cluster = Cluster::start_with(PARTITIONS, |_| {}).await;
+    topic(&cluster, "kill").await;
     let b = cluster.kafka();
     let mut want = BTreeSet::new();
     for p in 0..PARTITIONS {

@@ -26,23 +26,18 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use streamhouse_agent::{Agent, AgentConfig, RunningAgent};
+use streamhouse_agent::{Agent, AgentConfig};
 use streamhouse_client::{
     Admin, AutoOffsetReset, Consumer, Producer, ProducerRecord, TopicPartition,
 };
 use tokio::io::AsyncWriteExt;
 
 mod support;
-use support::kafka::{AgentProcess, python};
+use support::kafka::{AgentProcess, Cluster, kcat, python, run_kcat};
 
 const PARTITIONS: u32 = 3;
 const CLIENTS: [&str; 2] = ["kafka-python", "confluent"];
 const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
-
-struct Cluster {
-    agent: RunningAgent,
-    _dir: tempfile::TempDir,
-}
 
 impl Cluster {
     /// An agent on a fresh PostgreSQL schema and S3 prefix; `None` (skip)
@@ -75,33 +70,15 @@ impl Cluster {
         let agent = Agent::start_with(config, metadata, store).await.unwrap();
         Some(Cluster {
             agent,
-            _dir: tempfile::tempdir().unwrap(),
+            dir: tempfile::tempdir().unwrap(),
         })
     }
+}
 
-    async fn start() -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = AgentConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            metadata_url: format!("sqlite://{}", dir.path().join("metadata.db").display()),
-            storage_url: format!("file://{}", dir.path().join("objects").display()),
-            kafka_listen: Some("127.0.0.1:0".parse().unwrap()),
-            kafka_default_partitions: PARTITIONS,
-            unsafe_no_fsync: true,
-            ..AgentConfig::default()
-        };
-        config.pipeline.flush_interval = Duration::from_millis(2);
-        let agent = Agent::start(config).await.unwrap();
-        Cluster { agent, _dir: dir }
-    }
-
-    fn grpc(&self) -> String {
-        self.agent.local_addr().to_string()
-    }
-
-    fn kafka(&self) -> String {
-        self.agent.kafka_addr().unwrap().to_string()
-    }
+/// An in-process agent on SQLite, auto-creating topics of
+/// [`PARTITIONS`] partitions.
+async fn cluster() -> Cluster {
+    Cluster::start_with(PARTITIONS, |_| {}).await
 }
 
 /// Runs `jobs` with one client; its results, one per job.
@@ -254,7 +231,7 @@ fn ulid_like() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kafka_clients_produce_every_codec_and_consume_exactly() {
     let Some(python) = python() else { return };
-    every_codec_round_trip(&python, Cluster::start().await).await;
+    every_codec_round_trip(&python, cluster().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -345,7 +322,7 @@ async fn every_codec_round_trip(python: &str, cluster: Cluster) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn native_records_are_fetched_over_kafka_unchanged() {
     let Some(python) = python() else { return };
-    let cluster = Cluster::start().await;
+    let cluster = cluster().await;
     Admin::connect(&cluster.grpc())
         .await
         .unwrap()
@@ -405,7 +382,7 @@ async fn native_records_are_fetched_over_kafka_unchanged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kafka_metadata_and_list_offsets() {
     let Some(python) = python() else { return };
-    let cluster = Cluster::start().await;
+    let cluster = cluster().await;
     let kafka = cluster.kafka();
     let node_id = node_id(&cluster).await;
     for client in CLIENTS {
@@ -468,7 +445,7 @@ async fn kafka_metadata_and_list_offsets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kafka_delete_records_moves_the_log_start() {
     let Some(python) = python() else { return };
-    let cluster = Cluster::start().await;
+    let cluster = cluster().await;
     let kafka = cluster.kafka();
     let key = (0..100)
         .map(|i| format!("k{i}"))
@@ -511,7 +488,7 @@ async fn kafka_delete_records_moves_the_log_start() {
 async fn node_id(cluster: &Cluster) -> i64 {
     let store = streamhouse_metadata::open(&format!(
         "sqlite://{}",
-        cluster._dir.path().join("metadata.db").display()
+        cluster.dir.path().join("metadata.db").display()
     ))
     .await
     .unwrap();
@@ -521,7 +498,7 @@ async fn node_id(cluster: &Cluster) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kafka_admin_configs_and_committed_offsets() {
     let Some(python) = python() else { return };
-    let cluster = Cluster::start().await;
+    let cluster = cluster().await;
     let node = node_id(&cluster).await;
     let admin = Admin::connect(&cluster.grpc()).await.unwrap();
     for client in CLIENTS {
@@ -818,52 +795,10 @@ async fn idempotent_librdkafka_producer_through_a_sigkilled_agent() {
     assert_eq!(stored, count, "records stored");
 }
 
-/// `kcat` (librdkafka 2.0), or `None` to skip (never under CI).
-fn kcat() -> Option<&'static str> {
-    if std::process::Command::new("kcat")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return Some("kcat");
-    }
-    assert!(
-        !std::env::var("CI").is_ok_and(|v| v == "true"),
-        "kcat is not installed and CI=true: run scripts/test"
-    );
-    eprintln!("skipping: kcat is not installed (scripts/test installs it)");
-    None
-}
-
-/// Runs kcat with `args` and `input`; its standard output.
-async fn run_kcat(kcat: &str, args: &[&str], input: &str) -> String {
-    let mut child = tokio::process::Command::new(kcat)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(input.as_bytes()).await.unwrap();
-    drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("kcat did not finish")
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "kcat {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kcat_lists_produces_and_consumes() {
     let Some(kcat) = kcat() else { return };
-    let cluster = Cluster::start().await;
+    let cluster = cluster().await;
     let b = cluster.kafka();
     let node = node_id(&cluster).await;
     // -P: keyed records with a header; the topic is created on first use.
@@ -1005,7 +940,7 @@ fn kafkajs() -> Option<std::path::PathBuf> {
 async fn kafkajs_produces_and_administers() {
     let Some(python) = python() else { return };
     let Some(dir) = kafkajs() else { return };
-    let cluster = Cluster::start().await;
+    let cluster = cluster().await;
     let node = node_id(&cluster).await;
     let recs = records("kafkajs", 20);
     let jobs = json!([

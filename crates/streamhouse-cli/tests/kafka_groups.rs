@@ -22,39 +22,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use streamhouse_agent::{Agent, AgentConfig, RunningAgent};
 use streamhouse_client::{Admin, AutoOffsetReset, Consumer, Producer, ProducerRecord};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
 
+mod support;
+use support::kafka::{Cluster, python};
+
 const PARTITIONS: u32 = 3;
 const TOPIC: &str = "orders";
-
-/// The interpreter with both clients, or `None` to skip (never under CI).
-fn python() -> Option<String> {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let Ok(python) = std::env::var("STREAMHOUSE_KAFKA_PYTHON") else {
-        assert!(
-            !ci,
-            "STREAMHOUSE_KAFKA_PYTHON is not set and CI=true: run scripts/test"
-        );
-        eprintln!("skipping: STREAMHOUSE_KAFKA_PYTHON is not set (scripts/test sets it)");
-        return None;
-    };
-    let imports = std::process::Command::new(&python)
-        .args(["-c", "import kafka, confluent_kafka"])
-        .status()
-        .unwrap_or_else(|e| panic!("running {python}: {e}"));
-    if !imports.success() {
-        assert!(
-            !ci,
-            "{python} lacks kafka-python or confluent-kafka and CI=true"
-        );
-        eprintln!("skipping: {python} lacks kafka-python or confluent-kafka");
-        return None;
-    }
-    Some(python)
-}
 
 fn now() -> f64 {
     SystemTime::now()
@@ -63,42 +39,20 @@ fn now() -> f64 {
         .as_secs_f64()
 }
 
-struct Cluster {
-    agent: RunningAgent,
-    _dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    async fn start() -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = AgentConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            metadata_url: format!("sqlite://{}", dir.path().join("metadata.db").display()),
-            storage_url: format!("file://{}", dir.path().join("objects").display()),
-            kafka_listen: Some("127.0.0.1:0".parse().unwrap()),
-            kafka_default_partitions: PARTITIONS,
-            kafka_group_session_timeout: Duration::from_secs(6),
-            unsafe_no_fsync: true,
-            ..AgentConfig::default()
-        };
-        config.pipeline.flush_interval = Duration::from_millis(2);
-        let agent = Agent::start(config).await.unwrap();
-        Admin::connect(agent.local_addr().to_string())
-            .await
-            .unwrap()
-            .create_topic(TOPIC, PARTITIONS, None, HashMap::new())
-            .await
-            .unwrap();
-        Cluster { agent, _dir: dir }
-    }
-
-    fn grpc(&self) -> String {
-        self.agent.local_addr().to_string()
-    }
-
-    fn kafka(&self) -> String {
-        self.agent.kafka_addr().unwrap().to_string()
-    }
+/// An in-process agent whose group sessions last 6 s, with topic
+/// [`TOPIC`].
+async fn cluster() -> Cluster {
+    let cluster = Cluster::start_with(PARTITIONS, |c| {
+        c.kafka_group_session_timeout = Duration::from_secs(6);
+    })
+    .await;
+    Admin::connect(cluster.grpc())
+        .await
+        .unwrap()
+        .create_topic(TOPIC, PARTITIONS, None, HashMap::new())
+        .await
+        .unwrap();
+    cluster
 }
 
 /// Every event the members printed, in arrival order.
@@ -322,7 +276,7 @@ async fn committed(cluster: &Cluster, group: &str) -> BTreeMap<u32, i64> {
 
 async fn three_members(protocol: &str, strategy: Option<&str>) {
     let Some(python) = python() else { return };
-    let cluster = Cluster::start().await;
+    let cluster = cluster().await;
     let group = format!("three-{protocol}");
     let events: Events = Arc::default();
     let start =
@@ -461,7 +415,7 @@ async fn three_classic_cooperative_members_close_die_and_join() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_and_librdkafka_members_share_a_group() {
     let Some(python) = python() else { return };
-    let cluster = Cluster::start().await;
+    let cluster = cluster().await;
     let group = "mixed";
     let stop = Arc::new(AtomicBool::new(false));
     let producer = produce(&cluster, stop.clone());

@@ -386,3 +386,32 @@ async fn stream_and_async_commit() {
     consumer.close().await.unwrap();
     agent.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_asking_for_the_range_assignor_get_contiguous_ranges() {
+    let (_c, agent, a) = start(5).await;
+    let ranged = || group_consumer(&a, "ranged", "t").group_assignor("range");
+    let c1 = ranged().build().await.unwrap();
+    let c2 = ranged().build().await.unwrap();
+    settle(&[&c1, &c2], 5).await;
+    let mut sizes = Vec::new();
+    for c in [&c1, &c2] {
+        let mut parts: Vec<u32> = c.assignment().iter().map(|tp| tp.partition).collect();
+        parts.sort_unstable();
+        assert!(
+            parts.windows(2).all(|w| w[1] == w[0] + 1),
+            "a contiguous range: {parts:?}"
+        );
+        sizes.push(parts.len());
+    }
+    sizes.sort_unstable();
+    assert_eq!(sizes, [2, 3]);
+    let unknown = group_consumer(&a, "ranged", "t")
+        .group_assignor("sticky")
+        .build()
+        .await;
+    assert!(matches!(unknown, Err(streamhouse_client::Error::Config(m)) if m.contains("sticky")));
+    c1.close().await.unwrap();
+    c2.close().await.unwrap();
+    agent.shutdown().await.unwrap();
+}

@@ -3,6 +3,10 @@
 #![allow(dead_code)]
 
 use std::process::Stdio;
+use std::time::Duration;
+
+use streamhouse_agent::{Agent, AgentConfig, RunningAgent};
+use tokio::io::AsyncWriteExt;
 
 /// The interpreter with both clients, or `None` to skip (never under CI).
 pub fn python() -> Option<String> {
@@ -85,4 +89,81 @@ impl Drop for AgentProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// An agent in process on SQLite and a local directory (no fsync), with
+/// its Kafka listener on a free port.
+pub struct Cluster {
+    pub agent: RunningAgent,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// With `partitions` partitions for auto-created topics.
+    pub async fn start_with(partitions: u32, configure: impl FnOnce(&mut AgentConfig)) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = AgentConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            metadata_url: format!("sqlite://{}", dir.path().join("metadata.db").display()),
+            storage_url: format!("file://{}", dir.path().join("objects").display()),
+            kafka_listen: Some("127.0.0.1:0".parse().unwrap()),
+            kafka_default_partitions: partitions,
+            unsafe_no_fsync: true,
+            ..AgentConfig::default()
+        };
+        config.pipeline.flush_interval = Duration::from_millis(2);
+        configure(&mut config);
+        let agent = Agent::start(config).await.unwrap();
+        Cluster { agent, dir }
+    }
+
+    pub fn grpc(&self) -> String {
+        self.agent.local_addr().to_string()
+    }
+
+    pub fn kafka(&self) -> String {
+        self.agent.kafka_addr().unwrap().to_string()
+    }
+}
+
+/// `kcat` (librdkafka 2.0), or `None` to skip (never under CI).
+pub fn kcat() -> Option<&'static str> {
+    if std::process::Command::new("kcat")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Some("kcat");
+    }
+    assert!(
+        !std::env::var("CI").is_ok_and(|v| v == "true"),
+        "kcat is not installed and CI=true: run scripts/test"
+    );
+    eprintln!("skipping: kcat is not installed (scripts/test installs it)");
+    None
+}
+
+/// Runs kcat with `args` and `input`; its standard output.
+pub async fn run_kcat(kcat: &str, args: &[&str], input: &str) -> String {
+    let mut child = tokio::process::Command::new(kcat)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("kcat did not finish")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kcat {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }

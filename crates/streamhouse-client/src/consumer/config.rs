@@ -33,6 +33,8 @@ pub struct ConsumerConfig {
     pub max_prefetch_bytes: usize,
     pub isolation_level: IsolationLevel,
     pub session_timeout: Duration,
+    /// The server-side assignor asked for (`None`: the group's default).
+    pub group_assignor: Option<String>,
     pub request_timeout: Duration,
     pub agent_refresh_interval: Duration,
     pub max_retries: u32,
@@ -57,6 +59,7 @@ impl Default for ConsumerConfig {
             max_prefetch_bytes: 64 << 20,
             isolation_level: IsolationLevel::ReadUncommitted,
             session_timeout: Duration::from_secs(10),
+            group_assignor: None,
             request_timeout: Duration::from_secs(30),
             agent_refresh_interval: Duration::from_secs(30),
             max_retries: 3,
@@ -161,6 +164,15 @@ impl ConsumerBuilder {
         self.config.session_timeout = timeout;
         self
     }
+    /// The server-side assignor this member asks for: `uniform` (sticky,
+    /// balanced; the default) or `range` (each topic's partitions in
+    /// contiguous ranges over its subscribers). The group uses the one most
+    /// of its members ask for, Kafka consumers' `group.remote.assignor`
+    /// included.
+    pub fn group_assignor(mut self, assignor: impl Into<String>) -> Self {
+        self.config.group_assignor = Some(assignor.into());
+        self
+    }
     /// Timeout of one request to an agent. Default 30 s.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.config.request_timeout = timeout;
@@ -228,6 +240,16 @@ impl ConsumerBuilder {
             return Err(Error::Config(
                 "enable_auto_commit needs a group_id (or enable_auto_commit(false))".into(),
             ));
+        }
+        if let Some(a) = c
+            .group_assignor
+            .as_deref()
+            .filter(|a| !streamhouse_metadata::assignment::ASSIGNORS.contains(a))
+        {
+            return Err(Error::Config(format!(
+                "group_assignor {a:?} is not one of {}",
+                streamhouse_metadata::assignment::ASSIGNORS.join(", ")
+            )));
         }
         if c.max_poll_records == 0 {
             return Err(Error::Config("max_poll_records must be at least 1".into()));

@@ -142,6 +142,7 @@ impl Inner {
                 })
                 .collect(),
             session_timeout_ms: self.config.session_timeout.as_millis() as i32,
+            assignor: self.config.group_assignor.clone(),
         };
         // A heartbeat retried past the session timeout would come too late.
         let deadline = tokio::time::Instant::now() + self.config.session_timeout;
