@@ -25,11 +25,12 @@ use kafka_protocol::messages::{
     OffsetFetchResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use streamhouse_agent::{Agent, AgentConfig, RunningAgent};
+use streamhouse_agent::RunningAgent;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use uuid::Uuid;
 
+mod common;
 const FENCED_MEMBER_EPOCH: i16 = 110;
 const UNKNOWN_MEMBER_ID: i16 = 25;
 const STALE_MEMBER_EPOCH: i16 = 113;
@@ -39,18 +40,11 @@ const GROUP_ID_NOT_FOUND: i16 = 69;
 const UNKNOWN_TOPIC_ID: i16 = 100;
 
 async fn agent(dir: &tempfile::TempDir) -> RunningAgent {
-    let mut config = AgentConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        metadata_url: format!("sqlite://{}", dir.path().join("metadata.db").display()),
-        storage_url: format!("file://{}", dir.path().join("objects").display()),
-        kafka_listen: Some("127.0.0.1:0".parse().unwrap()),
-        kafka_default_partitions: 4,
-        unsafe_no_fsync: true,
-        group_heartbeat_interval: Duration::from_millis(321),
-        ..AgentConfig::default()
-    };
-    config.pipeline.flush_interval = Duration::from_millis(2);
-    Agent::start(config).await.unwrap()
+    common::kafka::agent_with(dir, |c| {
+        c.kafka_default_partitions = 4;
+        c.group_heartbeat_interval = Duration::from_millis(321);
+    })
+    .await
 }
 
 struct Conn {

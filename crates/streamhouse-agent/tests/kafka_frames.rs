@@ -15,25 +15,15 @@ use kafka_protocol::messages::{
     ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use streamhouse_agent::{Agent, AgentConfig, RunningAgent};
+use streamhouse_agent::RunningAgent;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod common;
 const UNSUPPORTED_VERSION: i16 = 35;
 
 async fn agent(dir: &tempfile::TempDir) -> RunningAgent {
-    let mut config = AgentConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        metadata_url: format!("sqlite://{}", dir.path().join("metadata.db").display()),
-        storage_url: format!("file://{}", dir.path().join("objects").display()),
-        kafka_listen: Some("127.0.0.1:0".parse().unwrap()),
-        kafka_default_partitions: 3,
-        unsafe_no_fsync: true,
-        ..AgentConfig::default()
-    };
-    config.limits.max_request_bytes = 1 << 20;
-    config.pipeline.flush_interval = Duration::from_millis(2);
-    Agent::start(config).await.unwrap()
+    common::kafka::agent_with(dir, |c| c.limits.max_request_bytes = 1 << 20).await
 }
 
 /// A request frame: size, header (at the API's header version), body.

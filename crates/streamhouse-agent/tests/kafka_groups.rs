@@ -11,10 +11,11 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use streamhouse_agent::{Agent, AgentConfig, RunningAgent};
+use streamhouse_agent::RunningAgent;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod common;
 const ILLEGAL_GENERATION: i16 = 22;
 const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
 const UNKNOWN_MEMBER_ID: i16 = 25;
@@ -22,18 +23,7 @@ const REBALANCE_IN_PROGRESS: i16 = 27;
 const MEMBER_ID_REQUIRED: i16 = 79;
 
 async fn agent(dir: &tempfile::TempDir) -> RunningAgent {
-    let mut config = AgentConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        metadata_url: format!("sqlite://{}", dir.path().join("metadata.db").display()),
-        storage_url: format!("file://{}", dir.path().join("objects").display()),
-        kafka_listen: Some("127.0.0.1:0".parse().unwrap()),
-        kafka_default_partitions: 3,
-        unsafe_no_fsync: true,
-        ..AgentConfig::default()
-    };
-    config.limits.max_request_bytes = 1 << 20;
-    config.pipeline.flush_interval = Duration::from_millis(2);
-    Agent::start(config).await.unwrap()
+    common::kafka::agent_with(dir, |c| c.limits.max_request_bytes = 1 << 20).await
 }
 
 fn s(v: &str) -> StrBytes {

@@ -7,61 +7,9 @@ use std::time::Duration;
 
 use streamhouse_metadata::*;
 
-/// A backend under test; `open_again` opens a second, independent store on
-/// the same database, as a second process would.
-struct Backend {
-    store: Arc<dyn MetadataStore>,
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Backend {
-    async fn open_again(&self) -> Arc<dyn MetadataStore> {
-        open(&self.url).await.unwrap()
-    }
-}
-
-async fn sqlite() -> Option<Backend> {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("metadata.db").display());
-    Some(Backend {
-        store: Arc::new(SqliteMetadataStore::new(&url).await.unwrap()),
-        url,
-        _dir: Some(dir),
-    })
-}
-
-async fn postgres() -> Option<Backend> {
-    let url = streamhouse_metadata::testing::postgres_url().await?;
-    Some(Backend {
-        store: Arc::new(PostgresMetadataStore::new(&url).await.unwrap()),
-        url,
-        _dir: None,
-    })
-}
-
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite_backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let backend = super::sqlite().await.unwrap();
-                    super::$name(&backend).await;
-                }
-            )*
-        }
-        mod postgres_backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let Some(backend) = super::postgres().await else { return };
-                    super::$name(&backend).await;
-                }
-            )*
-        }
-    };
-}
+#[macro_use]
+mod common;
+use common::Backend;
 
 conformance!(
     topic_lifecycle,

@@ -145,7 +145,18 @@ pub(super) async fn add_partitions(
     } else {
         0
     };
-    let results = request
+    AddPartitionsToTxnResponse::default()
+        .with_results_by_topic_v3_and_below(partition_results(&request, |name, p| {
+            code_of(name, p, all)
+        }))
+}
+
+/// Every partition of the request (to v3) with its code.
+fn partition_results(
+    request: &AddPartitionsToTxnRequest,
+    code: impl Fn(&str, i32) -> i16,
+) -> Vec<AddPartitionsToTxnTopicResult> {
+    request
         .v3_and_below_topics
         .iter()
         .map(|t| {
@@ -157,13 +168,12 @@ pub(super) async fn add_partitions(
                         .map(|&p| {
                             AddPartitionsToTxnPartitionResult::default()
                                 .with_partition_index(p)
-                                .with_partition_error_code(code_of(&t.name, p, all))
+                                .with_partition_error_code(code(&t.name, p))
                         })
                         .collect(),
                 )
         })
-        .collect();
-    AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results)
+        .collect()
 }
 
 /// The answer to an AddPartitionsToTxn of a version not served: `code`
@@ -172,27 +182,9 @@ pub(super) fn refuse_add_partitions(
     request: &AddPartitionsToTxnRequest,
     code: i16,
 ) -> AddPartitionsToTxnResponse {
-    let topics = request
-        .v3_and_below_topics
-        .iter()
-        .map(|t| {
-            AddPartitionsToTxnTopicResult::default()
-                .with_name(t.name.clone())
-                .with_results_by_partition(
-                    t.partitions
-                        .iter()
-                        .map(|&p| {
-                            AddPartitionsToTxnPartitionResult::default()
-                                .with_partition_index(p)
-                                .with_partition_error_code(code)
-                        })
-                        .collect(),
-                )
-        })
-        .collect();
     AddPartitionsToTxnResponse::default()
         .with_error_code(code)
-        .with_results_by_topic_v3_and_below(topics)
+        .with_results_by_topic_v3_and_below(partition_results(request, |_, _| code))
 }
 
 pub(super) async fn add_offsets(

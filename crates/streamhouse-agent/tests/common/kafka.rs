@@ -16,7 +16,17 @@ use streamhouse_agent::{Agent, AgentConfig, RunningAgent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// An agent on SQLite and a local directory in `dir` (no fsync), its
+/// Kafka listener on a free port, auto-creating topics of 3 partitions.
 pub async fn agent(dir: &tempfile::TempDir) -> RunningAgent {
+    agent_with(dir, |_| {}).await
+}
+
+/// [`agent`], with its configuration changed by `configure` first.
+pub async fn agent_with(
+    dir: &tempfile::TempDir,
+    configure: impl FnOnce(&mut AgentConfig),
+) -> RunningAgent {
     let mut config = AgentConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         metadata_url: format!("sqlite://{}", dir.path().join("metadata.db").display()),
@@ -27,6 +37,7 @@ pub async fn agent(dir: &tempfile::TempDir) -> RunningAgent {
         ..AgentConfig::default()
     };
     config.pipeline.flush_interval = Duration::from_millis(2);
+    configure(&mut config);
     Agent::start(config).await.unwrap()
 }
 
