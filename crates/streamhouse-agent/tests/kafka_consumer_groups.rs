@@ -38,6 +38,7 @@ const UNSUPPORTED_ASSIGNOR: i16 = 112;
 const INVALID_REQUEST: i16 = 42;
 const GROUP_ID_NOT_FOUND: i16 = 69;
 const UNKNOWN_TOPIC_ID: i16 = 100;
+const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
 
 async fn agent(dir: &tempfile::TempDir) -> RunningAgent {
     common::kafka::agent_with(dir, |c| {
@@ -494,5 +495,45 @@ async fn topic_ids_agree_everywhere_and_change_on_recreation() {
     let recreated: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &create).await;
     assert_eq!(recreated.topics[0].error_code, 0);
     assert_ne!(recreated.topics[0].topic_id, id);
+    agent.shutdown().await.unwrap();
+}
+
+/// A classic JoinGroup for `group` with an unknown member id (admitted as
+/// new at v5).
+fn classic_join(group: &str, member: &str) -> kafka_protocol::messages::JoinGroupRequest {
+    kafka_protocol::messages::JoinGroupRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_member_id(s(member))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_protocol_type(s("consumer"))
+        .with_protocols(vec![
+            kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol::default()
+                .with_name(s("range"))
+                .with_metadata(Bytes::from_static(&[0, 1, 0, 0, 0, 0, 0, 0, 0, 0])),
+        ])
+}
+
+#[tokio::test]
+async fn a_group_id_serves_one_protocol_while_it_has_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent(&dir).await;
+    let mut c = Conn::open(agent.kafka_addr().unwrap()).await;
+    // A KIP-848 member holds group g: a classic join is refused.
+    assert_eq!(heartbeat(&mut c, &join("m1")).await.error_code, 0);
+    let refused: kafka_protocol::messages::JoinGroupResponse = c
+        .call(ApiKey::JoinGroup, 5, &classic_join("g", "classic-1"))
+        .await;
+    assert_eq!(refused.error_code, INCONSISTENT_GROUP_PROTOCOL);
+    // A classic member holds group c: a KIP-848 join is refused.
+    let joined: kafka_protocol::messages::JoinGroupResponse = c
+        .call(ApiKey::JoinGroup, 5, &classic_join("c", "classic-2"))
+        .await;
+    assert_eq!((joined.error_code, joined.generation_id), (0, 1));
+    let mut other = join("m2");
+    other.group_id = GroupId(s("c"));
+    let r = heartbeat(&mut c, &other).await;
+    assert_eq!(r.error_code, INCONSISTENT_GROUP_PROTOCOL);
+    assert!(r.error_message.is_some());
     agent.shutdown().await.unwrap();
 }
