@@ -26,6 +26,7 @@ pub struct Args {
     #[arg(
         long,
         env = "STREAMHOUSE_METADATA",
+        hide_env_values = true,
         default_value = "sqlite://streamhouse-data/metadata.db"
     )]
     metadata: String,
@@ -33,6 +34,7 @@ pub struct Args {
     #[arg(
         long,
         env = "STREAMHOUSE_STORAGE",
+        hide_env_values = true,
         default_value = "file://streamhouse-data/objects"
     )]
     storage: String,

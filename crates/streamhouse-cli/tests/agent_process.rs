@@ -756,3 +756,29 @@ async fn consume_transform_produce_is_exactly_once_through_sigkills() {
     );
     drop(b);
 }
+
+#[test]
+fn passwords_in_urls_stay_out_of_help_and_errors() {
+    let secret = "postgres://app:s3cret-pw@127.0.0.1:1/x";
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_streamhouse"))
+        .args(["agent", "--help"])
+        .env("STREAMHOUSE_METADATA", secret)
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--metadata"), "{help}");
+    assert!(!help.contains("s3cret-pw"), "{help}");
+    // A URL the store cannot parse is quoted without its password.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_streamhouse"))
+        .args(["agent", "--listen", "127.0.0.1:0", "--kafka-listen", "off"])
+        .env(
+            "STREAMHOUSE_METADATA",
+            "postgres://app:s3cret-pw@db:notaport/x",
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("postgres://app:***@db"), "{stderr}");
+    assert!(!stderr.contains("s3cret-pw"), "{stderr}");
+}

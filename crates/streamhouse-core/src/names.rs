@@ -44,6 +44,23 @@ pub fn validate_partition_count(count: u32) -> Result<()> {
     Ok(())
 }
 
+/// `url` with the password of its user info (`scheme://user:password@…`)
+/// replaced by `***`, for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+        None => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +89,17 @@ mod tests {
         validate_partition_count(MAX_PARTITIONS).unwrap();
         assert!(validate_partition_count(0).is_err());
         assert!(validate_partition_count(MAX_PARTITIONS + 1).is_err());
+    }
+
+    #[test]
+    fn passwords_in_urls_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://app:s3cr:et@db:5432/x?sslmode=verify-full"),
+            "postgres://app:***@db:5432/x?sslmode=verify-full"
+        );
+        assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
+        assert_eq!(redact_url("sqlite://data/m.db"), "sqlite://data/m.db");
+        assert_eq!(redact_url("s3://bucket/a@b:c"), "s3://bucket/a@b:c");
+        assert_eq!(redact_url("no scheme"), "no scheme");
     }
 }

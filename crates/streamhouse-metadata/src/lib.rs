@@ -431,7 +431,7 @@ async fn open_with(url: &str, fsync: bool) -> Result<Arc<dyn MetadataStore>> {
         Ok(Arc::new(PostgresMetadataStore::new(url).await?))
     } else {
         Err(Error::InvalidUrl {
-            url: url.to_string(),
+            url: streamhouse_core::names::redact_url(url),
             reason: "expected sqlite://PATH or postgres://…".into(),
         })
     }

@@ -64,7 +64,7 @@ impl PostgresMetadataStore {
     /// agents starting together apply them once).
     pub async fn new(url: &str) -> crate::Result<Self> {
         let options = PgConnectOptions::from_str(url).map_err(|e| crate::Error::InvalidUrl {
-            url: url.to_string(),
+            url: streamhouse_core::names::redact_url(url),
             reason: e.to_string(),
         })?;
         let pool = PgPoolOptions::new()

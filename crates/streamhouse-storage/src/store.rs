@@ -48,7 +48,7 @@ pub fn open_object_store_without_fsync(url: &str, s3: &S3Options) -> Result<Arc<
 
 fn open(url: &str, s3: &S3Options, fsync: bool) -> Result<Arc<dyn ObjectStore>> {
     let invalid = |reason: String| Error::InvalidUrl {
-        url: url.to_string(),
+        url: streamhouse_core::names::redact_url(url),
         reason,
     };
     if let Some(dir) = url.strip_prefix("file://") {
