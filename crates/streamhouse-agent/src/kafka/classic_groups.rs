@@ -197,34 +197,44 @@ pub(super) async fn join(
             leader,
             member_id,
             members,
-        }) => JoinGroupResponse::default()
-            .with_generation_id(generation)
-            .with_protocol_type((version >= 7).then(|| s(protocol_type)))
-            .with_protocol_name(Some(s(protocol_name)))
-            .with_leader(s(leader))
-            .with_member_id(s(member_id))
-            .with_members(
-                members
-                    .into_iter()
-                    .map(|m| {
-                        JoinGroupResponseMember::default()
-                            .with_member_id(s(m.member_id))
-                            .with_group_instance_id(if version >= 5 {
-                                m.group_instance_id.map(s)
-                            } else {
-                                None
-                            })
-                            .with_metadata(Bytes::from(m.metadata))
-                    })
-                    .collect(),
-            ),
+        }) => {
+            tracing::debug!(
+                group = %bounded(&group),
+                member = %bounded(&member_id),
+                generation,
+                leader = %bounded(&leader),
+                members = members.len(),
+                "JoinGroup answered"
+            );
+            JoinGroupResponse::default()
+                .with_generation_id(generation)
+                .with_protocol_type((version >= 7).then(|| s(protocol_type)))
+                .with_protocol_name(Some(s(protocol_name)))
+                .with_leader(s(leader))
+                .with_member_id(s(member_id))
+                .with_members(
+                    members
+                        .into_iter()
+                        .map(|m| {
+                            JoinGroupResponseMember::default()
+                                .with_member_id(s(m.member_id))
+                                .with_group_instance_id(if version >= 5 {
+                                    m.group_instance_id.map(s)
+                                } else {
+                                    None
+                                })
+                                .with_metadata(Bytes::from(m.metadata))
+                        })
+                        .collect(),
+                )
+        }
         Waited::Done(JoinProgress::Waiting) => join_error(
             version,
             ResponseError::RebalanceInProgress.code(),
             member_id,
         ),
         Waited::Failed(code) => {
-            tracing::debug!(group = %bounded(&group), code, "JoinGroup failed");
+            tracing::debug!(group = %bounded(&group), member = %bounded(&member_id), code, "JoinGroup failed");
             join_error(version, code, member_id)
         }
     }
@@ -240,9 +250,10 @@ pub(super) async fn sync(
     if group.is_empty() {
         return SyncGroupResponse::default().with_error_code(ResponseError::InvalidGroupId.code());
     }
+    let r_member = r.member_id.to_string();
     let request = ClassicSync {
         group_id: group.clone(),
-        member_id: r.member_id.to_string(),
+        member_id: r_member.clone(),
         group_instance_id: r.group_instance_id.as_ref().map(|i| i.to_string()),
         generation: r.generation_id,
         protocol_type: r.protocol_type.as_ref().map(|p| p.to_string()),
@@ -272,6 +283,12 @@ pub(super) async fn sync(
             protocol_name,
             assignment,
         }) => {
+            tracing::debug!(
+                group = %bounded(&group),
+                member = %bounded(&r_member),
+                bytes = assignment.len(),
+                "SyncGroup answered"
+            );
             let response = SyncGroupResponse::default().with_assignment(Bytes::from(assignment));
             if version >= 5 {
                 response
@@ -285,7 +302,7 @@ pub(super) async fn sync(
             SyncGroupResponse::default().with_error_code(ResponseError::RebalanceInProgress.code())
         }
         Waited::Failed(code) => {
-            tracing::debug!(group = %bounded(&group), code, "SyncGroup failed");
+            tracing::debug!(group = %bounded(&group), member = %bounded(&r_member), code, "SyncGroup failed");
             SyncGroupResponse::default().with_error_code(code)
         }
     }
@@ -303,7 +320,10 @@ pub(super) async fn heartbeat(broker: &Broker, r: HeartbeatRequest) -> Heartbeat
         .await
     {
         Ok(()) => 0,
-        Err(e) => group_code(&e),
+        Err(e) => {
+            tracing::debug!(group = %bounded(&group), error = %e, "Heartbeat refused");
+            group_code(&e)
+        }
     };
     HeartbeatResponse::default().with_error_code(code)
 }
