@@ -33,7 +33,7 @@ use streamhouse_client::{
 use tokio::io::AsyncWriteExt;
 
 mod support;
-use support::kafka::{AgentProcess, Cluster, kcat, python, run_kcat};
+use support::kafka::{AgentProcess, Cluster, kcat, python, run_kcat, shared_stores};
 
 const PARTITIONS: u32 = 3;
 const CLIENTS: [&str; 2] = ["kafka-python", "confluent"];
@@ -610,17 +610,7 @@ async fn kafka_admin_configs_and_committed_offsets() {
 async fn two_agents_lead_partitions_and_clients_survive_one_leaving() {
     let Some(python) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let metadata = streamhouse_metadata::open_without_fsync(&format!(
-        "sqlite://{}",
-        dir.path().join("metadata.db").display()
-    ))
-    .await
-    .unwrap();
-    let store = streamhouse_storage::open_object_store(
-        &format!("file://{}", dir.path().join("objects").display()),
-        &Default::default(),
-    )
-    .unwrap();
+    let (metadata, store) = shared_stores(dir.path()).await;
     let start = |id: &str| {
         let mut config = AgentConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -846,17 +836,7 @@ async fn kcat_lists_produces_and_consumes() {
 async fn clients_of_a_zone_use_its_agents() {
     let Some(python) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let metadata = streamhouse_metadata::open_without_fsync(&format!(
-        "sqlite://{}",
-        dir.path().join("metadata.db").display()
-    ))
-    .await
-    .unwrap();
-    let store = streamhouse_storage::open_object_store(
-        &format!("file://{}", dir.path().join("objects").display()),
-        &Default::default(),
-    )
-    .unwrap();
+    let (metadata, store) = shared_stores(dir.path()).await;
     let start = |id: &str, zone: &str| {
         let mut config = AgentConfig {
             listen: "127.0.0.1:0".parse().unwrap(),

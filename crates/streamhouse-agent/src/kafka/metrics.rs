@@ -43,11 +43,32 @@ pub(super) fn count(api: ApiKey, answer: &impl ErrorCodes) {
     }
 }
 
-impl ErrorCodes for ApiVersionsResponse {
-    fn error_codes(&self) -> Vec<i16> {
-        vec![self.error_code]
-    }
+/// Answers whose one code covers the whole request.
+macro_rules! whole_request_codes {
+    ($($answer:ty),* $(,)?) => {
+        $(
+            impl ErrorCodes for $answer {
+                fn error_codes(&self) -> Vec<i16> {
+                    vec![self.error_code]
+                }
+            }
+        )*
+    };
 }
+
+whole_request_codes!(
+    ApiVersionsResponse,
+    InitProducerIdResponse,
+    DescribeClusterResponse,
+    AddOffsetsToTxnResponse,
+    EndTxnResponse,
+    ListTransactionsResponse,
+    ConsumerGroupHeartbeatResponse,
+    JoinGroupResponse,
+    SyncGroupResponse,
+    HeartbeatResponse,
+    ListGroupsResponse,
+);
 
 impl ErrorCodes for MetadataResponse {
     fn error_codes(&self) -> Vec<i16> {
@@ -84,12 +105,6 @@ impl ErrorCodes for ListOffsetsResponse {
             .iter()
             .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
             .collect()
-    }
-}
-
-impl ErrorCodes for InitProducerIdResponse {
-    fn error_codes(&self) -> Vec<i16> {
-        vec![self.error_code]
     }
 }
 
@@ -135,12 +150,6 @@ impl ErrorCodes for AlterConfigsResponse {
 impl ErrorCodes for IncrementalAlterConfigsResponse {
     fn error_codes(&self) -> Vec<i16> {
         self.responses.iter().map(|r| r.error_code).collect()
-    }
-}
-
-impl ErrorCodes for DescribeClusterResponse {
-    fn error_codes(&self) -> Vec<i16> {
-        vec![self.error_code]
     }
 }
 
@@ -198,30 +207,12 @@ impl ErrorCodes for AddPartitionsToTxnResponse {
     }
 }
 
-impl ErrorCodes for AddOffsetsToTxnResponse {
-    fn error_codes(&self) -> Vec<i16> {
-        vec![self.error_code]
-    }
-}
-
 impl ErrorCodes for TxnOffsetCommitResponse {
     fn error_codes(&self) -> Vec<i16> {
         self.topics
             .iter()
             .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
             .collect()
-    }
-}
-
-impl ErrorCodes for EndTxnResponse {
-    fn error_codes(&self) -> Vec<i16> {
-        vec![self.error_code]
-    }
-}
-
-impl ErrorCodes for ListTransactionsResponse {
-    fn error_codes(&self) -> Vec<i16> {
-        vec![self.error_code]
     }
 }
 
@@ -243,33 +234,9 @@ impl ErrorCodes for DescribeProducersResponse {
     }
 }
 
-impl ErrorCodes for ConsumerGroupHeartbeatResponse {
-    fn error_codes(&self) -> Vec<i16> {
-        vec![self.error_code]
-    }
-}
-
 impl ErrorCodes for ConsumerGroupDescribeResponse {
     fn error_codes(&self) -> Vec<i16> {
         self.groups.iter().map(|g| g.error_code).collect()
-    }
-}
-
-impl ErrorCodes for JoinGroupResponse {
-    fn error_codes(&self) -> Vec<i16> {
-        vec![self.error_code]
-    }
-}
-
-impl ErrorCodes for SyncGroupResponse {
-    fn error_codes(&self) -> Vec<i16> {
-        vec![self.error_code]
-    }
-}
-
-impl ErrorCodes for HeartbeatResponse {
-    fn error_codes(&self) -> Vec<i16> {
-        vec![self.error_code]
     }
 }
 
@@ -280,12 +247,6 @@ impl ErrorCodes for LeaveGroupResponse {
             codes.push(self.error_code);
         }
         codes
-    }
-}
-
-impl ErrorCodes for ListGroupsResponse {
-    fn error_codes(&self) -> Vec<i16> {
-        vec![self.error_code]
     }
 }
 

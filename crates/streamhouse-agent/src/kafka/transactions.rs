@@ -13,7 +13,7 @@
 //! closes it here too.) EndTxn v5 moves the producer to its next epoch, as
 //! native producers do, and answers it.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::ops::RangeInclusive;
 
 use kafka_protocol::ResponseError;
@@ -108,20 +108,20 @@ pub(super) async fn add_partitions(
     request: AddPartitionsToTxnRequest,
 ) -> AddPartitionsToTxnResponse {
     // Partitions that do not exist fail; the others are then not attempted.
-    let mut unknown: HashMap<(String, i32), ()> = HashMap::new();
+    let mut unknown: HashSet<(String, i32)> = HashSet::new();
     for t in &request.v3_and_below_topics {
         let topic = broker.metadata.get_topic(&t.name).await;
         for &p in &t.partitions {
             let exists = matches!(&topic, Ok(Some(topic)) if u32::try_from(p).is_ok_and(|p| p < topic.partition_count));
             if !exists {
-                unknown.insert((t.name.to_string(), p), ());
+                unknown.insert((t.name.to_string(), p));
             }
         }
     }
     let code_of = |name: &str, p: i32, all: i16| {
         if unknown.is_empty() {
             all
-        } else if unknown.contains_key(&(name.to_string(), p)) {
+        } else if unknown.contains(&(name.to_string(), p)) {
             ResponseError::UnknownTopicOrPartition.code()
         } else {
             ResponseError::OperationNotAttempted.code()

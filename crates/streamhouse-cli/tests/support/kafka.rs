@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use streamhouse_agent::{Agent, AgentConfig, RunningAgent};
@@ -89,6 +90,28 @@ impl Drop for AgentProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A metadata store (SQLite, no fsync) and an object store (a directory)
+/// in `dir`, for several in-process agents to share.
+pub async fn shared_stores(
+    dir: &std::path::Path,
+) -> (
+    Arc<dyn streamhouse_metadata::MetadataStore>,
+    Arc<dyn object_store::ObjectStore>,
+) {
+    let metadata = streamhouse_metadata::open_without_fsync(&format!(
+        "sqlite://{}",
+        dir.join("metadata.db").display()
+    ))
+    .await
+    .unwrap();
+    let store = streamhouse_storage::open_object_store(
+        &format!("file://{}", dir.join("objects").display()),
+        &Default::default(),
+    )
+    .unwrap();
+    (metadata, store)
 }
 
 /// An agent in process on SQLite and a local directory (no fsync), with

@@ -65,27 +65,71 @@ where
         tx.commit().await.map_err(Error::db("opening transaction"))
     }
 
-    /// See [`crate::TransactionStore::transactions`].
+    /// See [`crate::TransactionStore::transactions`]: every transactional
+    /// id in one pass, or only the named ones, each looked up by its key.
     pub(super) async fn list_transactions(
         &self,
         ids: Option<&[String]>,
     ) -> Result<Vec<TransactionListing>> {
-        let rows = sqlx::query(
-            "SELECT p.transactional_id, p.producer_id, p.epoch, p.transaction_timeout_ms, \
-             p.last_end_committed, o.started_at_ms FROM producers p \
-             LEFT JOIN open_transactions o ON o.producer_id = p.producer_id \
-             WHERE p.transactional_id IS NOT NULL ORDER BY p.transactional_id",
-        )
-        .fetch_all(&self.read)
-        .await
-        .map_err(Error::db("listing transactions"))?;
-        let partitions = sqlx::query(
-            "SELECT t.producer_id, k.name, t.partition_id FROM transaction_partitions t \
-             JOIN topics k ON k.topic_id = t.topic_id ORDER BY k.name, t.partition_id",
-        )
-        .fetch_all(&self.read)
-        .await
-        .map_err(Error::db("listing transaction partitions"))?;
+        // The statements differ only in their filter; `concat!` keeps them
+        // literal SQL.
+        macro_rules! listing {
+            ($filter:literal) => {
+                concat!(
+                    "SELECT p.transactional_id, p.producer_id, p.epoch, ",
+                    "p.transaction_timeout_ms, p.last_end_committed, o.started_at_ms ",
+                    "FROM producers p LEFT JOIN open_transactions o ",
+                    "ON o.producer_id = p.producer_id WHERE p.transactional_id IS NOT NULL ",
+                    $filter
+                )
+            };
+        }
+        macro_rules! partitions {
+            ($filter:literal) => {
+                concat!(
+                    "SELECT t.producer_id, k.name, t.partition_id FROM transaction_partitions t ",
+                    "JOIN topics k ON k.topic_id = t.topic_id ",
+                    $filter,
+                    " ORDER BY k.name, t.partition_id"
+                )
+            };
+        }
+        let (rows, partitions) = match ids {
+            None => (
+                sqlx::query(listing!("ORDER BY p.transactional_id"))
+                    .fetch_all(&self.read)
+                    .await,
+                sqlx::query(partitions!("")).fetch_all(&self.read).await,
+            ),
+            Some(ids) => {
+                let mut ids: Vec<&String> = ids.iter().collect();
+                ids.sort();
+                ids.dedup();
+                let mut rows = Vec::new();
+                let mut partitions = Vec::new();
+                for id in ids {
+                    let Some(row) = sqlx::query(listing!("AND p.transactional_id = $1"))
+                        .bind(id.as_str())
+                        .fetch_optional(&self.read)
+                        .await
+                        .map_err(Error::db("listing transactions"))?
+                    else {
+                        continue;
+                    };
+                    partitions.extend(
+                        sqlx::query(partitions!("WHERE t.producer_id = $1"))
+                            .bind(row.get::<i64, _>(1))
+                            .fetch_all(&self.read)
+                            .await
+                            .map_err(Error::db("listing transaction partitions"))?,
+                    );
+                    rows.push(row);
+                }
+                (Ok(rows), Ok(partitions))
+            }
+        };
+        let rows = rows.map_err(Error::db("listing transactions"))?;
+        let partitions = partitions.map_err(Error::db("listing transaction partitions"))?;
         let mut written: BTreeMap<i64, Vec<TopicPartition>> = BTreeMap::new();
         for r in &partitions {
             written
@@ -98,22 +142,18 @@ where
         }
         Ok(rows
             .iter()
-            .filter_map(|r| {
-                let transactional_id: String = r.get(0);
-                if ids.is_some_and(|ids| !ids.contains(&transactional_id)) {
-                    return None;
-                }
+            .map(|r| {
                 let producer_id: i64 = r.get(1);
                 let started_at_ms: Option<i64> = r.get(5);
-                Some(TransactionListing {
-                    transactional_id,
+                TransactionListing {
+                    transactional_id: r.get(0),
                     producer_id,
                     epoch: r.get::<i64, _>(2) as i16,
                     timeout_ms: r.get(3),
                     state: state(started_at_ms.is_some(), r.get(4)),
                     started_at_ms,
                     partitions: written.remove(&producer_id).unwrap_or_default(),
-                })
+                }
             })
             .collect())
     }
