@@ -1,9 +1,10 @@
 //! The one error type of `streamhouse-core`.
 
-/// What was wrong with a record batch, a name or a limit.
+/// What was wrong with a record batch, a name, a limit or a SASL exchange.
 ///
 /// Every variant names the offending value, so an agent can hand the message
-/// to a client unchanged.
+/// to a client unchanged; the SASL variants name what was wrong but never echo
+/// secrets.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -54,6 +55,22 @@ pub enum Error {
     /// A topic name breaks the naming rules.
     #[error("invalid topic name {name:?}: {reason}")]
     InvalidTopicName { name: String, reason: &'static str },
+    /// A SASL exchange failed: a malformed message, a mismatched nonce or
+    /// channel binding, or a wrong password. The reason never holds a
+    /// password, a proof, a key or a salted password.
+    #[error("{mechanism} authentication failed: {reason}")]
+    Authentication {
+        mechanism: &'static str,
+        reason: String,
+    },
+    /// Stored or submitted SASL credential material is unusable (iteration
+    /// count out of range, key or salt of the wrong length). The reason never
+    /// holds key material.
+    #[error("invalid {mechanism} credential: {reason}")]
+    InvalidCredential {
+        mechanism: &'static str,
+        reason: String,
+    },
 }
 
 impl Error {
@@ -62,6 +79,20 @@ impl Error {
             what,
             needed,
             available,
+        }
+    }
+
+    pub(crate) fn auth(mechanism: &'static str, reason: impl Into<String>) -> Self {
+        Error::Authentication {
+            mechanism,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn invalid_credential(mechanism: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidCredential {
+            mechanism,
+            reason: reason.into(),
         }
     }
 

@@ -1,10 +1,13 @@
 //! StreamHouse formats: the Kafka RecordBatch v2 codec, compression, topic
-//! names and limits. Everything else in StreamHouse builds on these types.
+//! names and limits, and SASL credentials (SCRAM and PLAIN). Everything else
+//! in StreamHouse builds on these types.
 
 pub mod batch;
 pub mod compression;
 pub mod error;
 pub mod names;
+pub mod plain;
+pub mod scram;
 pub mod validate;
 pub mod varint;
 
