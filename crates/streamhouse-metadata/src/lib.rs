@@ -1,9 +1,10 @@
 //! StreamHouse metadata: topics, the log commit that assigns offsets,
-//! segments, consumer group offsets and the agent registry, on SQLite
-//! (embedded default) or PostgreSQL (production).
+//! segments, consumer group offsets, the agent registry, ACLs and SCRAM
+//! credentials, on SQLite (embedded default) or PostgreSQL (production).
 //!
 //! The store is split by concern ([`TopicStore`], [`LogStore`],
-//! [`OffsetStore`], [`AgentStore`]); [`MetadataStore`] combines them so that
+//! [`OffsetStore`], [`AgentStore`], [`AclStore`], [`ScramStore`], …);
+//! [`MetadataStore`] combines them so that
 //! one `Arc<dyn MetadataStore>` serves every component:
 //!
 //! ```no_run
@@ -31,20 +32,25 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use streamhouse_core::scram::{Credential, Mechanism};
 
+mod acl;
 pub mod assignment;
 mod classic;
 mod error;
 mod postgres;
+mod scram;
 mod sql;
 mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod types;
 
+pub use acl::*;
 pub use classic::*;
 pub use error::{Error, Result};
 pub use postgres::PostgresMetadataStore;
+pub use scram::*;
 pub use sqlite::SqliteMetadataStore;
 pub use types::*;
 
@@ -379,6 +385,47 @@ pub trait AgentStore: Send + Sync {
     async fn list_agents(&self, group: Option<&str>) -> Result<Vec<AgentInfo>>;
 }
 
+/// Access control lists in Kafka's model (see [`AclBinding`]).
+#[async_trait]
+pub trait AclStore: Send + Sync {
+    /// Validates every binding ([`AclBinding::validate`]; nothing is stored
+    /// if one is invalid), then stores them in one transaction. A binding
+    /// already stored is kept as it is (creating it again is not an error).
+    async fn create_acls(&self, acls: &[AclBinding]) -> Result<()>;
+    /// Deletes every binding `filter` matches ([`AclFilter::matches`]) in
+    /// one transaction and returns them, in the order of
+    /// [`acls`](Self::acls). A binding a concurrent call deleted first is
+    /// returned by that call only.
+    async fn delete_acls(&self, filter: &AclFilter) -> Result<Vec<AclBinding>>;
+    /// Every binding, in [`AclBinding`]'s order (resource type, resource
+    /// name by bytes, pattern type, principal, host, operation,
+    /// permission), the same on every backend.
+    async fn acls(&self) -> Result<Vec<AclBinding>>;
+}
+
+/// SCRAM users: one stored credential per user and mechanism (the salted,
+/// derived keys of RFC 5802; never a password).
+#[async_trait]
+pub trait ScramStore: Send + Sync {
+    /// Stores `credential` as `user`'s for its mechanism, replacing the one
+    /// stored. Validates the user name ([`validate_user_name`]) and the
+    /// credential ([`Credential::validate`], failing with [`Error::Invalid`]).
+    async fn upsert_scram_credential(&self, user: &str, credential: &Credential) -> Result<()>;
+    /// Deletes `user`'s credential for `mechanism`; false if there was none.
+    async fn delete_scram_credential(&self, user: &str, mechanism: Mechanism) -> Result<bool>;
+    /// Deletes every credential of `user`; false if there was none.
+    async fn delete_user(&self, user: &str) -> Result<bool>;
+    /// `user`'s credential for `mechanism`, if any.
+    async fn scram_credential(
+        &self,
+        user: &str,
+        mechanism: Mechanism,
+    ) -> Result<Option<Credential>>;
+    /// Every credential, ordered by user (by bytes) then mechanism (by
+    /// Kafka type), the same on every backend.
+    async fn scram_credentials(&self) -> Result<Vec<UserCredential>>;
+}
+
 /// Every metadata concern in one object-safe trait.
 pub trait MetadataStore:
     TopicStore
@@ -390,6 +437,8 @@ pub trait MetadataStore:
     + ClassicGroupStore
     + MaintenanceStore
     + AgentStore
+    + AclStore
+    + ScramStore
 {
 }
 
@@ -402,7 +451,9 @@ impl<
         + GroupStore
         + ClassicGroupStore
         + MaintenanceStore
-        + AgentStore,
+        + AgentStore
+        + AclStore
+        + ScramStore,
 > MetadataStore for T
 {
 }

@@ -56,6 +56,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0011_group_assignors.sql",
         include_str!("../migrations/postgres/0011_group_assignors.sql"),
     ),
+    (
+        "0012_acls_and_scram.sql",
+        include_str!("../migrations/postgres/0012_acls_and_scram.sql"),
+    ),
 ];
 
 impl PostgresMetadataStore {

@@ -59,6 +59,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0011_group_assignors.sql",
         include_str!("../migrations/sqlite/0011_group_assignors.sql"),
     ),
+    (
+        "0012_acls_and_scram.sql",
+        include_str!("../migrations/sqlite/0012_acls_and_scram.sql"),
+    ),
 ];
 
 impl SqliteMetadataStore {

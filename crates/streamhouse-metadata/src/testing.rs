@@ -250,3 +250,17 @@ delegate!(crate::AgentStore {
         deregister_agent(agent_id: &str) -> ();
         list_agents(group: Option<&str>) -> Vec<crate::AgentInfo>;
 });
+
+delegate!(crate::AclStore {
+        create_acls(acls: &[crate::AclBinding]) -> ();
+        delete_acls(filter: &crate::AclFilter) -> Vec<crate::AclBinding>;
+        acls() -> Vec<crate::AclBinding>;
+});
+
+delegate!(crate::ScramStore {
+        upsert_scram_credential(user: &str, credential: &streamhouse_core::scram::Credential) -> ();
+        delete_scram_credential(user: &str, mechanism: streamhouse_core::scram::Mechanism) -> bool;
+        delete_user(user: &str) -> bool;
+        scram_credential(user: &str, mechanism: streamhouse_core::scram::Mechanism) -> Option<streamhouse_core::scram::Credential>;
+        scram_credentials() -> Vec<crate::UserCredential>;
+});

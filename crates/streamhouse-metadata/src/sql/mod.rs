@@ -14,6 +14,7 @@
 //! carry such bounds over from a trait definition, so each impl states them;
 //! both backends meet them.
 
+mod acls;
 mod agents;
 mod backend;
 mod classic_codec;
@@ -28,6 +29,7 @@ mod membership;
 mod offsets;
 mod placement;
 mod producers;
+mod scram;
 mod sequences;
 mod topics;
 mod transaction_admin;
