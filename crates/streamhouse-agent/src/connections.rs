@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
+
+use crate::tls::{AgentStream, ConnInfo};
 
 /// The protocol of a listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,26 +81,33 @@ impl Drop for Open {
     }
 }
 
-/// A gRPC connection's stream, counted until tonic drops it.
+/// A gRPC connection's stream, counted until tonic drops it. Its
+/// [`ConnInfo`] reaches every request of the connection as an extension.
 pub(crate) struct CountedStream {
-    inner: TcpStream,
+    inner: AgentStream,
+    info: ConnInfo,
     _open: Open,
 }
 
 impl CountedStream {
-    pub(crate) fn new(inner: TcpStream, connections: Arc<Connections>) -> CountedStream {
+    pub(crate) fn new(
+        inner: AgentStream,
+        info: ConnInfo,
+        connections: Arc<Connections>,
+    ) -> CountedStream {
         CountedStream {
             inner,
+            info,
             _open: Open::new(connections, Protocol::Grpc),
         }
     }
 }
 
 impl Connected for CountedStream {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnInfo;
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.inner.connect_info()
+    fn connect_info(&self) -> ConnInfo {
+        self.info.clone()
     }
 }
 

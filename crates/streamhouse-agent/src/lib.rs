@@ -26,17 +26,22 @@ use streamhouse_storage::{PipelineConfig, Reader, ReaderConfig, S3Options, Write
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+mod auth;
 mod connections;
 mod error;
 mod jobs;
 mod kafka;
+mod metrics_http;
 mod produce;
 mod service;
+mod tls;
 mod transactions;
 
+pub use auth::AuthConfig;
 pub use error::{Error, Result};
 pub use jobs::JobsConfig;
 pub use service::RequestLimits;
+pub use tls::TlsFiles;
 
 /// Everything an agent needs to run. [`Default`] is the embedded setup.
 #[derive(Clone, Debug)]
@@ -94,6 +99,11 @@ pub struct AgentConfig {
     /// heartbeats this long leaves its group, as Kafka's
     /// `group.consumer.session.timeout.ms`. Default: 45 s.
     pub kafka_group_session_timeout: Duration,
+    /// TLS on every listener (gRPC, Kafka, metrics). Default: off.
+    pub tls: Option<TlsFiles>,
+    /// Authentication and ACLs. Default: off, which only loopback
+    /// listeners allow (see [`AuthConfig::allow_unauthenticated`]).
+    pub auth: AuthConfig,
 }
 
 impl Default for AgentConfig {
@@ -122,6 +132,8 @@ impl Default for AgentConfig {
             kafka_auto_create_topics: true,
             kafka_default_partitions: 1,
             kafka_group_session_timeout: Duration::from_secs(45),
+            tls: None,
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -169,6 +181,7 @@ impl Agent {
         if config.group.is_empty() {
             return Err(Error::Config("agent group must not be empty".into()));
         }
+        refuse_open_exposure(&config)?;
         let store: Arc<dyn ObjectStore> = streamhouse_storage::MeteredStore::new(store);
         let mut pipeline_config = config.pipeline.clone();
         pipeline_config.max_batch_bytes = config.limits.max_batch_bytes;
@@ -221,6 +234,12 @@ impl Agent {
             }
         };
         let kafka_addr = kafka_listener.as_ref().map(|(_, bound)| *bound);
+        let tls = config.tls.clone().map(tls::Tls::load).transpose()?;
+        let auth = auth::Auth::start(config.auth.clone(), metadata.clone()).await?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(metrics_http::bind(addr).await?),
+            None => None,
+        };
         metadata
             .register_agent(AgentRegistration {
                 agent_id: agent_id.clone(),
@@ -252,6 +271,7 @@ impl Agent {
             shutting_down: shutting_down.clone(),
             commits: pipeline.commits(),
             store: store.clone(),
+            auth: auth.clone(),
         };
         let (kafka_stop, kafka_stopped) = tokio::sync::watch::channel(false);
         let kafka_task = kafka_listener.map(|(listener, _)| {
@@ -271,12 +291,22 @@ impl Agent {
                 connections: connections.clone(),
                 group_heartbeat_interval: config.group_heartbeat_interval,
                 group_session_timeout: config.kafka_group_session_timeout,
+                auth: auth.clone(),
             });
-            tokio::spawn(kafka::serve(listener, broker, kafka_stopped))
+            tokio::spawn(kafka::serve(listener, tls.clone(), broker, kafka_stopped))
         });
         let server = StreamHouseServer::new(service)
             .max_decoding_message_size(config.limits.max_request_bytes)
             .max_encoding_message_size(config.limits.max_fetch_bytes + (1 << 20));
+        let authenticating = auth.clone();
+        let server = tonic::service::interceptor::InterceptedService::new(
+            server,
+            move |mut request: tonic::Request<()>| {
+                let session = auth::grpc::session(&authenticating, &request)?;
+                request.extensions_mut().insert(session);
+                Ok(request)
+            },
+        );
         let (stop, stopped) = oneshot::channel::<()>();
         let heartbeat = tokio::spawn(heartbeat(
             metadata.clone(),
@@ -288,9 +318,6 @@ impl Agent {
             store.clone(),
             config.transaction_check_interval,
         ));
-        if let Some(addr) = config.metrics_listen {
-            install_metrics(addr)?;
-        }
         let jobs = Arc::new(jobs::Jobs::new(
             metadata.clone(),
             store,
@@ -299,6 +326,15 @@ impl Agent {
             config.jobs.clone(),
         ));
         let mut background = vec![heartbeat, aborter];
+        if let Some(listener) = metrics_listener {
+            background.push(tokio::spawn(metrics_http::serve(listener, tls.clone())));
+        }
+        if let Some(tls) = &tls {
+            background.push(tokio::spawn(tls.clone().watch()));
+        }
+        if auth.required() {
+            background.push(tokio::spawn(auth.clone().refresh_loop()));
+        }
         for (job, every) in [
             ("retention", config.jobs.retention_interval),
             ("object-gc", config.jobs.gc_interval),
@@ -311,7 +347,7 @@ impl Agent {
         tracing::info!(%agent_id, %addr, kafka = ?kafka_addr, group = %config.group, "agent started");
         let id = agent_id.clone();
         let task = tokio::spawn(async move {
-            let incoming = tokio_stream_listener(listener, connections);
+            let incoming = grpc_connections(listener, tls, connections);
             let closing = pipeline.clone();
             let mut flushed = None;
             let served = tonic::transport::Server::builder()
@@ -355,38 +391,54 @@ impl Agent {
     }
 }
 
-/// The gRPC listener's connections, each counted while tonic serves it.
-fn tokio_stream_listener(
+/// Refuses to listen beyond loopback without authentication, unless told
+/// to (see [`AuthConfig::allow_unauthenticated`]).
+fn refuse_open_exposure(config: &AgentConfig) -> Result<()> {
+    if config.auth.required || config.auth.allow_unauthenticated {
+        return Ok(());
+    }
+    for (listener, addr) in [
+        ("gRPC", Some(config.listen)),
+        ("Kafka", config.kafka_listen),
+    ] {
+        if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {
+            return Err(Error::Config(format!(
+                "the {listener} listener would listen on {addr}, beyond loopback, without \
+                 authentication: anyone who can reach it could read, write and delete every \
+                 topic. Require authentication (--require-auth, with users made by \
+                 `streamhouse users create`), or pass --allow-unauthenticated to run it open"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The gRPC listener's connections, past their TLS handshake when TLS is
+/// on, each counted while tonic serves it.
+fn grpc_connections(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<tls::Tls>>,
     connections: Arc<connections::Connections>,
 ) -> impl futures::Stream<Item = std::io::Result<connections::CountedStream>> {
-    futures::stream::unfold(listener, move |listener| {
+    let (ready, accepted) = tokio::sync::mpsc::channel(64);
+    let accepting = tokio::spawn(tls::accept_loop(listener, tls, tls::Listener::Grpc, ready));
+    let accepting = AbortOnDrop(accepting);
+    futures::stream::unfold((accepted, accepting), move |(mut accepted, accepting)| {
         let connections = connections.clone();
         async move {
-            let conn = listener.accept().await.map(|(stream, _)| {
-                let _ = stream.set_nodelay(true);
-                connections::CountedStream::new(stream, connections)
-            });
-            Some((conn, listener))
+            let (stream, info) = accepted.recv().await?;
+            let conn = connections::CountedStream::new(stream, info, connections);
+            Some((Ok(conn), (accepted, accepting)))
         }
     })
 }
 
-/// Serves the Prometheus exporter on `addr`. One recorder per process: a
-/// second agent in the same process shares the first one's.
-fn install_metrics(addr: SocketAddr) -> Result<()> {
-    match metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-    {
-        Ok(()) => Ok(()),
-        Err(metrics_exporter_prometheus::BuildError::FailedToSetGlobalRecorder(_)) => {
-            tracing::warn!(%addr, "metrics are already served by another agent in this process");
-            Ok(())
-        }
-        Err(e) => Err(Error::Config(format!(
-            "cannot serve metrics on {addr}: {e}"
-        ))),
+/// Aborts a task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

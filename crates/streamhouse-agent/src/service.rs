@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use streamhouse_metadata::{
-    GroupHeartbeat, MetadataStore, OffsetCommit, Topic, TopicConfig, TopicPartition,
+    AclOperation as Op, GroupHeartbeat, MetadataStore, OffsetCommit, ResourceType as Resource,
+    Topic, TopicConfig, TopicPartition,
 };
 use streamhouse_proto as pb;
 use streamhouse_proto::ErrorCode;
@@ -15,6 +16,8 @@ use streamhouse_proto::stream_house_server::StreamHouse;
 use streamhouse_storage::{Reader, WritePipeline};
 use tonic::{Request, Response, Status};
 
+use crate::auth::CLUSTER;
+use crate::auth::grpc::{require, session_of};
 use crate::connections::Protocol;
 use crate::error::{bound_message, bounded, describe, error_code, status};
 use crate::produce::{self, BatchFailure, PartitionInput, PartitionOutcome};
@@ -63,6 +66,8 @@ pub(crate) struct Service {
     pub commits: tokio::sync::watch::Receiver<u64>,
     /// Where transaction markers are written.
     pub store: Arc<dyn object_store::ObjectStore>,
+    /// Users, ACLs and the checks made with them.
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 fn end_error_status(e: &crate::transactions::EndError) -> Status {
@@ -138,6 +143,55 @@ fn batch_error(code: ErrorCode, message: String) -> pb::BatchResult {
 }
 
 impl Service {
+    /// The topics `session` may describe, as listed to it.
+    fn describable(&self, session: &crate::auth::Session, topics: &[Topic]) -> Vec<pb::TopicInfo> {
+        topics
+            .iter()
+            .filter(|t| {
+                self.auth
+                    .allows_silently(session, Op::Describe, Resource::Topic, &t.name)
+            })
+            .map(topic_info)
+            .collect()
+    }
+
+    /// An error unless `session` may write to the transactional id that
+    /// holds `producer_id` (Kafka's rule for ending transactions and adding
+    /// offsets to them). Only read when ACLs are enforced.
+    async fn require_transaction_writer(
+        &self,
+        session: &crate::auth::Session,
+        producer_id: i64,
+    ) -> Result<(), Status> {
+        if !self.auth.required() {
+            return Ok(());
+        }
+        let listed = self
+            .metadata
+            .transactions(None)
+            .await
+            .map_err(|e| status(&e))?;
+        let tid = listed
+            .into_iter()
+            .find(|t| t.producer_id == producer_id)
+            .map(|t| t.transactional_id)
+            .ok_or_else(|| {
+                pb::with_error_code(
+                    Status::failed_precondition(format!(
+                        "producer id {producer_id} has no transactional id"
+                    )),
+                    ErrorCode::UnknownProducer,
+                )
+            })?;
+        require(
+            &self.auth,
+            session,
+            Op::Write,
+            Resource::TransactionalId,
+            &tid,
+        )
+    }
+
     fn check_running(&self) -> Result<(), Status> {
         if self.shutting_down.load(Ordering::Relaxed) {
             return Err(pb::with_error_code(
@@ -237,20 +291,45 @@ impl StreamHouse for Service {
         self.check_running()?;
         let started = std::time::Instant::now();
         metrics::counter!("streamhouse_produce_requests_total").increment(1);
+        let session = session_of(&request);
         let request = request.into_inner();
         self.check_partition_count(request.partitions.len(), "produce request")?;
+        let allowed: Vec<bool> = request
+            .partitions
+            .iter()
+            .map(|p| {
+                self.auth
+                    .allows(&session, Op::Write, Resource::Topic, &p.topic)
+            })
+            .collect();
         let inputs: Vec<PartitionInput<'_>> = request
             .partitions
             .iter()
-            .map(|p| PartitionInput {
+            .zip(&allowed)
+            .filter(|(_, allowed)| **allowed)
+            .map(|(p, _)| PartitionInput {
                 topic: &p.topic,
                 partition: p.partition,
                 records: &p.records,
             })
             .collect();
-        let outcomes = produce::produce(&self.pipeline, &inputs).await;
-        let mut results = Vec::with_capacity(outcomes.len());
-        for (p, outcome) in request.partitions.iter().zip(outcomes) {
+        let mut outcomes = produce::produce(&self.pipeline, &inputs).await.into_iter();
+        let mut results = Vec::with_capacity(request.partitions.len());
+        for (p, allowed) in request.partitions.iter().zip(allowed) {
+            let outcome = match allowed {
+                true => outcomes.next().unwrap_or(PartitionOutcome::Refused {
+                    code: ErrorCode::Internal,
+                    message: "no outcome for this partition".into(),
+                }),
+                false => PartitionOutcome::Refused {
+                    code: ErrorCode::AuthorizationFailed,
+                    message: format!(
+                        "{} may not write to topic {:?}",
+                        session.principal,
+                        bounded(&p.topic)
+                    ),
+                },
+            };
             let mut result = pb::PartitionResult {
                 topic: p.topic.clone(),
                 partition: p.partition,
@@ -300,8 +379,30 @@ impl StreamHouse for Service {
         request: Request<pb::FetchRequest>,
     ) -> Result<Response<pb::FetchResponse>, Status> {
         self.check_running()?;
-        let request = request.into_inner();
+        let session = session_of(&request);
+        let mut request = request.into_inner();
         self.check_partition_count(request.partitions.len(), "fetch request")?;
+        let (readable, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut request.partitions)
+            .into_iter()
+            .partition(|p| {
+                self.auth
+                    .allows(&session, Op::Read, Resource::Topic, &p.topic)
+            });
+        request.partitions = readable;
+        let denied: Vec<pb::FetchedPartition> = denied
+            .into_iter()
+            .map(|p| pb::FetchedPartition {
+                message: format!(
+                    "{} may not read topic {:?}",
+                    session.principal,
+                    bounded(&p.topic)
+                ),
+                topic: p.topic,
+                partition: p.partition,
+                error: ErrorCode::AuthorizationFailed as i32,
+                ..Default::default()
+            })
+            .collect();
         let max_bytes = (request.max_bytes as usize).min(self.limits.max_fetch_bytes);
         let wait =
             Duration::from_millis(request.max_wait_ms.into()).min(self.limits.max_fetch_wait);
@@ -310,9 +411,10 @@ impl StreamHouse for Service {
         loop {
             commits.mark_unchanged();
             let committed = request.isolation_level == pb::IsolationLevel::ReadCommitted as i32;
-            let (partitions, any_data) = self
+            let (mut partitions, any_data) = self
                 .fetch_once(&request.partitions, max_bytes, committed)
                 .await;
+            partitions.extend(denied.iter().cloned());
             let any_error = partitions.iter().any(|p| p.error != ErrorCode::None as i32);
             if any_data || any_error || tokio::time::Instant::now() >= deadline {
                 metrics::counter!("streamhouse_fetch_requests_total").increment(1);
@@ -343,6 +445,7 @@ impl StreamHouse for Service {
         &self,
         request: Request<pb::MetadataRequest>,
     ) -> Result<Response<pb::MetadataResponse>, Status> {
+        let session = session_of(&request);
         let request = request.into_inner();
         let mut response = pb::MetadataResponse {
             agent_ttl_ms: self.agent_ttl.as_millis() as u64,
@@ -350,9 +453,10 @@ impl StreamHouse for Service {
         };
         if request.all_topics {
             let topics = self.metadata.list_topics().await.map_err(|e| status(&e))?;
-            response.topics = topics.iter().map(topic_info).collect();
+            response.topics = self.describable(&session, &topics);
         } else {
             for name in &request.topics {
+                require(&self.auth, &session, Op::Describe, Resource::Topic, name)?;
                 match self
                     .metadata
                     .get_topic(name)
@@ -395,7 +499,14 @@ impl StreamHouse for Service {
         &self,
         request: Request<pb::CreateTopicRequest>,
     ) -> Result<Response<pb::TopicInfo>, Status> {
+        let session = session_of(&request);
         let r = request.into_inner();
+        if !self
+            .auth
+            .allows_silently(&session, Op::Create, Resource::Cluster, CLUSTER)
+        {
+            require(&self.auth, &session, Op::Create, Resource::Topic, &r.name)?;
+        }
         let topic = self
             .metadata
             .create_topic(TopicConfig {
@@ -414,7 +525,9 @@ impl StreamHouse for Service {
         &self,
         request: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        let session = session_of(&request);
         let name = request.into_inner().name;
+        require(&self.auth, &session, Op::Delete, Resource::Topic, &name)?;
         self.metadata
             .delete_topic(&name)
             .await
@@ -428,7 +541,24 @@ impl StreamHouse for Service {
         &self,
         request: Request<pb::AlterTopicRequest>,
     ) -> Result<Response<pb::TopicInfo>, Status> {
+        let session = session_of(&request);
         let r = request.into_inner();
+        if r.partition_count.is_some() {
+            require(&self.auth, &session, Op::Alter, Resource::Topic, &r.name)?;
+        }
+        if r.retention_ms.is_some()
+            || r.clear_retention
+            || !r.set_config.is_empty()
+            || !r.remove_config.is_empty()
+        {
+            require(
+                &self.auth,
+                &session,
+                Op::AlterConfigs,
+                Resource::Topic,
+                &r.name,
+            )?;
+        }
         let retention_ms = match (r.clear_retention, r.retention_ms) {
             (true, Some(_)) => {
                 return Err(Status::invalid_argument(
@@ -458,11 +588,12 @@ impl StreamHouse for Service {
 
     async fn list_topics(
         &self,
-        _: Request<pb::ListTopicsRequest>,
+        request: Request<pb::ListTopicsRequest>,
     ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        let session = session_of(&request);
         let topics = self.metadata.list_topics().await.map_err(|e| status(&e))?;
         Ok(Response::new(pb::ListTopicsResponse {
-            topics: topics.iter().map(topic_info).collect(),
+            topics: self.describable(&session, &topics),
         }))
     }
 
@@ -470,7 +601,9 @@ impl StreamHouse for Service {
         &self,
         request: Request<pb::DeleteRecordsRequest>,
     ) -> Result<Response<pb::DeleteRecordsResponse>, Status> {
+        let session = session_of(&request);
         let r = request.into_inner();
+        require(&self.auth, &session, Op::Delete, Resource::Topic, &r.topic)?;
         let topic = self
             .metadata
             .get_topic(&r.topic)
@@ -494,7 +627,9 @@ impl StreamHouse for Service {
         &self,
         request: Request<pb::DescribeTopicRequest>,
     ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
+        let session = session_of(&request);
         let name = request.into_inner().name;
+        require(&self.auth, &session, Op::Describe, Resource::Topic, &name)?;
         let topic = self
             .metadata
             .get_topic(&name)
@@ -537,7 +672,36 @@ impl StreamHouse for Service {
         &self,
         request: Request<pb::InitProducerIdRequest>,
     ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
+        let session = session_of(&request);
         let r = request.into_inner();
+        match &r.transactional_id {
+            Some(tid) => require(
+                &self.auth,
+                &session,
+                Op::Write,
+                Resource::TransactionalId,
+                tid,
+            )?,
+            None => {
+                if !self.auth.allows_silently(
+                    &session,
+                    Op::IdempotentWrite,
+                    Resource::Cluster,
+                    CLUSTER,
+                ) && !self
+                    .auth
+                    .allows_somewhere(&session, Op::Write, Resource::Topic)
+                {
+                    require(
+                        &self.auth,
+                        &session,
+                        Op::IdempotentWrite,
+                        Resource::Cluster,
+                        CLUSTER,
+                    )?;
+                }
+            }
+        }
         if let Some(tid) = &r.transactional_id {
             let timeout = if r.transaction_timeout_ms > 0 {
                 i64::from(r.transaction_timeout_ms)
@@ -587,6 +751,7 @@ impl StreamHouse for Service {
         &self,
         request: Request<pb::ListOffsetsRequest>,
     ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+        let session = session_of(&request);
         let request = request.into_inner();
         self.check_partition_count(request.partitions.len(), "list offsets request")?;
         let committed = request.isolation_level == pb::IsolationLevel::ReadCommitted as i32;
@@ -597,6 +762,19 @@ impl StreamHouse for Service {
                 partition: p.partition,
                 ..Default::default()
             };
+            if !self
+                .auth
+                .allows(&session, Op::Describe, Resource::Topic, &p.topic)
+            {
+                listed.error = ErrorCode::AuthorizationFailed as i32;
+                listed.message = format!(
+                    "{} may not describe topic {:?}",
+                    session.principal,
+                    bounded(&p.topic)
+                );
+                partitions.push(listed);
+                continue;
+            }
             let found = async {
                 let state = self.reader.partition_state(&p.topic, p.partition).await?;
                 let offset = match p.timestamp {
@@ -633,7 +811,9 @@ impl StreamHouse for Service {
         &self,
         request: Request<pb::GroupHeartbeatRequest>,
     ) -> Result<Response<pb::GroupHeartbeatResponse>, Status> {
+        let session = session_of(&request);
         let r = request.into_inner();
+        require(&self.auth, &session, Op::Read, Resource::Group, &r.group_id)?;
         let result = self
             .metadata
             .group_heartbeat(GroupHeartbeat {
@@ -674,7 +854,12 @@ impl StreamHouse for Service {
         &self,
         request: Request<pb::CommitOffsetsRequest>,
     ) -> Result<Response<pb::CommitOffsetsResponse>, Status> {
+        let session = session_of(&request);
         let r = request.into_inner();
+        require(&self.auth, &session, Op::Read, Resource::Group, &r.group_id)?;
+        for o in &r.offsets {
+            require(&self.auth, &session, Op::Read, Resource::Topic, &o.topic)?;
+        }
         let offsets: Vec<OffsetCommit> = r
             .offsets
             .into_iter()
@@ -706,25 +891,39 @@ impl StreamHouse for Service {
         &self,
         request: Request<pb::FetchOffsetsRequest>,
     ) -> Result<Response<pb::FetchOffsetsResponse>, Status> {
+        let session = session_of(&request);
         let group = request.into_inner().group_id;
+        require(&self.auth, &session, Op::Describe, Resource::Group, &group)?;
         let offsets = self
             .metadata
             .fetch_offsets(&group)
             .await
             .map_err(|e| status(&e))?;
         Ok(Response::new(pb::FetchOffsetsResponse {
-            offsets: offsets.into_iter().map(committed_info).collect(),
+            offsets: offsets
+                .into_iter()
+                .filter(|o| {
+                    self.auth
+                        .allows_silently(&session, Op::Describe, Resource::Topic, &o.topic)
+                })
+                .map(committed_info)
+                .collect(),
         }))
     }
 
     async fn list_groups(
         &self,
-        _: Request<pb::ListGroupsRequest>,
+        request: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        let session = session_of(&request);
         let groups = self.metadata.list_groups().await.map_err(|e| status(&e))?;
         Ok(Response::new(pb::ListGroupsResponse {
             groups: groups
                 .into_iter()
+                .filter(|(group, _)| {
+                    self.auth
+                        .allows_silently(&session, Op::Describe, Resource::Group, group)
+                })
                 .map(|(group_id, members)| pb::GroupListing {
                     group_id,
                     members: members as u32,
@@ -737,7 +936,9 @@ impl StreamHouse for Service {
         &self,
         request: Request<pb::DescribeGroupRequest>,
     ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
+        let session = session_of(&request);
         let group = request.into_inner().group_id;
+        require(&self.auth, &session, Op::Describe, Resource::Group, &group)?;
         let d = self
             .metadata
             .describe_group(&group)
@@ -767,7 +968,9 @@ impl StreamHouse for Service {
         &self,
         request: Request<pb::DeleteGroupRequest>,
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        let session = session_of(&request);
         let group = request.into_inner().group_id;
+        require(&self.auth, &session, Op::Delete, Resource::Group, &group)?;
         self.metadata
             .delete_group(&group)
             .await
@@ -779,7 +982,11 @@ impl StreamHouse for Service {
         &self,
         request: Request<pb::AddOffsetsToTxnRequest>,
     ) -> Result<Response<pb::AddOffsetsToTxnResponse>, Status> {
+        let session = session_of(&request);
         let r = request.into_inner();
+        self.require_transaction_writer(&session, r.producer_id)
+            .await?;
+        require(&self.auth, &session, Op::Read, Resource::Group, &r.group_id)?;
         let epoch = i16::try_from(r.producer_epoch)
             .map_err(|_| Status::invalid_argument("producer epoch out of range"))?;
         let offsets: Vec<OffsetCommit> = r
@@ -812,7 +1019,10 @@ impl StreamHouse for Service {
         request: Request<pb::EndTxnRequest>,
     ) -> Result<Response<pb::EndTxnResponse>, Status> {
         self.check_running()?;
+        let session = session_of(&request);
         let r = request.into_inner();
+        self.require_transaction_writer(&session, r.producer_id)
+            .await?;
         let epoch = i16::try_from(r.producer_epoch)
             .map_err(|_| Status::invalid_argument("producer epoch out of range"))?;
         let next = crate::transactions::end_transaction(

@@ -1,9 +1,10 @@
 //! `streamhouse agent`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use streamhouse_agent::{AgentConfig, JobsConfig, RequestLimits};
+use streamhouse_agent::{AgentConfig, AuthConfig, JobsConfig, RequestLimits, TlsFiles};
 use streamhouse_storage::{PipelineConfig, ReaderConfig, S3Options};
 
 use crate::BoxError;
@@ -162,6 +163,34 @@ pub struct Args {
         default_value_t = 45_000
     )]
     kafka_group_session_timeout_ms: u64,
+    /// PEM certificate chain: serve TLS on the gRPC, Kafka and metrics
+    /// listeners (re-read on SIGHUP or when the file changes).
+    #[arg(long, env = "STREAMHOUSE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "STREAMHOUSE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificates of client certificates (mutual TLS): a client
+    /// presenting one is authenticated as User:<its CN>.
+    #[arg(long, env = "STREAMHOUSE_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Require every client to authenticate (Kafka SASL SCRAM or PLAIN,
+    /// gRPC user name and password, or a client certificate) and enforce
+    /// ACLs. Users: `streamhouse users`; ACLs: `streamhouse acl`.
+    #[arg(long, env = "STREAMHOUSE_REQUIRE_AUTH")]
+    require_auth: bool,
+    /// Principals allowed everything, whatever the ACLs (comma-separated,
+    /// e.g. User:admin).
+    #[arg(long, env = "STREAMHOUSE_SUPER_USERS", value_delimiter = ',')]
+    super_users: Vec<String>,
+    /// Accept passwords (SASL PLAIN, gRPC credentials) on connections
+    /// without TLS. SCRAM never sends the password.
+    #[arg(long, env = "STREAMHOUSE_ALLOW_PLAINTEXT_PASSWORDS")]
+    allow_plaintext_passwords: bool,
+    /// Listen beyond loopback without --require-auth (anyone who can reach
+    /// the agent may then do anything).
+    #[arg(long, env = "STREAMHOUSE_ALLOW_UNAUTHENTICATED")]
+    allow_unauthenticated: bool,
 }
 
 /// `--kafka-listen`: an address, or `off`.
@@ -239,6 +268,20 @@ impl Args {
                 max_partitions_per_request: self.max_partitions_per_request,
                 max_fetch_wait: Duration::from_millis(self.max_fetch_wait_ms),
                 max_fetch_bytes: self.max_fetch_bytes,
+            },
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: self.tls_client_ca.clone(),
+                }),
+                _ => None,
+            },
+            auth: AuthConfig {
+                required: self.require_auth,
+                super_users: self.super_users.clone(),
+                allow_plaintext_passwords: self.allow_plaintext_passwords,
+                allow_unauthenticated: self.allow_unauthenticated,
             },
         }
     }

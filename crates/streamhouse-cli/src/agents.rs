@@ -1,7 +1,7 @@
 //! `streamhouse agents`.
 
 use clap::Subcommand;
-use streamhouse_client::{Admin, AgentConnections, AgentDescription};
+use streamhouse_client::{AgentConnections, AgentDescription};
 
 use crate::{BoxError, Output};
 
@@ -15,8 +15,11 @@ pub enum AgentsCommand {
     },
 }
 
-pub async fn agents(agent: &str, command: AgentsCommand) -> Result<(), BoxError> {
-    let admin = Admin::connect(agent).await?;
+pub async fn agents(
+    target: &crate::target::Target,
+    command: AgentsCommand,
+) -> Result<(), BoxError> {
+    let admin = target.admin().await?;
     let AgentsCommand::List { output } = command;
     let agents = admin.agents_with_connections().await?;
     match output {

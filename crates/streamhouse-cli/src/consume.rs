@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use streamhouse_client::{Admin, AutoOffsetReset, Consumer, ConsumerRecord, TopicPartition};
+use streamhouse_client::{AutoOffsetReset, Consumer, ConsumerRecord, TopicPartition};
 
 use crate::BoxError;
 use crate::signals::Shutdown;
@@ -58,9 +58,9 @@ pub struct ConsumeArgs {
 /// Consumes until caught up (or `--max`, or for ever with `--follow`). On
 /// SIGINT or SIGTERM it stops polling, commits what it printed (with a
 /// group), leaves the group and exits 0; a second signal exits at once.
-pub async fn consume(agent: &str, args: ConsumeArgs) -> Result<(), BoxError> {
+pub async fn consume(target: &crate::target::Target, args: ConsumeArgs) -> Result<(), BoxError> {
     let mut shutdown = Shutdown::install()?;
-    let admin = Admin::connect(agent).await?;
+    let admin = target.admin().await?;
     let topic = admin.describe_topic(&args.topic).await?;
     let reset = if args.from_beginning {
         AutoOffsetReset::Earliest
@@ -68,8 +68,9 @@ pub async fn consume(agent: &str, args: ConsumeArgs) -> Result<(), BoxError> {
         AutoOffsetReset::Latest
     };
     let builder = Consumer::builder()
-        .bootstrap(agent)
-        .agent_group(crate::group_of(agent).await?)
+        .bootstrap(&target.agent)
+        .security(target.security.clone())
+        .agent_group(crate::group_of(target).await?)
         .auto_offset_reset(reset)
         .skip_corrupt_batches(args.skip_corrupt_batches)
         .fetch_max_wait(Duration::from_millis(200));

@@ -37,11 +37,12 @@ pub struct CopyArgs {
 /// Runs until `--idle-exit-ms` passes without records, or until SIGINT or
 /// SIGTERM: then it finishes the transaction in progress, leaves the group
 /// and exits 0 (a second signal exits at once).
-pub async fn copy(agent: &str, args: CopyArgs) -> Result<(), BoxError> {
+pub async fn copy(target: &crate::target::Target, args: CopyArgs) -> Result<(), BoxError> {
     let mut shutdown = Shutdown::install()?;
     let consumer = Consumer::builder()
-        .bootstrap(agent)
-        .agent_group(crate::group_of(agent).await?)
+        .bootstrap(&target.agent)
+        .security(target.security.clone())
+        .agent_group(crate::group_of(target).await?)
         .group_id(args.group.clone())
         .subscribe([args.source.clone()])
         .enable_auto_commit(false)
@@ -53,8 +54,9 @@ pub async fn copy(agent: &str, args: CopyArgs) -> Result<(), BoxError> {
         .build()
         .await?;
     let producer = Producer::builder()
-        .bootstrap(agent)
-        .agent_group(crate::group_of(agent).await?)
+        .bootstrap(&target.agent)
+        .security(target.security.clone())
+        .agent_group(crate::group_of(target).await?)
         .transactional_id(args.transactional_id.clone())
         .batch_timeout(Duration::from_millis(1))
         .build()

@@ -39,8 +39,11 @@ pub enum GroupsCommand {
     Delete { group: String },
 }
 
-pub async fn groups(agent: &str, command: GroupsCommand) -> Result<(), BoxError> {
-    let admin = Admin::connect(agent).await?;
+pub async fn groups(
+    target: &crate::target::Target,
+    command: GroupsCommand,
+) -> Result<(), BoxError> {
+    let admin = target.admin().await?;
     match command {
         GroupsCommand::List {
             output: Output::Json,

@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod acl;
 mod agent;
 mod agents;
 mod bench;
@@ -11,20 +12,19 @@ mod groups;
 mod produce;
 mod signals;
 mod status;
+mod target;
 mod topic;
+mod users;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The agent group of the agent at `address` (clients then use that
 /// group's agents), or `default` if it is not listed.
-pub async fn group_of(address: &str) -> Result<String, BoxError> {
-    let agents = streamhouse_client::Admin::connect(address)
-        .await?
-        .agents()
-        .await?;
+pub async fn group_of(target: &target::Target) -> Result<String, BoxError> {
+    let agents = target.admin().await?.agents().await?;
     Ok(agents
         .into_iter()
-        .find(|a| a.address == address)
+        .find(|a| a.address == target.agent)
         .map_or_else(|| "default".to_string(), |a| a.group))
 }
 
@@ -52,19 +52,7 @@ pub enum Output {
     Json,
 }
 
-/// Where client commands send their requests.
-#[derive(clap::Args)]
-struct AgentAddress {
-    /// Address (host:port) of any agent.
-    #[arg(
-        long,
-        short = 'a',
-        env = "STREAMHOUSE_AGENT",
-        default_value = "127.0.0.1:50051",
-        global = true
-    )]
-    agent: String,
-}
+use target::AgentAddress;
 
 #[derive(Subcommand)]
 enum Command {
@@ -120,6 +108,21 @@ enum Command {
         #[arg(long, short, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Create, delete and list users (SCRAM credentials in the metadata
+    /// store).
+    Users {
+        #[command(flatten)]
+        store: users::Store,
+        #[command(subcommand)]
+        command: users::UsersCommand,
+    },
+    /// Add, remove and list ACLs (in the metadata store).
+    Acl {
+        #[command(flatten)]
+        store: users::Store,
+        #[command(subcommand)]
+        command: acl::AclCommand,
+    },
     /// Measure StreamHouse on this machine.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -141,24 +144,26 @@ fn main() -> std::process::ExitCode {
                 match cli.command {
                     Command::Agent(args) => agent::run(*args).await,
                     Command::Topic { address, command } => {
-                        topic::topic(&address.agent, command).await
+                        topic::topic(&address.target()?, command).await
                     }
                     Command::Produce { address, args } => {
-                        produce::produce(&address.agent, args).await
+                        produce::produce(&address.target()?, args).await
                     }
                     Command::Consume { address, args } => {
-                        consume::consume(&address.agent, args).await
+                        consume::consume(&address.target()?, args).await
                     }
-                    Command::Copy { address, args } => copy::copy(&address.agent, args).await,
+                    Command::Copy { address, args } => copy::copy(&address.target()?, args).await,
                     Command::Groups { address, command } => {
-                        groups::groups(&address.agent, command).await
+                        groups::groups(&address.target()?, command).await
                     }
                     Command::Agents { address, command } => {
-                        agents::agents(&address.agent, command).await
+                        agents::agents(&address.target()?, command).await
                     }
                     Command::Status { address, output } => {
-                        status::status(&address.agent, output).await
+                        status::status(&address.target()?, output).await
                     }
+                    Command::Users { store, command } => users::users(&store, command).await,
+                    Command::Acl { store, command } => acl::acl(&store, command).await,
                     Command::Bench(b) => bench::run(b).await,
                 }
             })

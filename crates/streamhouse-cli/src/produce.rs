@@ -34,10 +34,11 @@ pub struct ProduceArgs {
     file: Option<std::path::PathBuf>,
 }
 
-pub async fn produce(agent: &str, args: ProduceArgs) -> Result<(), BoxError> {
+pub async fn produce(target: &crate::target::Target, args: ProduceArgs) -> Result<(), BoxError> {
     let producer = Producer::builder()
-        .bootstrap(agent)
-        .agent_group(crate::group_of(agent).await?)
+        .bootstrap(&target.agent)
+        .security(target.security.clone())
+        .agent_group(crate::group_of(target).await?)
         .batch_timeout(std::time::Duration::from_millis(5))
         .batch_size(1000)
         .build()

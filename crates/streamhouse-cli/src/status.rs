@@ -1,11 +1,9 @@
 //! `streamhouse status`.
 
-use streamhouse_client::Admin;
-
 use crate::{BoxError, Output};
 
-pub async fn status(agent: &str, output: Output) -> Result<(), BoxError> {
-    let admin = Admin::connect(agent).await?;
+pub async fn status(target: &crate::target::Target, output: Output) -> Result<(), BoxError> {
+    let admin = target.admin().await?;
     let mut topics = Vec::new();
     for t in admin.list_topics().await? {
         let d = admin.describe_topic(&t.name).await?;

@@ -1,7 +1,6 @@
 //! `streamhouse topic`.
 
 use clap::Subcommand;
-use streamhouse_client::Admin;
 
 use crate::{BoxError, Output, parse_key_value};
 
@@ -64,8 +63,8 @@ pub enum TopicCommand {
     },
 }
 
-pub async fn topic(agent: &str, command: TopicCommand) -> Result<(), BoxError> {
-    let admin = Admin::connect(agent).await?;
+pub async fn topic(target: &crate::target::Target, command: TopicCommand) -> Result<(), BoxError> {
+    let admin = target.admin().await?;
     match command {
         TopicCommand::Create {
             name,

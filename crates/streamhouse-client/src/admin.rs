@@ -10,6 +10,7 @@ use streamhouse_proto::ErrorCode;
 use crate::backoff::RetryPolicy;
 use crate::cluster::{Cluster, ClusterConfig, Source};
 use crate::error::{Error, Result};
+use crate::security::Security;
 
 /// A topic as an agent describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,6 +101,11 @@ impl Admin {
     /// An admin client for the agent at `address` (`host:port`) and the
     /// other agents of its group. Fails if no agent answers.
     pub async fn connect(address: impl Into<String>) -> Result<Admin> {
+        Admin::connect_with(address, Security::default()).await
+    }
+
+    /// Like [`Admin::connect`], with TLS and credentials.
+    pub async fn connect_with(address: impl Into<String>, security: Security) -> Result<Admin> {
         let address = address.into();
         let admin = Admin {
             cluster: Cluster::new(
@@ -110,7 +116,8 @@ impl Admin {
                     RetryPolicy::default(),
                     Duration::from_secs(30),
                     64 << 20,
-                ),
+                )
+                .with_security(security),
             ),
         };
         admin.agents().await.map_err(|e| match e {
@@ -127,9 +134,7 @@ impl Admin {
 
     async fn call<T, F, Fut>(&self, call: F) -> Result<T>
     where
-        F: Fn(
-            streamhouse_proto::stream_house_client::StreamHouseClient<tonic::transport::Channel>,
-        ) -> Fut,
+        F: Fn(crate::cluster::Rpc) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         self.cluster.call_any(call).await

@@ -10,10 +10,16 @@ use streamhouse_metadata::MetadataStore;
 use streamhouse_proto as pb;
 use streamhouse_proto::stream_house_client::StreamHouseClient;
 use tokio::time::Instant;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::backoff::RetryPolicy;
 use crate::error::{Error, Result};
+use crate::security::{AuthHeader, Security};
+
+/// The gRPC client of one agent, with the client's credentials on every
+/// request.
+pub(crate) type Rpc = StreamHouseClient<InterceptedService<Channel, AuthHeader>>;
 
 /// Where agents and topics are discovered.
 #[derive(Clone)]
@@ -55,6 +61,8 @@ pub(crate) struct ClusterConfig {
     /// How long an agent that failed is avoided.
     pub failure_cooldown: Duration,
     pub max_message_bytes: usize,
+    /// TLS and credentials.
+    pub security: Security,
 }
 
 impl ClusterConfig {
@@ -75,7 +83,14 @@ impl ClusterConfig {
             retry,
             failure_cooldown: Duration::from_secs(5),
             max_message_bytes,
+            security: Security::default(),
         }
+    }
+
+    /// The same settings, with `security`.
+    pub fn with_security(mut self, security: Security) -> Self {
+        self.security = security;
+        self
     }
 }
 
@@ -91,7 +106,7 @@ struct KnownAgent {
 struct State {
     agents: Vec<KnownAgent>,
     refreshed_at: Option<Instant>,
-    clients: HashMap<String, StreamHouseClient<Channel>>,
+    clients: HashMap<String, Rpc>,
     topics: HashMap<String, (u32, Instant)>,
     /// How long the agents take an agent without a heartbeat to be alive,
     /// as they report it.
@@ -103,7 +118,7 @@ struct State {
 pub(crate) struct AgentConn {
     pub id: String,
     pub address: String,
-    pub client: StreamHouseClient<Channel>,
+    pub client: Rpc,
 }
 
 /// The client's view of the cluster.
@@ -116,7 +131,17 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    pub fn new(source: Source, config: ClusterConfig) -> Self {
+    /// A bootstrap address written `https://...` turns TLS on.
+    pub fn new(source: Source, mut config: ClusterConfig) -> Self {
+        let source = match source {
+            Source::Bootstrap(addresses) => Source::Bootstrap(
+                addresses
+                    .iter()
+                    .map(|a| config.security.strip_scheme(a))
+                    .collect(),
+            ),
+            other => other,
+        };
         Cluster {
             source,
             config,
@@ -126,13 +151,22 @@ impl Cluster {
     }
 
     /// The client of the agent at `address` (one channel per address).
-    pub(crate) fn client(&self, address: &str) -> Result<StreamHouseClient<Channel>> {
+    pub(crate) fn client(&self, address: &str) -> Result<Rpc> {
         let mut state = self.state.lock().expect("cluster lock");
         if let Some(c) = state.clients.get(address) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| Error::Config(format!("bad agent address {address:?}: {e}")))?
+        let bad = |e: tonic::transport::Error| {
+            Error::Config(format!("bad agent address {address:?}: {e}"))
+        };
+        let security = &self.config.security;
+        let scheme = if security.tls() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}")).map_err(bad)?;
+        let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+        if let Some(tls) = security.tls_config(host) {
+            endpoint = endpoint.tls_config(tls).map_err(bad)?;
+        }
+        let endpoint = endpoint
             .connect_timeout(self.config.request_timeout.min(Duration::from_secs(5)))
             .timeout(self.config.request_timeout)
             .tcp_nodelay(true)
@@ -140,9 +174,10 @@ impl Cluster {
             .initial_connection_window_size(16 << 20)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
-        let client = StreamHouseClient::new(endpoint.connect_lazy())
-            .max_decoding_message_size(self.config.max_message_bytes)
-            .max_encoding_message_size(self.config.max_message_bytes);
+        let client =
+            StreamHouseClient::with_interceptor(endpoint.connect_lazy(), security.interceptor()?)
+                .max_decoding_message_size(self.config.max_message_bytes)
+                .max_encoding_message_size(self.config.max_message_bytes);
         state.clients.insert(address.to_string(), client.clone());
         Ok(client)
     }
@@ -267,7 +302,7 @@ impl Cluster {
     /// does, tries them all again under the retry policy.
     async fn any_agent_call<T, F, Fut>(&self, bootstrap: &[String], call: F) -> Result<T>
     where
-        F: Fn(StreamHouseClient<Channel>) -> Fut,
+        F: Fn(Rpc) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         self.config
@@ -279,7 +314,7 @@ impl Cluster {
     /// One round of [`any_agent_call`](Self::any_agent_call).
     async fn any_agent_round<T, F, Fut>(&self, bootstrap: &[String], call: &F) -> Result<T>
     where
-        F: Fn(StreamHouseClient<Channel>) -> Fut,
+        F: Fn(Rpc) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let mut candidates: Vec<String> = {
@@ -430,7 +465,7 @@ impl Cluster {
     /// whatever its group (for admin calls).
     pub async fn call_any<T, F, Fut>(&self, call: F) -> Result<T>
     where
-        F: Fn(StreamHouseClient<Channel>) -> Fut,
+        F: Fn(Rpc) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let bootstrap = match &self.source {
@@ -444,7 +479,7 @@ impl Cluster {
     /// with backoff under the retry policy while the error is retryable.
     pub async fn call<T, F, Fut>(&self, call: F) -> Result<T>
     where
-        F: Fn(StreamHouseClient<Channel>) -> Fut,
+        F: Fn(Rpc) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         self.call_within(None, call).await
@@ -453,7 +488,7 @@ impl Cluster {
     /// [`call`](Self::call), giving up once `deadline` would pass.
     pub async fn call_within<T, F, Fut>(&self, deadline: Option<Instant>, call: F) -> Result<T>
     where
-        F: Fn(StreamHouseClient<Channel>) -> Fut,
+        F: Fn(Rpc) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         self.config

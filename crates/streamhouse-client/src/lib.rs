@@ -14,6 +14,7 @@ mod consumer;
 mod error;
 pub mod partitioner;
 mod producer;
+mod security;
 
 pub use admin::{
     Admin, AgentConnections, AgentDescription, GroupInfo, GroupMemberInfo, OffsetSpec,
@@ -27,6 +28,7 @@ pub use error::{Error, Result};
 pub use producer::{
     DeliveryFuture, Producer, ProducerBuilder, ProducerConfig, ProducerRecord, SendResult,
 };
+pub use security::Security;
 pub use streamhouse_core::{Compression, Header};
 pub use streamhouse_metadata::TopicPartition;
 pub use streamhouse_proto::ErrorCode;

@@ -14,15 +14,17 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::Broker;
-use super::dispatch;
+use super::{dispatch, sasl};
+use crate::auth::Session;
 use crate::connections::{Open, Protocol};
 use crate::error::{Error, Result};
+use crate::tls::{self, AgentStream, ConnInfo, Listener, Tls};
 
 /// Requests of one connection handled at the same time, answered in order.
 const MAX_IN_FLIGHT: usize = 64;
@@ -35,6 +37,7 @@ const INITIAL_FRAME_CAPACITY: usize = 64 << 10;
 /// serves the open ones until the task is aborted.
 pub(crate) async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<Tls>>,
     broker: Arc<Broker>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -43,10 +46,17 @@ pub(crate) async fn serve(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
                     let broker = broker.clone();
+                    let tls = tls.clone();
                     connections.spawn(async move {
-                        if let Err(e) = connection(stream, broker).await {
+                        let (stream, info) = match tls::accept(stream, tls.as_deref(), Listener::Plain).await {
+                            Ok(accepted) => accepted,
+                            Err(e) => {
+                                tracing::debug!(%peer, error = %e, "Kafka TLS handshake failed");
+                                return;
+                            }
+                        };
+                        if let Err(e) = connection(stream, info, broker).await {
                             tracing::debug!(%peer, error = %e, "Kafka connection closed");
                         }
                     });
@@ -72,6 +82,8 @@ pub(super) struct Peer {
     /// Becomes true once the client stopped sending (it closed the
     /// connection, or a frame was malformed).
     pub gone: watch::Receiver<bool>,
+    /// Who the client is (see [`sasl`]).
+    pub session: Session,
 }
 
 impl Peer {
@@ -85,17 +97,20 @@ impl Peer {
 /// not answered (produce with acks=0).
 type Answer = JoinHandle<Result<Option<Bytes>>>;
 
-async fn connection(stream: TcpStream, broker: Arc<Broker>) -> Result<()> {
+async fn connection(stream: AgentStream, info: ConnInfo, broker: Arc<Broker>) -> Result<()> {
     let _open = Open::new(broker.connections.clone(), Protocol::Kafka);
     let (gone_tx, gone) = watch::channel(false);
-    let peer = Peer {
-        host: stream
-            .peer_addr()
+    let mut peer = Peer {
+        host: info
+            .remote
             .map(|a| format!("/{}", a.ip()))
             .unwrap_or_default(),
         gone,
+        session: Session::anonymous(info.remote, "kafka"),
     };
-    let (mut rd, mut wr) = stream.into_split();
+    let mut sasl = sasl::Conn::new(broker.auth.clone(), info);
+    peer.session = sasl.session.clone();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Answer>(MAX_IN_FLIGHT);
     let writer = tokio::spawn(async move {
         while let Some(answer) = rx.recv().await {
@@ -108,7 +123,7 @@ async fn connection(stream: TcpStream, broker: Arc<Broker>) -> Result<()> {
         }
         wr.shutdown().await.map_err(Error::KafkaIo)
     });
-    let read = read_requests(&mut rd, &broker, &tx, &peer).await;
+    let read = read_requests(&mut rd, &broker, &tx, peer, &mut sasl).await;
     // Handlers that wait for other members (JoinGroup, SyncGroup) stop
     // waiting on behalf of a client that is gone.
     let _ = gone_tx.send(true);
@@ -121,10 +136,11 @@ async fn connection(stream: TcpStream, broker: Arc<Broker>) -> Result<()> {
 }
 
 async fn read_requests(
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    rd: &mut (impl AsyncRead + Unpin),
     broker: &Arc<Broker>,
     answers: &mpsc::Sender<Answer>,
-    peer: &Peer,
+    mut peer: Peer,
+    sasl: &mut sasl::Conn,
 ) -> Result<()> {
     let max = broker.limits.max_request_bytes;
     loop {
@@ -155,10 +171,17 @@ async fn read_requests(
                 frame.len()
             )));
         }
-        let answer = dispatch::request(broker, Bytes::from(frame), peer).await?;
+        let answer = dispatch::request(broker, Bytes::from(frame), &peer, sasl).await?;
         if answers.send(tokio::spawn(answer)).await.is_err() {
             // The writer stopped: the socket is gone.
             return Ok(());
+        }
+        if sasl.failed {
+            // A failed authentication is answered, then the connection closes.
+            return Ok(());
+        }
+        if sasl.authenticated() && sasl.session.principal != peer.session.principal {
+            peer.session = sasl.session.clone();
         }
     }
 }

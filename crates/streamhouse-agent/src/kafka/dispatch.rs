@@ -23,7 +23,7 @@ use super::metrics::{self, ErrorCodes};
 use super::{
     Broker, admin, api_versions, bounds, classic_groups, cluster, configs, consumer_group_describe,
     consumer_groups, coordinator, delete_records, fetch, group_admin, init_producer_id,
-    list_offsets, metadata, offsets, produce, transaction_admin, transactions,
+    list_offsets, metadata, offsets, produce, sasl, transaction_admin, transactions,
 };
 use crate::error::{Error, Result};
 
@@ -37,12 +37,27 @@ const UNSUPPORTED_VERSION: i16 = ResponseError::UnsupportedVersion.code();
 /// submitted to the pipeline before this returns, so the requests of a
 /// connection reach the pipeline in the order they were sent; everything
 /// else happens in the returned future.
-pub(super) async fn request(broker: &Arc<Broker>, frame: Bytes, peer: &Peer) -> Result<Reply> {
+pub(super) async fn request(
+    broker: &Arc<Broker>,
+    frame: Bytes,
+    peer: &Peer,
+    sasl: &mut sasl::Conn,
+) -> Result<Reply> {
     let api_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
     let api = ApiKey::try_from(api_key)
         .map_err(|()| Error::KafkaConnection(format!("unknown API key {api_key}")))?;
+    if !sasl.authenticated()
+        && !matches!(
+            api,
+            ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+        )
+    {
+        return Err(Error::KafkaConnection(format!(
+            "{api:?} request before SASL authentication, which this agent requires"
+        )));
+    }
     ::metrics::counter!("streamhouse_kafka_requests_total", "api" => format!("{api:?}"))
         .increment(1);
     if api == ApiKey::ApiVersions && !api_versions::VERSIONS.contains(&version) {
@@ -63,6 +78,19 @@ pub(super) async fn request(broker: &Arc<Broker>, frame: Bytes, peer: &Peer) -> 
         ApiKey::ApiVersions => {
             let _: kafka_protocol::messages::ApiVersionsRequest = decode(api, &mut body, version)?;
             done(api, version, correlation_id, &api_versions::supported())
+        }
+        ApiKey::SaslHandshake => {
+            let r = decode(api, &mut body, version)?;
+            if !sasl::HANDSHAKE_VERSIONS.contains(&version) {
+                let refused = kafka_protocol::messages::SaslHandshakeResponse::default()
+                    .with_error_code(UNSUPPORTED_VERSION);
+                return done(api, version, correlation_id, &refused);
+            }
+            step(api, version, correlation_id, sasl.handshake(&r))
+        }
+        ApiKey::SaslAuthenticate => {
+            let r = decode(api, &mut body, version)?;
+            step(api, version, correlation_id, sasl.authenticate(&r))
         }
         ApiKey::Metadata => {
             let r = decode(api, &mut body, version)?;
@@ -371,6 +399,8 @@ pub(super) const SERVED: &[(ApiKey, RangeInclusive<i16>)] = &[
     (ApiKey::OffsetFetch, offsets::FETCH_VERSIONS),
     (ApiKey::FindCoordinator, coordinator::VERSIONS),
     (ApiKey::ApiVersions, api_versions::VERSIONS),
+    (ApiKey::SaslHandshake, sasl::HANDSHAKE_VERSIONS),
+    (ApiKey::SaslAuthenticate, sasl::AUTHENTICATE_VERSIONS),
     (ApiKey::CreateTopics, admin::CREATE_TOPICS_VERSIONS),
     (ApiKey::DeleteTopics, admin::DELETE_TOPICS_VERSIONS),
     (ApiKey::DeleteRecords, delete_records::VERSIONS),
@@ -537,6 +567,22 @@ fn done<T: Encodable + ErrorCodes>(
     metrics::count(api, body);
     let frame = encode(api, version, correlation_id, body)?;
     Ok(Box::pin(async move { Ok(Some(frame)) }))
+}
+
+/// The answer of a SASL step; a failed step is answered after a delay.
+fn step<T: Encodable + ErrorCodes + Send + 'static>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    step: sasl::Step<T>,
+) -> Result<Reply> {
+    match step {
+        sasl::Step::Answer(body) => done(api, version, correlation_id, &body),
+        sasl::Step::Fail(body) => Ok(reply(api, version, correlation_id, async move {
+            sasl::delay_failure().await;
+            body
+        })),
+    }
 }
 
 fn reply<T, F>(api: ApiKey, version: i16, correlation_id: i32, answer: F) -> Reply

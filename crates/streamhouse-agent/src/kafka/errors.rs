@@ -35,6 +35,9 @@ pub(super) fn kafka_code(code: ErrorCode) -> i16 {
         // duplicate if the batch was written; as with a Kafka timeout, a
         // retry of another producer may duplicate.
         ErrorCode::OutcomeUnknown => K::RequestTimedOut,
+        ErrorCode::AuthenticationFailed => K::SaslAuthenticationFailed,
+        // Only produce answers carry it per partition, and only for topics.
+        ErrorCode::AuthorizationFailed => K::TopicAuthorizationFailed,
     };
     k.code()
 }

@@ -19,6 +19,7 @@ use kafka_protocol::messages::{
     DeleteGroupsResponse, DescribeGroupsResponse, HeartbeatResponse, JoinGroupResponse,
     LeaveGroupResponse, ListGroupsResponse, OffsetDeleteResponse, SyncGroupResponse,
 };
+use kafka_protocol::messages::{SaslAuthenticateResponse, SaslHandshakeResponse};
 
 /// The error codes an answer carries (0 for success).
 pub(super) trait ErrorCodes {
@@ -68,6 +69,8 @@ whole_request_codes!(
     SyncGroupResponse,
     HeartbeatResponse,
     ListGroupsResponse,
+    SaslHandshakeResponse,
+    SaslAuthenticateResponse,
 );
 
 impl ErrorCodes for MetadataResponse {

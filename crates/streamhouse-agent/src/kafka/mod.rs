@@ -65,6 +65,7 @@ mod metadata;
 mod metrics;
 mod offsets;
 mod produce;
+mod sasl;
 mod topic_ids;
 mod transaction_admin;
 mod transactions;
@@ -98,4 +99,6 @@ pub(crate) struct Broker {
     pub group_heartbeat_interval: Duration,
     /// A KIP-848 member missing heartbeats this long leaves its group.
     pub group_session_timeout: Duration,
+    /// Users, ACLs and the checks made with them.
+    pub auth: Arc<crate::auth::Auth>,
 }

@@ -15,6 +15,7 @@ use super::{AutoOffsetReset, Consumer, Inner, IsolationLevel, State};
 use crate::backoff::RetryPolicy;
 use crate::cluster::{Cluster, ClusterConfig, Source};
 use crate::error::{Error, Result};
+use crate::security::Security;
 
 /// Consumer settings; every field is set through [`ConsumerBuilder`].
 #[derive(Clone, Debug)]
@@ -80,9 +81,18 @@ pub struct ConsumerBuilder {
     assign: Vec<TopicPartition>,
     listener: Option<Arc<dyn RebalanceListener>>,
     config: ConsumerConfig,
+    security: Security,
 }
 
 impl ConsumerBuilder {
+    /// TLS and credentials for the connections to agents (see
+    /// [`Security`]). Default: plain text, no credentials (a bootstrap
+    /// address written `https://host:port` turns TLS on).
+    pub fn security(mut self, security: Security) -> Self {
+        self.security = security;
+        self
+    }
+
     /// Discover agents through this metadata store.
     pub fn metadata_store(mut self, store: Arc<dyn MetadataStore>) -> Self {
         self.metadata = Some(store);
@@ -266,7 +276,8 @@ impl ConsumerBuilder {
                 },
                 c.agent_refresh_interval,
                 c.fetch_max_bytes + (8 << 20),
-            ),
+            )
+            .with_security(self.security.clone()),
         );
         cluster.agent().await?;
         let subscribed = !self.subscribe.is_empty();

@@ -12,6 +12,7 @@ use super::transport::{ClusterTransport, Transport};
 use crate::backoff::RetryPolicy;
 use crate::cluster::{Cluster, ClusterConfig, Source};
 use crate::error::{Error, Result};
+use crate::security::Security;
 
 /// Producer settings; every field is set through [`ProducerBuilder`].
 #[derive(Clone, Debug)]
@@ -74,9 +75,18 @@ pub struct ProducerBuilder {
     metadata: Option<Arc<dyn MetadataStore>>,
     bootstrap: Vec<String>,
     config: ProducerConfig,
+    security: Security,
 }
 
 impl ProducerBuilder {
+    /// TLS and credentials for the connections to agents (see
+    /// [`Security`]). Default: plain text, no credentials (a bootstrap
+    /// address written `https://host:port` turns TLS on).
+    pub fn security(mut self, security: Security) -> Self {
+        self.security = security;
+        self
+    }
+
     /// Discover agents and topics through this metadata store (the agents
     /// must share it).
     pub fn metadata_store(mut self, store: Arc<dyn MetadataStore>) -> Self {
@@ -236,7 +246,8 @@ impl ProducerBuilder {
                 c.retry_policy(),
                 c.agent_refresh_interval,
                 c.max_request_bytes + (1 << 20),
-            ),
+            )
+            .with_security(self.security.clone()),
         ));
         // Fail early and clearly when no agent can be found.
         cluster.agent().await?;
