@@ -44,7 +44,8 @@ pub use service::RequestLimits;
 pub use tls::TlsFiles;
 
 /// Everything an agent needs to run. [`Default`] is the embedded setup.
-#[derive(Clone, Debug)]
+/// Its `Debug` output hides the metadata and storage URLs' passwords.
+#[derive(Clone)]
 pub struct AgentConfig {
     /// Address to listen on. Default `127.0.0.1:50051`; port 0 picks one.
     pub listen: SocketAddr,
@@ -135,6 +136,45 @@ impl Default for AgentConfig {
             tls: None,
             auth: AuthConfig::default(),
         }
+    }
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use streamhouse_core::names::redact_url;
+        f.debug_struct("AgentConfig")
+            .field("listen", &self.listen)
+            .field("advertised_address", &self.advertised_address)
+            .field("metadata_url", &redact_url(&self.metadata_url))
+            .field("storage_url", &redact_url(&self.storage_url))
+            .field("s3", &self.s3)
+            .field("agent_id", &self.agent_id)
+            .field("group", &self.group)
+            .field("zone", &self.zone)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("agent_ttl", &self.agent_ttl)
+            .field("group_heartbeat_interval", &self.group_heartbeat_interval)
+            .field(
+                "transaction_check_interval",
+                &self.transaction_check_interval,
+            )
+            .field("pipeline", &self.pipeline)
+            .field("reader", &self.reader)
+            .field("limits", &self.limits)
+            .field("jobs", &self.jobs)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("unsafe_no_fsync", &self.unsafe_no_fsync)
+            .field("kafka_listen", &self.kafka_listen)
+            .field("kafka_advertise", &self.kafka_advertise)
+            .field("kafka_auto_create_topics", &self.kafka_auto_create_topics)
+            .field("kafka_default_partitions", &self.kafka_default_partitions)
+            .field(
+                "kafka_group_session_timeout",
+                &self.kafka_group_session_timeout,
+            )
+            .field("tls", &self.tls)
+            .field("auth", &self.auth)
+            .finish()
     }
 }
 

@@ -13,7 +13,8 @@ use crate::error::{Error, Result};
 /// S3 settings that override the standard AWS environment variables
 /// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
 /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_ALLOW_HTTP`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Its `Debug` output hides the secret access key.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct S3Options {
     /// Endpoint of an S3-compatible server, e.g. `http://127.0.0.1:9000`.
     pub endpoint: Option<String>,
@@ -25,6 +26,22 @@ pub struct S3Options {
     /// Use `bucket.host` URLs instead of path-style `host/bucket` (path
     /// style, the default, is what MinIO and most S3-compatible servers want).
     pub virtual_hosted_style: bool,
+}
+
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Options")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "***"),
+            )
+            .field("allow_http", &self.allow_http)
+            .field("virtual_hosted_style", &self.virtual_hosted_style)
+            .finish()
+    }
 }
 
 /// Opens the object store a URL names:
@@ -126,5 +143,17 @@ mod tests {
             let err = open_object_store(url, &S3Options::default()).unwrap_err();
             assert!(err.to_string().contains(url), "{err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    #[test]
+    fn debug_output_hides_the_secret_key() {
+        let s3 = super::S3Options {
+            secret_access_key: Some("very-secret".into()),
+            ..Default::default()
+        };
+        assert!(!format!("{s3:?}").contains("very-secret"));
     }
 }

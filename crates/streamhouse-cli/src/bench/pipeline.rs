@@ -112,7 +112,9 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
     .with_compression(args.codec)
     .encode()?;
     eprintln!(
-        "metadata {metadata_url}, storage {storage_url}{}; batches of {} records of {} bytes ({} bytes {}), {} producers x {} in flight, flush {} ms / {} bytes",
+        "metadata {}, storage {}{}; batches of {} records of {} bytes ({} bytes {}), {} producers x {} in flight, flush {} ms / {} bytes",
+        streamhouse_core::names::redact_url(&metadata_url),
+        streamhouse_core::names::redact_url(&storage_url),
         if args.unsafe_no_fsync {
             " (no fsync)"
         } else {
