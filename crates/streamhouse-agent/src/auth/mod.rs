@@ -122,7 +122,7 @@ pub(crate) struct Auth {
     logged: Mutex<HashSet<String>>,
     /// Credentials of a random password, one per mechanism, that SCRAM
     /// exchanges of unknown users run against (and fail).
-    stand_ins: Vec<Credential>,
+    stand_ins: std::sync::OnceLock<Vec<Credential>>,
 }
 
 impl Auth {
@@ -138,7 +138,7 @@ impl Auth {
             limiter: Limiter::default(),
             verified: Mutex::default(),
             logged: Mutex::default(),
-            stand_ins: stand_ins()?,
+            stand_ins: std::sync::OnceLock::new(),
         });
         if auth.config.required {
             auth.refresh().await?;
@@ -200,6 +200,7 @@ impl Auth {
     pub(crate) fn credential_or_stand_in(&self, user: &str, mechanism: Mechanism) -> Credential {
         self.credential(user, mechanism).unwrap_or_else(|| {
             self.stand_ins
+                .get_or_init(stand_ins)
                 .iter()
                 .find(|c| c.mechanism == mechanism)
                 .cloned()
@@ -363,15 +364,14 @@ impl Auth {
     }
 }
 
-fn stand_ins() -> Result<Vec<Credential>> {
+fn stand_ins() -> Vec<Credential> {
     // 160 random bits; nobody knows them, so no exchange can succeed.
     let password = format!("{}{}", ulid::Ulid::new(), ulid::Ulid::new());
     Mechanism::ALL
         .into_iter()
         .map(|m| {
-            Credential::new(m, &password, streamhouse_core::scram::MIN_ITERATIONS).map_err(|e| {
-                crate::error::Error::Config(format!("cannot make a SCRAM credential: {e}"))
-            })
+            Credential::new(m, &password, streamhouse_core::scram::MIN_ITERATIONS)
+                .expect("MIN_ITERATIONS is a valid iteration count")
         })
         .collect()
 }
