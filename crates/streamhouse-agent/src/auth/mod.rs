@@ -261,7 +261,7 @@ impl Auth {
                 Ok(())
             }
             _ => {
-                self.failed(user, listener, "PLAIN");
+                self.failed(user, listener, "password");
                 Err(AuthFailure::Invalid)
             }
         }
