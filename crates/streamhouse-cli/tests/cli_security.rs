@@ -278,7 +278,10 @@ fn help_and_errors_do_not_print_passwords() {
         ],
         "",
     );
-    assert!(!out.status.success(), "users create against nothing succeeded");
+    assert!(
+        !out.status.success(),
+        "users create against nothing succeeded"
+    );
     assert!(!out.stderr.is_empty(), "no error message");
     assert_secret_kept(&out, "users create (environment)");
     let out = run(
@@ -286,13 +289,12 @@ fn help_and_errors_do_not_print_passwords() {
         &[],
         &format!("{SECRET}\n"),
     );
-    assert!(!out.status.success(), "users create against nothing succeeded");
-    assert_secret_kept(&out, "users create (flag)");
-    let out = run(
-        &["acl", "list", "--metadata", &metadata_url],
-        &[],
-        "",
+    assert!(
+        !out.status.success(),
+        "users create against nothing succeeded"
     );
+    assert_secret_kept(&out, "users create (flag)");
+    let out = run(&["acl", "list", "--metadata", &metadata_url], &[], "");
     assert!(!out.status.success(), "acl list against nothing succeeded");
     assert_secret_kept(&out, "acl list");
 }
