@@ -40,8 +40,12 @@ pub struct AgentAddress {
         global = true
     )]
     tls_client_key: Option<PathBuf>,
-    /// User name, for agents that require authentication.
-    #[arg(long, env = "STREAMHOUSE_USER", requires = "password", global = true)]
+    /// User name, for agents that require authentication (with --password).
+    // Not `requires = "password"`: clap checks `requires` of global
+    // arguments before it propagates them between subcommand levels, so a
+    // --user flag with the password from STREAMHOUSE_PASSWORD was refused.
+    // `target` checks that the two come together.
+    #[arg(long, env = "STREAMHOUSE_USER", global = true)]
     user: Option<String>,
     /// Password of --user (prefer the environment variable: command lines
     /// are visible to other users of the machine).
@@ -49,7 +53,6 @@ pub struct AgentAddress {
         long,
         env = "STREAMHOUSE_PASSWORD",
         hide_env_values = true,
-        requires = "user",
         global = true
     )]
     password: Option<String>,
@@ -81,8 +84,19 @@ impl AgentAddress {
             };
             security = security.client_certificate(read(cert)?, read(key)?);
         }
-        if let (Some(user), Some(password)) = (&self.user, &self.password) {
-            security = security.credentials(user, password);
+        match (&self.user, &self.password) {
+            (Some(user), Some(password)) => security = security.credentials(user, password),
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(
+                    "--user needs a password: set STREAMHOUSE_PASSWORD or pass --password".into(),
+                );
+            }
+            (None, Some(_)) => {
+                return Err(
+                    "a password needs a user name: pass --user or set STREAMHOUSE_USER".into(),
+                );
+            }
         }
         Ok(Target { agent, security })
     }

@@ -44,6 +44,16 @@ pub struct AgentProcess {
 
 impl AgentProcess {
     pub fn start(dir: &std::path::Path, agent_id: &str) -> AgentProcess {
+        AgentProcess::start_with_args(dir, agent_id, Vec::<String>::new())
+    }
+
+    /// Like [`AgentProcess::start`], with more arguments for the agent
+    /// (TLS, authentication, metrics).
+    pub fn start_with_args(
+        dir: &std::path::Path,
+        agent_id: &str,
+        extra: impl IntoIterator<Item = impl AsRef<std::ffi::OsStr>>,
+    ) -> AgentProcess {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_streamhouse"))
             .args([
@@ -59,6 +69,7 @@ impl AgentProcess {
             .arg(format!("sqlite://{}", dir.join("metadata.db").display()))
             .arg("--storage")
             .arg(format!("file://{}", dir.join("objects").display()))
+            .args(extra)
             .env("STREAMHOUSE_LOG", "error")
             .stdout(Stdio::piped())
             .spawn()
@@ -72,7 +83,7 @@ impl AgentProcess {
             .split("Kafka on ")
             .nth(1)
             .and_then(|rest| rest.split(',').next())
-            .unwrap_or_else(|| panic!("no Kafka address in {line:?}"))
+            .unwrap_or_else(|| panic!("no Kafka address in {line:?} (did the agent start?)"))
             .to_string();
         let grpc = line.trim().rsplit(' ').next().unwrap().to_string();
         AgentProcess { child, grpc, kafka }
