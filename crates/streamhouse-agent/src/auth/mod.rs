@@ -216,9 +216,18 @@ impl Auth {
         }
     }
 
-    /// Records a failed authentication of `user` on `listener`.
-    pub(crate) fn failed(&self, user: &str, listener: &'static str, mechanism: &'static str) {
-        self.limiter.failed(user);
+    /// Spends one unit of `user`'s attempt budget (see [`Limiter`]).
+    pub(crate) fn spend(&self, user: &str) {
+        self.limiter.spend(user);
+    }
+
+    /// Gives back the unit a successful exchange spent.
+    pub(crate) fn refund(&self, user: &str) {
+        self.limiter.refund(user);
+    }
+
+    /// Counts a failed authentication on `listener`.
+    pub(crate) fn count_failure(&self, listener: &'static str, mechanism: &'static str) {
         metrics::counter!("streamhouse_authentication_failures_total", "listener" => listener, "mechanism" => mechanism)
             .increment(1);
     }
@@ -261,7 +270,8 @@ impl Auth {
                 Ok(())
             }
             _ => {
-                self.failed(user, listener, "password");
+                self.spend(user);
+                self.count_failure(listener, "password");
                 Err(AuthFailure::Invalid)
             }
         }

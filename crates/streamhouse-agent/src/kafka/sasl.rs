@@ -229,6 +229,9 @@ impl Conn {
         if let Err(failure) = self.auth.may_try(&user) {
             return self.refused(&user, mechanism.name(), failure);
         }
+        // Spent now and given back on success, so that exchanges in flight
+        // cannot overdraw the budget.
+        self.auth.spend(&user);
         // An unknown user goes through the exchange with a stand-in
         // credential and fails at its end, as a wrong password does: the
         // answers do not tell which user names exist.
@@ -250,9 +253,12 @@ impl Conn {
         bytes: &[u8],
     ) -> Step<SaslAuthenticateResponse> {
         match server.client_final(bytes) {
-            Ok(server_final) => self.succeeded(&user, server_final),
+            Ok(server_final) => {
+                self.auth.refund(&user);
+                self.succeeded(&user, server_final)
+            }
             Err(_) => {
-                self.auth.failed(&user, LISTENER, mechanism.name());
+                self.auth.count_failure(LISTENER, mechanism.name());
                 self.refused(&user, mechanism.name(), AuthFailure::Invalid)
             }
         }
