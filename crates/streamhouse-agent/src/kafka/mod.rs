@@ -45,6 +45,8 @@ use crate::service::RequestLimits;
 
 mod admin;
 mod api_versions;
+mod authz;
+mod authz_groups;
 mod bounds;
 mod brokers;
 mod classic_groups;
