@@ -21,10 +21,10 @@ use kafka_protocol::protocol::{Decodable, Encodable, Message};
 use super::connection::Peer;
 use super::metrics::{self, ErrorCodes};
 use super::{
-    Broker, admin, api_versions, authz, authz_groups, bounds, classic_groups, cluster, configs,
-    consumer_group_describe, consumer_groups, coordinator, delete_records, fetch, group_admin,
-    init_producer_id, list_offsets, metadata, offsets, produce, sasl, transaction_admin,
-    transactions,
+    Broker, acl_admin, admin, api_versions, authz, authz_groups, bounds, classic_groups, cluster,
+    configs, consumer_group_describe, consumer_groups, coordinator, delete_records, fetch,
+    group_admin, init_producer_id, list_offsets, metadata, offsets, produce, sasl,
+    transaction_admin, transactions, user_admin,
 };
 use crate::error::{Error, Result};
 
@@ -389,6 +389,41 @@ pub(super) async fn request(
             &mut body,
             move |r| async move { authz::describe_producers(&b, &session, r).await },
         ),
+        ApiKey::CreateAcls => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { acl_admin::create(&b, &session, r).await },
+        ),
+        ApiKey::DescribeAcls => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { acl_admin::describe(&b, &session, r).await },
+        ),
+        ApiKey::DeleteAcls => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { acl_admin::delete(&b, &session, r).await },
+        ),
+        ApiKey::DescribeUserScramCredentials => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { user_admin::describe(&b, &session, r).await },
+        ),
+        ApiKey::AlterUserScramCredentials => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { user_admin::alter(&b, &session, r).await },
+        ),
         other => Err(Error::KafkaConnection(format!(
             "API {other:?} (key {api_key}) is not served"
         ))),
@@ -451,6 +486,17 @@ pub(super) const SERVED: &[(ApiKey, RangeInclusive<i16>)] = &[
     (
         ApiKey::DescribeProducers,
         transaction_admin::DESCRIBE_PRODUCERS_VERSIONS,
+    ),
+    (ApiKey::DescribeAcls, acl_admin::DESCRIBE_VERSIONS),
+    (ApiKey::CreateAcls, acl_admin::CREATE_VERSIONS),
+    (ApiKey::DeleteAcls, acl_admin::DELETE_VERSIONS),
+    (
+        ApiKey::DescribeUserScramCredentials,
+        user_admin::DESCRIBE_VERSIONS,
+    ),
+    (
+        ApiKey::AlterUserScramCredentials,
+        user_admin::ALTER_VERSIONS,
     ),
 ];
 
