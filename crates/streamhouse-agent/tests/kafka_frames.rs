@@ -872,6 +872,9 @@ fn request_of(api: ApiKey, version: i16) -> Option<Bytes> {
             id,
             &DescribeAclsRequest::default()
                 .with_resource_type_filter(1)
+                .with_resource_name_filter(None)
+                .with_principal_filter(None)
+                .with_host_filter(None)
                 .with_pattern_type_filter(1)
                 .with_operation(1)
                 .with_permission_type(1),
@@ -899,6 +902,8 @@ fn request_of(api: ApiKey, version: i16) -> Option<Bytes> {
                 delete_acls_request::DeleteAclsFilter::default()
                     .with_resource_type_filter(2)
                     .with_resource_name_filter(Some(s(&format!("acl{version}"))))
+                    .with_principal_filter(None)
+                    .with_host_filter(None)
                     .with_pattern_type_filter(1)
                     .with_operation(1)
                     .with_permission_type(1),

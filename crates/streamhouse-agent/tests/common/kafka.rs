@@ -274,10 +274,19 @@ impl Conn {
 
     /// One SaslAuthenticate v2 step: the server's bytes, or its failure.
     pub async fn authenticate(&mut self, bytes: Vec<u8>) -> Result<Bytes, SaslFailure> {
+        self.authenticate_at(2, bytes).await
+    }
+
+    /// One SaslAuthenticate step at `version`.
+    pub async fn authenticate_at(
+        &mut self,
+        version: i16,
+        bytes: Vec<u8>,
+    ) -> Result<Bytes, SaslFailure> {
         let r: kafka_protocol::messages::SaslAuthenticateResponse = self
             .call(
                 ApiKey::SaslAuthenticate,
-                2,
+                version,
                 &kafka_protocol::messages::SaslAuthenticateRequest::default()
                     .with_auth_bytes(Bytes::from(bytes)),
             )
@@ -309,12 +318,23 @@ impl Conn {
         user: &str,
         password: &str,
     ) -> Result<(), SaslFailure> {
+        self.login_scram_at(2, mechanism, user, password).await
+    }
+
+    /// [`Conn::login_scram`] with SaslAuthenticate at `version`.
+    pub async fn login_scram_at(
+        &mut self,
+        version: i16,
+        mechanism: streamhouse_core::scram::Mechanism,
+        user: &str,
+        password: &str,
+    ) -> Result<(), SaslFailure> {
         let (code, _) = self.handshake(mechanism.name()).await;
         assert_eq!(code, 0, "{} refused by the handshake", mechanism.name());
         let mut client = streamhouse_core::scram::Client::new(mechanism, user, password);
-        let server_first = self.authenticate(client.client_first()).await?;
+        let server_first = self.authenticate_at(version, client.client_first()).await?;
         let client_final = client.client_final(&server_first).unwrap();
-        let server_final = self.authenticate(client_final).await?;
+        let server_final = self.authenticate_at(version, client_final).await?;
         client.verify_server_final(&server_final).unwrap();
         Ok(())
     }
