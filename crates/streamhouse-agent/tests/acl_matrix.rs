@@ -761,3 +761,214 @@ async fn metadata_of_named_topics_and_automatic_creation() {
     }
     agent.shutdown().await.unwrap();
 }
+
+/// Kafka's rules beyond one check per request: AddPartitionsToTxn fails
+/// the refused topics and does not attempt the others; OffsetFetch leaves
+/// out the topics the principal may not describe when it asks for all and
+/// refuses the named ones; ListGroups lists every group to a principal
+/// that may describe the cluster.
+#[tokio::test]
+async fn partial_refusals_follow_kafka() {
+    const TXN: User = ("txn", "txn-pw");
+    const OPS: User = ("ops", "ops-pw");
+    let dir = tempfile::tempdir().unwrap();
+    let mut acls = acls();
+    acls.extend([
+        acl(
+            "User:txn",
+            Res::TransactionalId,
+            "tx",
+            Pat::Literal,
+            Op::Write,
+            Perm::Allow,
+        ),
+        acl(
+            "User:txn",
+            Res::Topic,
+            "orders-eu",
+            Pat::Literal,
+            Op::Write,
+            Perm::Allow,
+        ),
+        acl(
+            "User:ops",
+            Res::Cluster,
+            "kafka-cluster",
+            Pat::Literal,
+            Op::Describe,
+            Perm::Allow,
+        ),
+    ]);
+    let agent = secure_agent(&dir, &[READER, ADMIN, TXN, OPS], &acls, |_| {}).await;
+    let mut admin = login(&agent, ADMIN).await;
+    for name in ["orders-eu", "payments"] {
+        let r: CreateTopicsResponse = admin
+            .call(ApiKey::CreateTopics, 7, &create_topics(name))
+            .await;
+        assert_eq!(r.topics[0].error_code, 0);
+    }
+
+    // AddPartitionsToTxn.
+    let mut txn = login(&agent, TXN).await;
+    let r: InitProducerIdResponse = txn
+        .call(
+            ApiKey::InitProducerId,
+            4,
+            &InitProducerIdRequest::default()
+                .with_transactional_id(Some(TransactionalId(s("tx"))))
+                .with_transaction_timeout_ms(60_000)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        )
+        .await;
+    assert_eq!(r.error_code, 0);
+    let add = |topics: &[&str]| {
+        AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(TransactionalId(s("tx")))
+            .with_v3_and_below_producer_id(r.producer_id)
+            .with_v3_and_below_producer_epoch(r.producer_epoch)
+            .with_v3_and_below_topics(
+                topics
+                    .iter()
+                    .map(|t| {
+                        add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                            .with_name(TopicName(s(t)))
+                            .with_partitions(vec![0])
+                    })
+                    .collect(),
+            )
+    };
+    let codes = |r: &AddPartitionsToTxnResponse| -> Vec<(String, i16)> {
+        let mut c: Vec<_> = r
+            .results_by_topic_v3_and_below
+            .iter()
+            .map(|t| {
+                (
+                    t.name.to_string(),
+                    t.results_by_partition[0].partition_error_code,
+                )
+            })
+            .collect();
+        c.sort();
+        c
+    };
+    let refused: AddPartitionsToTxnResponse = txn
+        .call(
+            ApiKey::AddPartitionsToTxn,
+            3,
+            &add(&["orders-eu", "payments"]),
+        )
+        .await;
+    assert_eq!(
+        codes(&refused),
+        [
+            ("orders-eu".to_string(), 55),
+            ("payments".to_string(), TOPIC_DENIED)
+        ]
+    );
+    let added: AddPartitionsToTxnResponse = txn
+        .call(ApiKey::AddPartitionsToTxn, 3, &add(&["orders-eu"]))
+        .await;
+    assert_eq!(codes(&added), [("orders-eu".to_string(), 0)]);
+
+    // OffsetFetch: the admin commits to both topics; the reader sees one.
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s("billing")))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(
+            ["orders-eu", "payments"]
+                .iter()
+                .map(|t| {
+                    offset_commit_request::OffsetCommitRequestTopic::default()
+                        .with_name(TopicName(s(t)))
+                        .with_partitions(vec![
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_committed_offset(0),
+                        ])
+                })
+                .collect(),
+        );
+    let r: OffsetCommitResponse = admin.call(ApiKey::OffsetCommit, 8, &commit).await;
+    assert!(
+        r.topics.iter().all(|t| t.partitions[0].error_code == 0),
+        "{r:?}"
+    );
+    let mut reader = login(&agent, READER).await;
+    let fetch = |topics: Option<Vec<&str>>| {
+        OffsetFetchRequest::default().with_groups(vec![
+            offset_fetch_request::OffsetFetchRequestGroup::default()
+                .with_group_id(GroupId(s("billing")))
+                .with_topics(topics.map(|ts| {
+                    ts.iter()
+                        .map(|t| {
+                            offset_fetch_request::OffsetFetchRequestTopics::default()
+                                .with_name(TopicName(s(t)))
+                                .with_partition_indexes(vec![0])
+                        })
+                        .collect()
+                })),
+        ])
+    };
+    let listed = |r: &OffsetFetchResponse| -> Vec<(String, i16)> {
+        let mut c: Vec<_> = r.groups[0]
+            .topics
+            .iter()
+            .map(|t| (t.name.to_string(), t.partitions[0].error_code))
+            .collect();
+        c.sort();
+        c
+    };
+    let all: OffsetFetchResponse = reader.call(ApiKey::OffsetFetch, 9, &fetch(None)).await;
+    assert_eq!(all.groups[0].error_code, 0);
+    assert_eq!(listed(&all), [("orders-eu".to_string(), 0)]);
+    let named: OffsetFetchResponse = reader
+        .call(
+            ApiKey::OffsetFetch,
+            9,
+            &fetch(Some(vec!["orders-eu", "payments"])),
+        )
+        .await;
+    assert_eq!(
+        listed(&named),
+        [
+            ("orders-eu".to_string(), 0),
+            ("payments".to_string(), TOPIC_DENIED)
+        ]
+    );
+    let admin_all: OffsetFetchResponse = admin.call(ApiKey::OffsetFetch, 9, &fetch(None)).await;
+    assert_eq!(listed(&admin_all).len(), 2);
+
+    // ListGroups: DESCRIBE on the cluster lists every group.
+    let r: JoinGroupResponse = admin
+        .call(
+            ApiKey::JoinGroup,
+            3,
+            &JoinGroupRequest::default()
+                .with_group_id(GroupId(s("elsewhere")))
+                .with_session_timeout_ms(10_000)
+                .with_rebalance_timeout_ms(100)
+                .with_protocol_type(s("consumer"))
+                .with_protocols(vec![
+                    join_group_request::JoinGroupRequestProtocol::default()
+                        .with_name(s("range"))
+                        .with_metadata(bytes::Bytes::from_static(b"m")),
+                ]),
+        )
+        .await;
+    assert_eq!(r.error_code, 0);
+    let groups = |r: ListGroupsResponse| {
+        let mut g: Vec<String> = r.groups.iter().map(|g| g.group_id.to_string()).collect();
+        g.sort();
+        g
+    };
+    let mut ops = login(&agent, OPS).await;
+    let r: ListGroupsResponse = ops
+        .call(ApiKey::ListGroups, 4, &ListGroupsRequest::default())
+        .await;
+    assert!(groups(r).contains(&"elsewhere".to_string()));
+    let r: ListGroupsResponse = reader
+        .call(ApiKey::ListGroups, 4, &ListGroupsRequest::default())
+        .await;
+    assert!(!groups(r).contains(&"elsewhere".to_string()));
+    agent.shutdown().await.unwrap();
+}

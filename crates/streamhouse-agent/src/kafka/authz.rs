@@ -262,10 +262,18 @@ pub(super) async fn delete_topics(
     mut request: DeleteTopicsRequest,
     version: i16,
 ) -> DeleteTopicsResponse {
-    // Topics named by id are checked by the handler's name for them: an
-    // id is only named, and refused, when the principal may not delete
-    // the topic it names.
-    let ids = super::topic_ids::by_uuid(broker).await.unwrap_or_default();
+    // A topic named by id (v6+) is checked by the name the id stands for;
+    // the topics are listed for that only when ACLs are enforced.
+    let by_id = broker.auth.required()
+        && request
+            .topics
+            .iter()
+            .any(|t| t.name.as_ref().is_none_or(|n| n.is_empty()));
+    let ids = if by_id {
+        super::topic_ids::by_uuid(broker).await.unwrap_or_default()
+    } else {
+        Default::default()
+    };
     let mut refused: Vec<(Option<TopicName>, uuid::Uuid)> = Vec::new();
     let allowed = |name: &str| topic(broker, session, Op::Delete, name);
     let names = take_refused(&mut request.topic_names, |n| allowed(n));
