@@ -234,6 +234,11 @@ async fn malformed_frames_close_only_their_connection() {
             (ApiKey::DescribeGroups, 0..=5),
             (ApiKey::DeleteGroups, 0..=2),
             (ApiKey::OffsetDelete, 0..=0),
+            (ApiKey::DescribeAcls, 1..=3),
+            (ApiKey::CreateAcls, 1..=3),
+            (ApiKey::DeleteAcls, 1..=3),
+            (ApiKey::DescribeUserScramCredentials, 0..=0),
+            (ApiKey::AlterUserScramCredentials, 0..=0),
         ];
         let (api, versions) = served[(next() % served.len() as u64) as usize].clone();
         let span = (versions.end() - versions.start() + 1) as u64;
@@ -318,6 +323,11 @@ async fn unsupported_versions_are_answered_as_such() {
             (66, 0, 1), // ListTransactions
             (65, 0, 0), // DescribeTransactions
             (61, 0, 0), // DescribeProducers
+            (29, 1, 3), // DescribeAcls
+            (30, 1, 3), // CreateAcls
+            (31, 1, 3), // DeleteAcls
+            (50, 0, 0), // DescribeUserScramCredentials
+            (51, 0, 0), // AlterUserScramCredentials
         ]
     );
     // The brokers' batched AddPartitionsToTxn (v4+) is refused in its own
@@ -856,6 +866,68 @@ fn request_of(api: ApiKey, version: i16) -> Option<Bytes> {
                     .with_partition_indexes(vec![0]),
             ]),
         ),
+        ApiKey::DescribeAcls => frame(
+            api,
+            version,
+            id,
+            &DescribeAclsRequest::default()
+                .with_resource_type_filter(1)
+                .with_resource_name_filter(None)
+                .with_principal_filter(None)
+                .with_host_filter(None)
+                .with_pattern_type_filter(1)
+                .with_operation(1)
+                .with_permission_type(1),
+        ),
+        ApiKey::CreateAcls => frame(
+            api,
+            version,
+            id,
+            &CreateAclsRequest::default().with_creations(vec![
+                create_acls_request::AclCreation::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s(&format!("acl{version}")))
+                    .with_resource_pattern_type(3)
+                    .with_principal(s("User:every-version"))
+                    .with_host(s("*"))
+                    .with_operation(3)
+                    .with_permission_type(3),
+            ]),
+        ),
+        ApiKey::DeleteAcls => frame(
+            api,
+            version,
+            id,
+            &DeleteAclsRequest::default().with_filters(vec![
+                delete_acls_request::DeleteAclsFilter::default()
+                    .with_resource_type_filter(2)
+                    .with_resource_name_filter(Some(s(&format!("acl{version}"))))
+                    .with_principal_filter(None)
+                    .with_host_filter(None)
+                    .with_pattern_type_filter(1)
+                    .with_operation(1)
+                    .with_permission_type(1),
+            ]),
+        ),
+        ApiKey::DescribeUserScramCredentials => frame(
+            api,
+            version,
+            id,
+            &DescribeUserScramCredentialsRequest::default().with_users(None),
+        ),
+        ApiKey::AlterUserScramCredentials => frame(
+            api,
+            version,
+            id,
+            &AlterUserScramCredentialsRequest::default().with_upsertions(vec![
+                alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
+                    .with_name(s("every-version"))
+                    .with_mechanism(1)
+                    .with_iterations(4096)
+                    .with_salt(Bytes::from_static(b"some salt"))
+                    .with_salted_password(Bytes::from(vec![7u8; 32])),
+            ]),
+        ),
         _ => return None,
     })
 }
@@ -1042,6 +1114,25 @@ fn answer_codes(api: ApiKey, version: i16, bytes: Bytes) -> (i32, Vec<i16>) {
             .topics
             .iter()
             .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect()),
+        ApiKey::DescribeAcls => codes!(DescribeAclsResponse, |r| vec![r.error_code]),
+        ApiKey::CreateAcls => codes!(CreateAclsResponse, |r| r
+            .results
+            .iter()
+            .map(|r| r.error_code)
+            .collect()),
+        ApiKey::DeleteAcls => codes!(DeleteAclsResponse, |r| r
+            .filter_results
+            .iter()
+            .map(|r| r.error_code)
+            .collect()),
+        ApiKey::DescribeUserScramCredentials => {
+            codes!(DescribeUserScramCredentialsResponse, |r| vec![r.error_code])
+        }
+        ApiKey::AlterUserScramCredentials => codes!(AlterUserScramCredentialsResponse, |r| r
+            .results
+            .iter()
+            .map(|r| r.error_code)
             .collect()),
         other => panic!("no decoder for {other:?}"),
     }

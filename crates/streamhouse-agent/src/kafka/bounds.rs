@@ -175,6 +175,8 @@ pub(super) fn check(api: ApiKey, version: i16, body: &[u8]) -> Result<usize, Mal
         ApiKey::DescribeGroups => 5,
         ApiKey::DeleteGroups => 2,
         ApiKey::OffsetDelete => i16::MAX,
+        ApiKey::CreateAcls | ApiKey::DeleteAcls => 2,
+        ApiKey::DescribeUserScramCredentials | ApiKey::AlterUserScramCredentials => 0,
         _ => return Ok(0),
     };
     let mut c = Cursor {
@@ -491,6 +493,35 @@ fn walk(c: &mut Cursor<'_>, api: ApiKey, v: i16) -> Walk {
             Ok(())
         }
         ApiKey::DescribeGroups | ApiKey::DeleteGroups => c.array(|c| c.string()),
+        // resource type, name, pattern type, principal, host, operation,
+        // permission: a binding (CreateAcls) or a filter (DeleteAcls).
+        ApiKey::CreateAcls | ApiKey::DeleteAcls => c.array(|c| {
+            c.skip(1)?;
+            c.string()?;
+            c.skip(1)?;
+            c.string()?;
+            c.string()?;
+            c.skip(2)?;
+            c.tagged_fields()
+        }),
+        ApiKey::DescribeUserScramCredentials => c.array(|c| {
+            c.string()?;
+            c.tagged_fields()
+        }),
+        ApiKey::AlterUserScramCredentials => {
+            c.array(|c| {
+                c.string()?;
+                c.skip(1)?;
+                c.tagged_fields()
+            })?;
+            c.array(|c| {
+                c.string()?;
+                c.skip(1 + 4)?;
+                c.bytes()?;
+                c.bytes()?;
+                c.tagged_fields()
+            })
+        }
         ApiKey::OffsetDelete => {
             c.string()?;
             c.array(|c| {
@@ -574,6 +605,7 @@ mod tests {
             cases.push((ApiKey::Fetch, v, encoded(&fetch, v)));
         }
         cases.extend(admin_cases());
+        cases.extend(security_cases());
         for (api, v, body) in cases {
             let walked = check(api, v, &body).unwrap_or_else(|e| panic!("{api:?} v{v}: {e:?}"));
             assert!(walked > 0, "{api:?} v{v}");
@@ -873,6 +905,56 @@ mod tests {
                     ]),
             ]);
         out.push((ApiKey::OffsetDelete, 0, encoded(&offsets, 0)));
+        out
+    }
+
+    /// One request of every ACL and SCRAM user API at every version
+    /// served, each array holding an element.
+    fn security_cases() -> Vec<(ApiKey, i16, BytesMut)> {
+        use kafka_protocol::messages::*;
+        let text = || StrBytes::from_static_str("x");
+        let mut out = Vec::new();
+        for v in 1..=3 {
+            let create = CreateAclsRequest::default().with_creations(vec![
+                create_acls_request::AclCreation::default()
+                    .with_resource_name(text())
+                    .with_principal(text())
+                    .with_host(text()),
+            ]);
+            out.push((ApiKey::CreateAcls, v, encoded(&create, v)));
+            let delete = DeleteAclsRequest::default().with_filters(vec![
+                delete_acls_request::DeleteAclsFilter::default()
+                    .with_resource_name_filter(Some(text()))
+                    .with_principal_filter(None)
+                    .with_host_filter(Some(text())),
+            ]);
+            out.push((ApiKey::DeleteAcls, v, encoded(&delete, v)));
+        }
+        let describe = DescribeUserScramCredentialsRequest::default().with_users(Some(vec![
+            describe_user_scram_credentials_request::UserName::default().with_name(text()),
+        ]));
+        out.push((
+            ApiKey::DescribeUserScramCredentials,
+            0,
+            encoded(&describe, 0),
+        ));
+        let alter = AlterUserScramCredentialsRequest::default()
+            .with_deletions(vec![
+                alter_user_scram_credentials_request::ScramCredentialDeletion::default()
+                    .with_name(text()),
+            ])
+            .with_upsertions(vec![
+                alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
+                    .with_name(text())
+                    .with_salt(bytes::Bytes::from_static(b"salt"))
+                    .with_salted_password(bytes::Bytes::from_static(b"salted")),
+            ]);
+        out.push((ApiKey::AlterUserScramCredentials, 0, encoded(&alter, 0)));
+        for (api, v, body) in &out {
+            // The walk covers each body but its last tagged fields.
+            let walked = check(*api, *v, body).unwrap();
+            assert!(body.len() - walked <= 1, "{api:?} v{v}");
+        }
         out
     }
 }

@@ -23,8 +23,10 @@ use streamhouse_metadata::{ClassicJoin, ClassicSync, JoinProgress, SyncProgress}
 use tokio::time::Instant;
 
 use super::Broker;
+use super::authz::GROUP_DENIED;
 use super::connection::Peer;
 use super::errors::group_code;
+use crate::auth::Session;
 use crate::error::bounded;
 
 pub(super) const JOIN_VERSIONS: RangeInclusive<i16> = 0..=9;
@@ -122,6 +124,17 @@ fn join_error(version: i16, code: i16, member_id: String) -> JoinGroupResponse {
         .with_member_id(s(member_id))
 }
 
+/// Whether `session` may read `group` (JoinGroup, SyncGroup, Heartbeat,
+/// LeaveGroup).
+fn may_read(broker: &Broker, session: &Session, group: &str) -> bool {
+    super::authz_groups::group(
+        broker,
+        session,
+        streamhouse_metadata::AclOperation::Read,
+        group,
+    )
+}
+
 pub(super) async fn join(
     broker: &Broker,
     r: JoinGroupRequest,
@@ -132,6 +145,9 @@ pub(super) async fn join(
     let group = r.group_id.0.to_string();
     if group.is_empty() {
         return join_error(version, ResponseError::InvalidGroupId.code(), String::new());
+    }
+    if !may_read(broker, &peer.session, &group) {
+        return join_error(version, GROUP_DENIED, String::new());
     }
     let instance = r.group_instance_id.as_ref().map(|i| i.to_string());
     let mut member_id = r.member_id.to_string();
@@ -250,6 +266,9 @@ pub(super) async fn sync(
     if group.is_empty() {
         return SyncGroupResponse::default().with_error_code(ResponseError::InvalidGroupId.code());
     }
+    if !may_read(broker, &peer.session, &group) {
+        return SyncGroupResponse::default().with_error_code(GROUP_DENIED);
+    }
     let r_member = r.member_id.to_string();
     let request = ClassicSync {
         group_id: group.clone(),
@@ -308,10 +327,17 @@ pub(super) async fn sync(
     }
 }
 
-pub(super) async fn heartbeat(broker: &Broker, r: HeartbeatRequest) -> HeartbeatResponse {
+pub(super) async fn heartbeat(
+    broker: &Broker,
+    r: HeartbeatRequest,
+    session: &Session,
+) -> HeartbeatResponse {
     let group = r.group_id.0.to_string();
     if group.is_empty() {
         return HeartbeatResponse::default().with_error_code(ResponseError::InvalidGroupId.code());
+    }
+    if !may_read(broker, session, &group) {
+        return HeartbeatResponse::default().with_error_code(GROUP_DENIED);
     }
     let instance = r.group_instance_id.as_ref().map(|i| i.to_string());
     let code = match broker
@@ -332,10 +358,14 @@ pub(super) async fn leave(
     broker: &Broker,
     r: LeaveGroupRequest,
     version: i16,
+    session: &Session,
 ) -> LeaveGroupResponse {
     let group = r.group_id.0.to_string();
     if group.is_empty() {
         return LeaveGroupResponse::default().with_error_code(ResponseError::InvalidGroupId.code());
+    }
+    if !may_read(broker, session, &group) {
+        return LeaveGroupResponse::default().with_error_code(GROUP_DENIED);
     }
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         r.members

@@ -253,8 +253,19 @@ pub(super) async fn heartbeat(
     request: ConsumerGroupHeartbeatRequest,
     version: i16,
     client_id: String,
+    session: &crate::auth::Session,
 ) -> ConsumerGroupHeartbeatResponse {
     let interval = i32::try_from(broker.group_heartbeat_interval.as_millis()).unwrap_or(i32::MAX);
+    if !super::authz_groups::group(
+        broker,
+        session,
+        streamhouse_metadata::AclOperation::Read,
+        &request.group_id,
+    ) {
+        return ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(super::authz::GROUP_DENIED)
+            .with_heartbeat_interval_ms(interval);
+    }
     let answer = match answer(broker, &request, version, &client_id).await {
         Ok(a) => a,
         Err(refusal) => {

@@ -21,9 +21,10 @@ use kafka_protocol::protocol::{Decodable, Encodable, Message};
 use super::connection::Peer;
 use super::metrics::{self, ErrorCodes};
 use super::{
-    Broker, admin, api_versions, bounds, classic_groups, cluster, configs, consumer_group_describe,
-    consumer_groups, coordinator, delete_records, fetch, group_admin, init_producer_id,
-    list_offsets, metadata, offsets, produce, sasl, transaction_admin, transactions,
+    Broker, acl_admin, admin, api_versions, authz, authz_groups, bounds, classic_groups, cluster,
+    configs, consumer_group_describe, consumer_groups, coordinator, delete_records, fetch,
+    group_admin, init_producer_id, list_offsets, metadata, offsets, produce, sasl,
+    transaction_admin, transactions, user_admin,
 };
 use crate::error::{Error, Result};
 
@@ -74,6 +75,7 @@ pub(super) async fn request(
         .and_then(super::brokers::client_zone)
         .map(str::to_string);
     let b = broker.clone();
+    let session = peer.session.clone();
     match api {
         ApiKey::ApiVersions => {
             let _: kafka_protocol::messages::ApiVersionsRequest = decode(api, &mut body, version)?;
@@ -103,11 +105,11 @@ pub(super) async fn request(
                 );
             }
             Ok(reply(api, version, correlation_id, async move {
-                metadata::handle(&b, r, version, zone.as_deref()).await
+                metadata::handle(&b, r, version, zone.as_deref(), &session).await
             }))
         }
         ApiKey::Produce => {
-            let r: kafka_protocol::messages::ProduceRequest = decode(api, &mut body, version)?;
+            let mut r: kafka_protocol::messages::ProduceRequest = decode(api, &mut body, version)?;
             let acks = r.acks;
             if !produce::VERSIONS.contains(&version) {
                 let refused = produce::refuse(&r, UNSUPPORTED_VERSION);
@@ -117,9 +119,11 @@ pub(super) async fn request(
                     done(api, version, correlation_id, &refused)
                 };
             }
+            let refused = authz::produce(&b, &session, &mut r);
             let committed = produce::submit(&b, r).await;
             Ok(Box::pin(async move {
-                let response = committed.answer().await;
+                let mut response = committed.answer().await;
+                response.responses.extend(refused);
                 metrics::count(api, &response);
                 if acks == 0 {
                     return Ok(None);
@@ -138,7 +142,7 @@ pub(super) async fn request(
                 );
             }
             Ok(reply(api, version, correlation_id, async move {
-                fetch::handle(&b, r, version).await
+                authz::fetch(&b, &session, r, version).await
             }))
         }
         ApiKey::ListOffsets => {
@@ -148,7 +152,7 @@ pub(super) async fn request(
                 return done(api, version, correlation_id, &refused);
             }
             Ok(reply(api, version, correlation_id, async move {
-                list_offsets::handle(&b, r, version).await
+                authz::list_offsets(&b, &session, r, version).await
             }))
         }
         ApiKey::InitProducerId => {
@@ -159,7 +163,7 @@ pub(super) async fn request(
             }
             let r = decode(api, &mut body, version)?;
             Ok(reply(api, version, correlation_id, async move {
-                init_producer_id::handle(&b, r).await
+                authz_groups::init_producer_id(&b, &session, r).await
             }))
         }
         ApiKey::CreateTopics => handled(
@@ -167,84 +171,84 @@ pub(super) async fn request(
             version,
             correlation_id,
             &mut body,
-            move |r| async move { admin::create_topics(&b, r, version).await },
+            move |r| async move { authz::create_topics(&b, &session, r, version).await },
         ),
         ApiKey::DeleteTopics => handled(
             api,
             version,
             correlation_id,
             &mut body,
-            move |r| async move { admin::delete_topics(&b, r, version).await },
+            move |r| async move { authz::delete_topics(&b, &session, r, version).await },
         ),
         ApiKey::CreatePartitions => handled(
             api,
             version,
             correlation_id,
             &mut body,
-            move |r| async move { admin::create_partitions(&b, r).await },
+            move |r| async move { authz::create_partitions(&b, &session, r).await },
         ),
         ApiKey::DescribeConfigs => handled(
             api,
             version,
             correlation_id,
             &mut body,
-            move |r| async move { configs::describe(&b, r).await },
+            move |r| async move { authz::describe_configs(&b, &session, r).await },
         ),
         ApiKey::AlterConfigs => handled(
             api,
             version,
             correlation_id,
             &mut body,
-            move |r| async move { configs::alter(&b, r).await },
+            move |r| async move { authz::alter_configs(&b, &session, r).await },
         ),
         ApiKey::IncrementalAlterConfigs => handled(
             api,
             version,
             correlation_id,
             &mut body,
-            move |r| async move { configs::incremental_alter(&b, r).await },
+            move |r| async move { authz::incremental_alter_configs(&b, &session, r).await },
         ),
         ApiKey::DescribeCluster => handled(
             api,
             version,
             correlation_id,
             &mut body,
-            move |r| async move { cluster::describe(&b, r).await },
+            move |r| async move { authz_groups::describe_cluster(&b, &session, r).await },
         ),
         ApiKey::OffsetForLeaderEpoch => handled(
             api,
             version,
             correlation_id,
             &mut body,
-            move |r| async move { cluster::leader_epochs(&b, r).await },
+            move |r| async move { authz::leader_epochs(&b, &session, r).await },
         ),
         ApiKey::DeleteRecords => handled(
             api,
             version,
             correlation_id,
             &mut body,
-            move |r| async move { delete_records::handle(&b, r).await },
+            move |r| async move { authz::delete_records(&b, &session, r).await },
         ),
         ApiKey::FindCoordinator => handled(
             api,
             version,
             correlation_id,
             &mut body,
-            move |r| async move { coordinator::handle(&b, r, version).await },
+            move |r| async move { authz_groups::find_coordinator(&b, &session, r, version).await },
         ),
         ApiKey::OffsetCommit => handled(
             api,
             version,
             correlation_id,
             &mut body,
-            move |r| async move { offsets::commit(&b, r, version).await },
+            move |r| async move { authz_groups::offset_commit(&b, &session, r, version).await },
         ),
         ApiKey::OffsetFetch => handled(
             api,
             version,
             correlation_id,
             &mut body,
-            move |r| async move { offsets::fetch(&b, r, version).await },
+            move |r| async move { authz_groups::offset_fetch(&b, &session, r, version).await },
         ),
         ApiKey::JoinGroup => {
             let client_id = header.client_id.as_deref().unwrap_or_default().to_string();
@@ -272,42 +276,42 @@ pub(super) async fn request(
             version,
             correlation_id,
             &mut body,
-            move |r| async move { classic_groups::heartbeat(&b, r).await },
+            move |r| async move { classic_groups::heartbeat(&b, r, &session).await },
         ),
         ApiKey::LeaveGroup => handled(
             api,
             version,
             correlation_id,
             &mut body,
-            move |r| async move { classic_groups::leave(&b, r, version).await },
+            move |r| async move { classic_groups::leave(&b, r, version, &session).await },
         ),
         ApiKey::ListGroups => handled(
             api,
             version,
             correlation_id,
             &mut body,
-            move |r| async move { group_admin::list(&b, r).await },
+            move |r| async move { authz_groups::list_groups(&b, &session, r).await },
         ),
         ApiKey::DescribeGroups => handled(
             api,
             version,
             correlation_id,
             &mut body,
-            move |r| async move { group_admin::describe(&b, r, version).await },
+            move |r| async move { authz_groups::describe_groups(&b, &session, r, version).await },
         ),
         ApiKey::DeleteGroups => handled(
             api,
             version,
             correlation_id,
             &mut body,
-            move |r| async move { group_admin::delete(&b, r).await },
+            move |r| async move { authz_groups::delete_groups(&b, &session, r).await },
         ),
         ApiKey::OffsetDelete => handled(
             api,
             version,
             correlation_id,
             &mut body,
-            move |r| async move { group_admin::offset_delete(&b, r).await },
+            move |r| async move { authz_groups::offset_delete(&b, &session, r).await },
         ),
         ApiKey::ConsumerGroupHeartbeat => {
             let client_id = header.client_id.as_deref().unwrap_or_default().to_string();
@@ -316,7 +320,9 @@ pub(super) async fn request(
                 version,
                 correlation_id,
                 &mut body,
-                move |r| async move { consumer_groups::heartbeat(&b, r, version, client_id).await },
+                move |r| async move {
+                    consumer_groups::heartbeat(&b, r, version, client_id, &session).await
+                },
             )
         }
         ApiKey::ConsumerGroupDescribe => handled(
@@ -324,7 +330,7 @@ pub(super) async fn request(
             version,
             correlation_id,
             &mut body,
-            move |r| async move { consumer_group_describe::handle(&b, r).await },
+            move |r| async move { authz_groups::consumer_group_describe(&b, &session, r).await },
         ),
         ApiKey::AddPartitionsToTxn => served(
             api,
@@ -333,14 +339,14 @@ pub(super) async fn request(
             &mut body,
             transactions::ADD_PARTITIONS_VERSIONS,
             transactions::refuse_add_partitions,
-            move |r| async move { transactions::add_partitions(&b, r).await },
+            move |r| async move { authz_groups::add_partitions(&b, &session, r).await },
         ),
         ApiKey::AddOffsetsToTxn => handled(
             api,
             version,
             correlation_id,
             &mut body,
-            move |r| async move { transactions::add_offsets(&b, r).await },
+            move |r| async move { authz_groups::add_offsets(&b, &session, r).await },
         ),
         ApiKey::TxnOffsetCommit => served(
             api,
@@ -349,14 +355,14 @@ pub(super) async fn request(
             &mut body,
             transactions::TXN_OFFSET_COMMIT_VERSIONS,
             transactions::refuse_commit_offsets,
-            move |r| async move { transactions::commit_offsets(&b, r).await },
+            move |r| async move { authz_groups::txn_offset_commit(&b, &session, r).await },
         ),
         ApiKey::EndTxn => handled(
             api,
             version,
             correlation_id,
             &mut body,
-            move |r| async move { transactions::end(&b, r, version).await },
+            move |r| async move { authz_groups::end_txn(&b, &session, r, version).await },
         ),
         ApiKey::ListTransactions => served(
             api,
@@ -367,21 +373,56 @@ pub(super) async fn request(
             |_, code| {
                 kafka_protocol::messages::ListTransactionsResponse::default().with_error_code(code)
             },
-            move |r| async move { transaction_admin::list(&b, r).await },
+            move |r| async move { authz_groups::list_transactions(&b, &session, r).await },
         ),
         ApiKey::DescribeTransactions => handled(
             api,
             version,
             correlation_id,
             &mut body,
-            move |r| async move { transaction_admin::describe(&b, r).await },
+            move |r| async move { authz_groups::describe_transactions(&b, &session, r).await },
         ),
         ApiKey::DescribeProducers => handled(
             api,
             version,
             correlation_id,
             &mut body,
-            move |r| async move { transaction_admin::describe_producers(&b, r).await },
+            move |r| async move { authz::describe_producers(&b, &session, r).await },
+        ),
+        ApiKey::CreateAcls => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { acl_admin::create(&b, &session, r).await },
+        ),
+        ApiKey::DescribeAcls => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { acl_admin::describe(&b, &session, r).await },
+        ),
+        ApiKey::DeleteAcls => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { acl_admin::delete(&b, &session, r).await },
+        ),
+        ApiKey::DescribeUserScramCredentials => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { user_admin::describe(&b, &session, r).await },
+        ),
+        ApiKey::AlterUserScramCredentials => handled(
+            api,
+            version,
+            correlation_id,
+            &mut body,
+            move |r| async move { user_admin::alter(&b, &session, r).await },
         ),
         other => Err(Error::KafkaConnection(format!(
             "API {other:?} (key {api_key}) is not served"
@@ -445,6 +486,17 @@ pub(super) const SERVED: &[(ApiKey, RangeInclusive<i16>)] = &[
     (
         ApiKey::DescribeProducers,
         transaction_admin::DESCRIBE_PRODUCERS_VERSIONS,
+    ),
+    (ApiKey::DescribeAcls, acl_admin::DESCRIBE_VERSIONS),
+    (ApiKey::CreateAcls, acl_admin::CREATE_VERSIONS),
+    (ApiKey::DeleteAcls, acl_admin::DELETE_VERSIONS),
+    (
+        ApiKey::DescribeUserScramCredentials,
+        user_admin::DESCRIBE_VERSIONS,
+    ),
+    (
+        ApiKey::AlterUserScramCredentials,
+        user_admin::ALTER_VERSIONS,
     ),
 ];
 

@@ -101,7 +101,7 @@ fn answer(topics: Vec<FetchableTopicResponse>) -> FetchResponse {
         .with_responses(topics)
 }
 
-fn failed(partition: i32, code: i16) -> PartitionData {
+pub(super) fn failed(partition: i32, code: i16) -> PartitionData {
     PartitionData::default()
         .with_partition_index(partition)
         .with_error_code(code)

@@ -14,13 +14,14 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use streamhouse_metadata::{Topic, TopicConfig};
+use streamhouse_metadata::{AclOperation as Op, ResourceType as Resource, Topic, TopicConfig};
 use uuid::Uuid;
 
 use super::Broker;
 use super::brokers::{self, KafkaBroker};
 use super::errors::metadata_code;
 use super::topic_ids;
+use crate::auth::Session;
 use crate::error::bounded;
 
 /// Metadata versions served (v13 only adds a top-level error code).
@@ -41,7 +42,13 @@ pub(super) async fn handle(
     request: MetadataRequest,
     version: i16,
     zone: Option<&str>,
+    session: &Session,
 ) -> MetadataResponse {
+    let describable = |name: &str| {
+        broker
+            .auth
+            .allows_silently(session, Op::Describe, Resource::Topic, name)
+    };
     let brokers = match brokers::live(broker).await {
         Ok(b) => b,
         Err(e) => {
@@ -71,7 +78,12 @@ pub(super) async fn handle(
     let mut topics = Vec::new();
     match asked {
         None => match broker.metadata.list_topics().await {
-            Ok(all) => topics.extend(all.iter().map(|t| topic_entry(t, &brokers, zone))),
+            // Topics the principal may not describe are left out.
+            Ok(all) => topics.extend(
+                all.iter()
+                    .filter(|t| describable(&t.name))
+                    .map(|t| topic_entry(t, &brokers, zone)),
+            ),
             Err(e) => tracing::warn!(error = %e, "listing topics for Kafka metadata failed"),
         },
         Some(asked) => {
@@ -93,6 +105,18 @@ pub(super) async fn handle(
                     Asked::Id(id) => {
                         topics.push(match &by_id {
                             Ok(found) => match found.get(&id) {
+                                Some(t)
+                                    if !super::authz::topic(
+                                        broker,
+                                        session,
+                                        Op::Describe,
+                                        &t.name,
+                                    ) =>
+                                {
+                                    MetadataResponseTopic::default()
+                                        .with_topic_id(id)
+                                        .with_error_code(super::authz::TOPIC_DENIED)
+                                }
                                 Some(t) => topic_entry(t, &brokers, zone),
                                 None => MetadataResponseTopic::default()
                                     .with_topic_id(id)
@@ -105,7 +129,16 @@ pub(super) async fn handle(
                         continue;
                     }
                 };
-                topics.push(match find_or_create(broker, &name, may_create).await {
+                if !super::authz::topic(broker, session, Op::Describe, &name) {
+                    topics.push(
+                        MetadataResponseTopic::default()
+                            .with_name(Some(TopicName(StrBytes::from_string(name))))
+                            .with_error_code(super::authz::TOPIC_DENIED),
+                    );
+                    continue;
+                }
+                let create = may_create.then(|| super::authz::may_create(broker, session, &name));
+                topics.push(match find_or_create(broker, &name, create).await {
                     Ok(t) => topic_entry(&t, &brokers, zone),
                     Err(code) => MetadataResponseTopic::default()
                         .with_name(Some(TopicName(StrBytes::from_string(name))))
@@ -139,10 +172,15 @@ enum Asked {
     Id(Uuid),
 }
 
-async fn find_or_create(broker: &Broker, name: &str, may_create: bool) -> Result<Topic, i16> {
+/// The topic, created when missing if `create` is `Some(true)`; a missing
+/// topic the principal may not create (`Some(false)`) is
+/// TOPIC_AUTHORIZATION_FAILED, as in Kafka; without automatic creation
+/// (`None`) it is UNKNOWN_TOPIC_OR_PARTITION.
+async fn find_or_create(broker: &Broker, name: &str, create: Option<bool>) -> Result<Topic, i16> {
     match broker.metadata.get_topic(name).await {
         Ok(Some(t)) => return Ok(t),
-        Ok(None) if !may_create => return Err(ResponseError::UnknownTopicOrPartition.code()),
+        Ok(None) if create.is_none() => return Err(ResponseError::UnknownTopicOrPartition.code()),
+        Ok(None) if create == Some(false) => return Err(super::authz::TOPIC_DENIED),
         Ok(None) => {}
         Err(e) => return Err(metadata_code(&e)),
     }

@@ -16,6 +16,10 @@ use kafka_protocol::messages::{
     OffsetFetchResponse, OffsetForLeaderEpochResponse, ProduceResponse,
 };
 use kafka_protocol::messages::{
+    AlterUserScramCredentialsResponse, CreateAclsResponse, DeleteAclsResponse,
+    DescribeAclsResponse, DescribeUserScramCredentialsResponse,
+};
+use kafka_protocol::messages::{
     DeleteGroupsResponse, DescribeGroupsResponse, HeartbeatResponse, JoinGroupResponse,
     LeaveGroupResponse, ListGroupsResponse, OffsetDeleteResponse, SyncGroupResponse,
 };
@@ -276,6 +280,38 @@ impl ErrorCodes for OffsetDeleteResponse {
             codes.push(self.error_code);
         }
         codes
+    }
+}
+
+impl ErrorCodes for CreateAclsResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        self.results.iter().map(|r| r.error_code).collect()
+    }
+}
+
+impl ErrorCodes for DescribeAclsResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        vec![self.error_code]
+    }
+}
+
+impl ErrorCodes for DeleteAclsResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        self.filter_results.iter().map(|r| r.error_code).collect()
+    }
+}
+
+impl ErrorCodes for DescribeUserScramCredentialsResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        let mut codes = vec![self.error_code];
+        codes.extend(self.results.iter().map(|r| r.error_code));
+        codes
+    }
+}
+
+impl ErrorCodes for AlterUserScramCredentialsResponse {
+    fn error_codes(&self) -> Vec<i16> {
+        self.results.iter().map(|r| r.error_code).collect()
     }
 }
 

@@ -15,7 +15,9 @@
 //!                              ├─ delete_records (log start)
 //!                              ├─ classic_groups (JoinGroup, SyncGroup, Heartbeat, LeaveGroup)
 //!                              ├─ group_admin (ListGroups, DescribeGroups, DeleteGroups, OffsetDelete)
-//!                              └─ admin (topics), configs
+//!                              ├─ admin (topics), configs
+//!                              └─ acl_admin (ACLs), user_admin (SCRAM users)
+//!                          every handler behind authz / authz_groups (ACLs)
 //!                          answers ─▶ metrics (by API and error code)
 //! ```
 //!
@@ -43,8 +45,11 @@ use tokio::sync::watch;
 
 use crate::service::RequestLimits;
 
+mod acl_admin;
 mod admin;
 mod api_versions;
+mod authz;
+mod authz_groups;
 mod bounds;
 mod brokers;
 mod classic_groups;
@@ -69,6 +74,7 @@ mod sasl;
 mod topic_ids;
 mod transaction_admin;
 mod transactions;
+mod user_admin;
 
 pub(crate) use connection::serve;
 

@@ -6,7 +6,8 @@
 //! before any request other than ApiVersions, unless it presented a client
 //! certificate (mutual TLS), which authenticates it as `User:<CN>`. A
 //! request of another API before that closes the connection, as Kafka
-//! does. A failed authentication is answered after a delay and closes the
+//! does. A failed authentication (or a handshake for a mechanism not
+//! offered) is answered after a delay and closes the
 //! connection; failures also spend the user's budget of attempts
 //! ([`Limiter`](crate::auth::Limiter)), so guessing is slow whatever the
 //! number of connections. Re-authentication (KIP-368) is not offered: the
@@ -131,6 +132,7 @@ impl Conn {
             .collect();
         let answer = SaslHandshakeResponse::default().with_mechanisms(names);
         if !matches!(self.state, State::Start) {
+            self.failed = true;
             return Step::Fail(answer.with_error_code(ResponseError::IllegalSaslState.code()));
         }
         match offered
@@ -141,7 +143,10 @@ impl Conn {
                 self.state = State::Chosen(chosen);
                 Step::Answer(answer)
             }
+            // Answered with the mechanisms offered, then closed, as Kafka
+            // does.
             None => {
+                self.failed = true;
                 Step::Fail(answer.with_error_code(ResponseError::UnsupportedSaslMechanism.code()))
             }
         }

@@ -152,7 +152,7 @@ pub(super) async fn add_partitions(
 }
 
 /// Every partition of the request (to v3) with its code.
-fn partition_results(
+pub(super) fn partition_results(
     request: &AddPartitionsToTxnRequest,
     code: impl Fn(&str, i32) -> i16,
 ) -> Vec<AddPartitionsToTxnTopicResult> {

@@ -184,3 +184,174 @@ pub async fn create(conn: &mut Conn, name: &'static str) {
     assert_eq!(r.topics[0].error_code, 0);
     assert_eq!(r.topics[0].partitions.len(), 3);
 }
+
+/// A user of a [`secure_agent`]: name and password.
+pub type User = (&'static str, &'static str);
+
+/// An agent that requires authentication and enforces ACLs (passwords
+/// accepted without TLS, so tests can use SASL PLAIN and gRPC Basic
+/// credentials), with `User:admin` a super user and `users` (SCRAM-SHA-256
+/// and -512 credentials) and `acls` written straight into its metadata
+/// store before it starts.
+pub async fn secure_agent(
+    dir: &tempfile::TempDir,
+    users: &[User],
+    acls: &[streamhouse_metadata::AclBinding],
+    configure: impl FnOnce(&mut AgentConfig),
+) -> RunningAgent {
+    let url = format!("sqlite://{}", dir.path().join("metadata.db").display());
+    let store = streamhouse_metadata::open_without_fsync(&url)
+        .await
+        .unwrap();
+    for (user, password) in users {
+        for m in streamhouse_core::scram::Mechanism::ALL {
+            let credential = streamhouse_core::scram::Credential::new(
+                m,
+                password,
+                streamhouse_core::scram::MIN_ITERATIONS,
+            )
+            .unwrap();
+            store
+                .upsert_scram_credential(user, &credential)
+                .await
+                .unwrap();
+        }
+    }
+    if !acls.is_empty() {
+        store.create_acls(acls).await.unwrap();
+    }
+    drop(store);
+    agent_with(dir, |c| {
+        c.auth.required = true;
+        c.auth.allow_plaintext_passwords = true;
+        c.auth.super_users = vec!["User:admin".to_string()];
+        configure(c);
+    })
+    .await
+}
+
+/// An ACL binding: ALLOW or DENY `operation` on a resource to `principal`
+/// from any host.
+pub fn acl(
+    principal: &str,
+    resource_type: streamhouse_metadata::ResourceType,
+    name: &str,
+    pattern_type: streamhouse_metadata::PatternType,
+    operation: streamhouse_metadata::AclOperation,
+    permission: streamhouse_metadata::AclPermission,
+) -> streamhouse_metadata::AclBinding {
+    streamhouse_metadata::AclBinding {
+        resource_type,
+        resource_name: name.to_string(),
+        pattern_type,
+        principal: principal.to_string(),
+        host: "*".to_string(),
+        operation,
+        permission,
+    }
+}
+
+/// What a failed SASL step answered: its code and message.
+pub type SaslFailure = (i16, String);
+
+impl Conn {
+    /// SaslHandshake v1 for `mechanism`: the code and the mechanisms
+    /// offered.
+    pub async fn handshake(&mut self, mechanism: &str) -> (i16, Vec<String>) {
+        let r: kafka_protocol::messages::SaslHandshakeResponse = self
+            .call(
+                ApiKey::SaslHandshake,
+                1,
+                &kafka_protocol::messages::SaslHandshakeRequest::default()
+                    .with_mechanism(StrBytes::from_string(mechanism.to_string())),
+            )
+            .await;
+        (
+            r.error_code,
+            r.mechanisms.iter().map(|m| m.to_string()).collect(),
+        )
+    }
+
+    /// One SaslAuthenticate v2 step: the server's bytes, or its failure.
+    pub async fn authenticate(&mut self, bytes: Vec<u8>) -> Result<Bytes, SaslFailure> {
+        self.authenticate_at(2, bytes).await
+    }
+
+    /// One SaslAuthenticate step at `version`.
+    pub async fn authenticate_at(
+        &mut self,
+        version: i16,
+        bytes: Vec<u8>,
+    ) -> Result<Bytes, SaslFailure> {
+        let r: kafka_protocol::messages::SaslAuthenticateResponse = self
+            .call(
+                ApiKey::SaslAuthenticate,
+                version,
+                &kafka_protocol::messages::SaslAuthenticateRequest::default()
+                    .with_auth_bytes(Bytes::from(bytes)),
+            )
+            .await;
+        if r.error_code == 0 {
+            Ok(r.auth_bytes)
+        } else {
+            Err((
+                r.error_code,
+                r.error_message.map(|m| m.to_string()).unwrap_or_default(),
+            ))
+        }
+    }
+
+    /// Authenticates with SASL PLAIN.
+    pub async fn login_plain(&mut self, user: &str, password: &str) -> Result<(), SaslFailure> {
+        let (code, _) = self.handshake("PLAIN").await;
+        assert_eq!(code, 0, "PLAIN refused by the handshake");
+        self.authenticate(format!("\0{user}\0{password}").into_bytes())
+            .await
+            .map(|_| ())
+    }
+
+    /// Authenticates with SCRAM (`mechanism` SCRAM-SHA-256 or -512),
+    /// checking the server's signature.
+    pub async fn login_scram(
+        &mut self,
+        mechanism: streamhouse_core::scram::Mechanism,
+        user: &str,
+        password: &str,
+    ) -> Result<(), SaslFailure> {
+        self.login_scram_at(2, mechanism, user, password).await
+    }
+
+    /// [`Conn::login_scram`] with SaslAuthenticate at `version`.
+    pub async fn login_scram_at(
+        &mut self,
+        version: i16,
+        mechanism: streamhouse_core::scram::Mechanism,
+        user: &str,
+        password: &str,
+    ) -> Result<(), SaslFailure> {
+        let (code, _) = self.handshake(mechanism.name()).await;
+        assert_eq!(code, 0, "{} refused by the handshake", mechanism.name());
+        let mut client = streamhouse_core::scram::Client::new(mechanism, user, password);
+        let server_first = self.authenticate_at(version, client.client_first()).await?;
+        let client_final = client.client_final(&server_first).unwrap();
+        let server_final = self.authenticate_at(version, client_final).await?;
+        client.verify_server_final(&server_final).unwrap();
+        Ok(())
+    }
+
+    /// Whether the agent closed the connection (reading hits its end).
+    pub async fn closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), self.stream.read(&mut byte)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+}
+
+/// A connection to `agent` authenticated with SASL PLAIN as `user`.
+pub async fn login(agent: &RunningAgent, (user, password): User) -> Conn {
+    let mut conn = Conn::open(agent).await;
+    conn.login_plain(user, password).await.unwrap();
+    conn
+}
