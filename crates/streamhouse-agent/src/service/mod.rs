@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use streamhouse_metadata::{
-    AclOperation as Op, GroupHeartbeat, MetadataStore, OffsetCommit, ResourceType as Resource,
-    Topic, TopicConfig, TopicPartition,
+    AclOperation as Op, MetadataStore, ResourceType as Resource, Topic, TopicConfig,
 };
 use streamhouse_proto as pb;
 use streamhouse_proto::ErrorCode;
@@ -21,6 +20,8 @@ use crate::auth::grpc::{require, session_of};
 use crate::connections::Protocol;
 use crate::error::{bound_message, bounded, describe, error_code, status};
 use crate::produce::{self, BatchFailure, PartitionInput, PartitionOutcome};
+
+mod groups;
 
 /// Limits on what one request may ask for.
 #[derive(Clone, Debug)]
@@ -70,59 +71,6 @@ pub(crate) struct Service {
     pub auth: Arc<crate::auth::Auth>,
 }
 
-fn end_error_status(e: &crate::transactions::EndError) -> Status {
-    match e {
-        crate::transactions::EndError::Metadata(m) => status(m),
-        crate::transactions::EndError::Storage(s) if s.is_retryable() => {
-            pb::with_error_code(Status::unavailable(describe(s)), error_code(s))
-        }
-        crate::transactions::EndError::Storage(s) => {
-            pb::with_error_code(Status::internal(describe(s)), error_code(s))
-        }
-        crate::transactions::EndError::ProducerIdMapping { .. } => pb::with_error_code(
-            Status::failed_precondition(e.to_string()),
-            ErrorCode::UnknownProducer,
-        ),
-    }
-}
-
-fn tp(p: &pb::TopicPartitionRef) -> TopicPartition {
-    TopicPartition::new(p.topic.clone(), p.partition)
-}
-
-fn tp_ref(p: TopicPartition) -> pb::TopicPartitionRef {
-    pb::TopicPartitionRef {
-        topic: p.topic,
-        partition: p.partition,
-    }
-}
-
-fn committed_info(o: streamhouse_metadata::CommittedOffset) -> pb::CommittedOffsetInfo {
-    pb::CommittedOffsetInfo {
-        topic: o.topic,
-        partition: o.partition,
-        offset: o.offset,
-        metadata: o.metadata,
-        committed_at_ms: o.committed_at_ms,
-    }
-}
-
-/// The per-response code of a group error, if it is one a member handles
-/// (by rejoining); other errors become a gRPC status.
-fn group_error(e: &streamhouse_metadata::Error) -> Option<ErrorCode> {
-    use streamhouse_metadata::Error as M;
-    match e {
-        M::UnknownMember { .. } => Some(ErrorCode::UnknownMember),
-        // A commit of a partition the member no longer owns: its view is
-        // stale, as with a fenced epoch.
-        M::FencedMemberEpoch { .. } | M::NotPartitionOwner { .. } => {
-            Some(ErrorCode::FencedMemberEpoch)
-        }
-        M::GroupNotEmpty(_) => Some(ErrorCode::GroupNotEmpty),
-        _ => None,
-    }
-}
-
 fn topic_info(t: &Topic) -> pb::TopicInfo {
     pb::TopicInfo {
         name: t.name.clone(),
@@ -153,43 +101,6 @@ impl Service {
             })
             .map(topic_info)
             .collect()
-    }
-
-    /// An error unless `session` may write to the transactional id that
-    /// holds `producer_id` (Kafka's rule for ending transactions and adding
-    /// offsets to them). Only read when ACLs are enforced.
-    async fn require_transaction_writer(
-        &self,
-        session: &crate::auth::Session,
-        producer_id: i64,
-    ) -> Result<(), Status> {
-        if !self.auth.required() {
-            return Ok(());
-        }
-        let listed = self
-            .metadata
-            .transactions(None)
-            .await
-            .map_err(|e| status(&e))?;
-        let tid = listed
-            .into_iter()
-            .find(|t| t.producer_id == producer_id)
-            .map(|t| t.transactional_id)
-            .ok_or_else(|| {
-                pb::with_error_code(
-                    Status::failed_precondition(format!(
-                        "producer id {producer_id} has no transactional id"
-                    )),
-                    ErrorCode::UnknownProducer,
-                )
-            })?;
-        require(
-            &self.auth,
-            session,
-            Op::Write,
-            Resource::TransactionalId,
-            &tid,
-        )
     }
 
     fn check_running(&self) -> Result<(), Status> {
@@ -668,85 +579,6 @@ impl StreamHouse for Service {
         }))
     }
 
-    async fn init_producer_id(
-        &self,
-        request: Request<pb::InitProducerIdRequest>,
-    ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
-        let session = session_of(&request);
-        let r = request.into_inner();
-        match &r.transactional_id {
-            Some(tid) => require(
-                &self.auth,
-                &session,
-                Op::Write,
-                Resource::TransactionalId,
-                tid,
-            )?,
-            None => {
-                if !self.auth.allows_silently(
-                    &session,
-                    Op::IdempotentWrite,
-                    Resource::Cluster,
-                    CLUSTER,
-                ) && !self
-                    .auth
-                    .allows_somewhere(&session, Op::Write, Resource::Topic)
-                {
-                    require(
-                        &self.auth,
-                        &session,
-                        Op::IdempotentWrite,
-                        Resource::Cluster,
-                        CLUSTER,
-                    )?;
-                }
-            }
-        }
-        if let Some(tid) = &r.transactional_id {
-            let timeout = if r.transaction_timeout_ms > 0 {
-                i64::from(r.transaction_timeout_ms)
-            } else {
-                60_000
-            };
-            let id = crate::transactions::init_transactional(
-                &self.metadata,
-                &self.store,
-                tid,
-                timeout,
-                None,
-            )
-            .await
-            .map_err(|e| end_error_status(&e))?;
-            return Ok(Response::new(pb::InitProducerIdResponse {
-                producer_id: id.producer_id,
-                producer_epoch: id.epoch.into(),
-            }));
-        }
-        let current = match (r.producer_id, r.producer_epoch) {
-            (Some(producer_id), Some(epoch)) => {
-                let epoch = i16::try_from(epoch).map_err(|_| {
-                    Status::invalid_argument(format!("producer epoch {epoch} is out of range"))
-                })?;
-                Some(streamhouse_metadata::ProducerIdentity { producer_id, epoch })
-            }
-            (None, None) => None,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "producer_id and producer_epoch go together",
-                ));
-            }
-        };
-        let id = self
-            .metadata
-            .init_producer_id(current)
-            .await
-            .map_err(|e| status(&e))?;
-        Ok(Response::new(pb::InitProducerIdResponse {
-            producer_id: id.producer_id,
-            producer_epoch: id.epoch.into(),
-        }))
-    }
-
     async fn list_offsets(
         &self,
         request: Request<pb::ListOffsetsRequest>,
@@ -807,237 +639,66 @@ impl StreamHouse for Service {
         Ok(Response::new(pb::ListOffsetsResponse { partitions }))
     }
 
+    async fn init_producer_id(
+        &self,
+        request: Request<pb::InitProducerIdRequest>,
+    ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
+        groups::init_producer_id(self, request).await
+    }
+
     async fn group_heartbeat(
         &self,
         request: Request<pb::GroupHeartbeatRequest>,
     ) -> Result<Response<pb::GroupHeartbeatResponse>, Status> {
-        let session = session_of(&request);
-        let r = request.into_inner();
-        require(&self.auth, &session, Op::Read, Resource::Group, &r.group_id)?;
-        let result = self
-            .metadata
-            .group_heartbeat(GroupHeartbeat {
-                group_id: r.group_id,
-                member_id: r.member_id,
-                member_epoch: r.member_epoch,
-                client_id: r.client_id,
-                subscription: r.subscribed_topics,
-                owned: r.owned.iter().map(tp).collect(),
-                session_timeout_ms: r.session_timeout_ms.into(),
-                assignor: r.assignor,
-            })
-            .await;
-        let interval = self.group_heartbeat_interval.as_millis() as u32;
-        match result {
-            Ok(a) => Ok(Response::new(pb::GroupHeartbeatResponse {
-                member_id: a.member_id,
-                member_epoch: a.member_epoch,
-                group_epoch: a.group_epoch,
-                assigned: a.assigned.into_iter().map(tp_ref).collect(),
-                pending: a.pending.into_iter().map(tp_ref).collect(),
-                heartbeat_interval_ms: interval,
-                ..Default::default()
-            })),
-            Err(e) => match group_error(&e) {
-                Some(code) => Ok(Response::new(pb::GroupHeartbeatResponse {
-                    error: code as i32,
-                    message: describe(&e),
-                    heartbeat_interval_ms: interval,
-                    ..Default::default()
-                })),
-                None => Err(status(&e)),
-            },
-        }
+        groups::group_heartbeat(self, request).await
     }
 
     async fn commit_offsets(
         &self,
         request: Request<pb::CommitOffsetsRequest>,
     ) -> Result<Response<pb::CommitOffsetsResponse>, Status> {
-        let session = session_of(&request);
-        let r = request.into_inner();
-        require(&self.auth, &session, Op::Read, Resource::Group, &r.group_id)?;
-        for o in &r.offsets {
-            require(&self.auth, &session, Op::Read, Resource::Topic, &o.topic)?;
-        }
-        let offsets: Vec<OffsetCommit> = r
-            .offsets
-            .into_iter()
-            .map(|o| OffsetCommit {
-                topic: o.topic,
-                partition: o.partition,
-                offset: o.offset,
-                metadata: o.metadata,
-            })
-            .collect();
-        let member = r.member_id.as_deref().map(|id| (id, r.member_epoch));
-        match self
-            .metadata
-            .commit_group_offsets(&r.group_id, member, &offsets)
-            .await
-        {
-            Ok(()) => Ok(Response::new(pb::CommitOffsetsResponse::default())),
-            Err(e) => match group_error(&e) {
-                Some(code) => Ok(Response::new(pb::CommitOffsetsResponse {
-                    error: code as i32,
-                    message: describe(&e),
-                })),
-                None => Err(status(&e)),
-            },
-        }
+        groups::commit_offsets(self, request).await
     }
 
     async fn fetch_offsets(
         &self,
         request: Request<pb::FetchOffsetsRequest>,
     ) -> Result<Response<pb::FetchOffsetsResponse>, Status> {
-        let session = session_of(&request);
-        let group = request.into_inner().group_id;
-        require(&self.auth, &session, Op::Describe, Resource::Group, &group)?;
-        let offsets = self
-            .metadata
-            .fetch_offsets(&group)
-            .await
-            .map_err(|e| status(&e))?;
-        Ok(Response::new(pb::FetchOffsetsResponse {
-            offsets: offsets
-                .into_iter()
-                .filter(|o| {
-                    self.auth
-                        .allows_silently(&session, Op::Describe, Resource::Topic, &o.topic)
-                })
-                .map(committed_info)
-                .collect(),
-        }))
+        groups::fetch_offsets(self, request).await
     }
 
     async fn list_groups(
         &self,
         request: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
-        let session = session_of(&request);
-        let groups = self.metadata.list_groups().await.map_err(|e| status(&e))?;
-        Ok(Response::new(pb::ListGroupsResponse {
-            groups: groups
-                .into_iter()
-                .filter(|(group, _)| {
-                    self.auth
-                        .allows_silently(&session, Op::Describe, Resource::Group, group)
-                })
-                .map(|(group_id, members)| pb::GroupListing {
-                    group_id,
-                    members: members as u32,
-                })
-                .collect(),
-        }))
+        groups::list_groups(self, request).await
     }
 
     async fn describe_group(
         &self,
         request: Request<pb::DescribeGroupRequest>,
     ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
-        let session = session_of(&request);
-        let group = request.into_inner().group_id;
-        require(&self.auth, &session, Op::Describe, Resource::Group, &group)?;
-        let d = self
-            .metadata
-            .describe_group(&group)
-            .await
-            .map_err(|e| status(&e))?;
-        Ok(Response::new(pb::DescribeGroupResponse {
-            group_id: d.group_id,
-            group_epoch: d.group_epoch,
-            members: d
-                .members
-                .into_iter()
-                .map(|m| pb::MemberInfo {
-                    member_id: m.member_id,
-                    client_id: m.client_id,
-                    member_epoch: m.member_epoch,
-                    subscribed_topics: m.subscription,
-                    owned: m.owned.into_iter().map(tp_ref).collect(),
-                    target: m.target.into_iter().map(tp_ref).collect(),
-                    heartbeat_age_ms: m.heartbeat_age.as_millis() as u64,
-                })
-                .collect(),
-            offsets: d.offsets.into_iter().map(committed_info).collect(),
-        }))
+        groups::describe_group(self, request).await
     }
 
     async fn delete_group(
         &self,
         request: Request<pb::DeleteGroupRequest>,
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
-        let session = session_of(&request);
-        let group = request.into_inner().group_id;
-        require(&self.auth, &session, Op::Delete, Resource::Group, &group)?;
-        self.metadata
-            .delete_group(&group)
-            .await
-            .map_err(|e| status(&e))?;
-        Ok(Response::new(pb::DeleteGroupResponse {}))
+        groups::delete_group(self, request).await
     }
 
     async fn add_offsets_to_txn(
         &self,
         request: Request<pb::AddOffsetsToTxnRequest>,
     ) -> Result<Response<pb::AddOffsetsToTxnResponse>, Status> {
-        let session = session_of(&request);
-        let r = request.into_inner();
-        self.require_transaction_writer(&session, r.producer_id)
-            .await?;
-        require(&self.auth, &session, Op::Read, Resource::Group, &r.group_id)?;
-        let epoch = i16::try_from(r.producer_epoch)
-            .map_err(|_| Status::invalid_argument("producer epoch out of range"))?;
-        let offsets: Vec<OffsetCommit> = r
-            .offsets
-            .into_iter()
-            .map(|o| OffsetCommit {
-                topic: o.topic,
-                partition: o.partition,
-                offset: o.offset,
-                metadata: o.metadata,
-            })
-            .collect();
-        self.metadata
-            .add_transaction_offsets(
-                streamhouse_metadata::ProducerIdentity {
-                    producer_id: r.producer_id,
-                    epoch,
-                },
-                &r.group_id,
-                r.member_id.as_deref().map(|m| (m, r.member_epoch)),
-                &offsets,
-            )
-            .await
-            .map_err(|e| status(&e))?;
-        Ok(Response::new(pb::AddOffsetsToTxnResponse {}))
+        groups::add_offsets_to_txn(self, request).await
     }
 
     async fn end_txn(
         &self,
         request: Request<pb::EndTxnRequest>,
     ) -> Result<Response<pb::EndTxnResponse>, Status> {
-        self.check_running()?;
-        let session = session_of(&request);
-        let r = request.into_inner();
-        self.require_transaction_writer(&session, r.producer_id)
-            .await?;
-        let epoch = i16::try_from(r.producer_epoch)
-            .map_err(|_| Status::invalid_argument("producer epoch out of range"))?;
-        let next = crate::transactions::end_transaction(
-            &self.metadata,
-            &self.store,
-            r.producer_id,
-            Some(epoch),
-            r.commit,
-            crate::transactions::Ending::BumpEpoch,
-        )
-        .await
-        .map_err(|e| end_error_status(&e))?;
-        Ok(Response::new(pb::EndTxnResponse {
-            producer_id: next.producer_id,
-            producer_epoch: next.epoch.into(),
-        }))
+        groups::end_txn(self, request).await
     }
 }
