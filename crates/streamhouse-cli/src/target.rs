@@ -56,6 +56,10 @@ pub struct AgentAddress {
         global = true
     )]
     password: Option<String>,
+    /// Send --user and --password without TLS, readable by anyone on the
+    /// path (only for agents run with --allow-plaintext-passwords).
+    #[arg(long, env = "STREAMHOUSE_ALLOW_PLAINTEXT_PASSWORD", global = true)]
+    allow_plaintext_password: bool,
 }
 
 /// An agent address with the security settings to reach it.
@@ -97,6 +101,16 @@ impl AgentAddress {
                     "a password needs a user name: pass --user or set STREAMHOUSE_USER".into(),
                 );
             }
+        }
+        if self.allow_plaintext_password {
+            security = security.allow_plaintext_credentials();
+        } else if self.user.is_some() && !security.tls() {
+            return Err(
+                "--user and its password are only sent over TLS: pass --tls-ca or an \
+                        https:// --agent address (or --allow-plaintext-password for an agent \
+                        run with --allow-plaintext-passwords)"
+                    .into(),
+            );
         }
         Ok(Target { agent, security })
     }

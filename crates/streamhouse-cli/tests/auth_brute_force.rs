@@ -84,7 +84,9 @@ async fn guessing_one_password_is_bounded_and_does_not_affect_other_users() {
         .collect();
 
     // Meanwhile bob works, over gRPC and over Kafka.
-    let bob = Security::new().credentials("bob", "bob's password");
+    let bob = Security::new()
+        .credentials("bob", "bob's password")
+        .allow_plaintext_credentials();
     Admin::connect_with(&grpc, bob.clone())
         .await
         .unwrap()

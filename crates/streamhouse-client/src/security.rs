@@ -34,6 +34,7 @@ use crate::error::{Error, Result};
 pub struct Security {
     tls: Option<Tls>,
     credentials: Option<(String, String)>,
+    plaintext_credentials: bool,
 }
 
 #[derive(Clone, Default)]
@@ -100,6 +101,15 @@ impl Security {
         self
     }
 
+    /// Sends the credentials even without TLS, where anyone on the path can
+    /// read them; only for agents run with `--allow-plaintext-passwords`
+    /// on a trusted network. Without this, credentials without TLS are a
+    /// configuration error.
+    pub fn allow_plaintext_credentials(mut self) -> Security {
+        self.plaintext_credentials = true;
+        self
+    }
+
     /// Whether connections use TLS.
     pub fn tls(&self) -> bool {
         self.tls.is_some()
@@ -139,6 +149,13 @@ impl Security {
         let Some((user, password)) = &self.credentials else {
             return Ok(AuthHeader(None));
         };
+        if self.tls.is_none() && !self.plaintext_credentials {
+            return Err(Error::Config(
+                "credentials are only sent over TLS: trust a CA (tls_ca_file, tls_system_roots) \
+                 or use an https:// address, or call allow_plaintext_credentials()"
+                    .into(),
+            ));
+        }
         if user.is_empty() || user.contains(':') {
             return Err(Error::Config(
                 "the user name must be non-empty and must not contain ':'".into(),

@@ -81,7 +81,8 @@ pub(crate) fn session<T>(auth: &Auth, request: &Request<T>) -> Result<Session, S
         if !info.tls && !auth.plaintext_passwords_allowed() {
             return Err(unauthenticated(AuthFailure::PlaintextRefused.to_string()));
         }
-        return match auth.check_password(&user, &password, LISTENER) {
+        let host = Session::anonymous(info.remote, LISTENER).host;
+        return match auth.check_password(&user, &password, &host, LISTENER) {
             Ok(()) => Ok(Session::new(&user, info.remote, LISTENER)),
             Err(failure) => Err(unauthenticated(failure.to_string())),
         };

@@ -1,11 +1,12 @@
-//! Bounds on password guessing: each user name has a budget of attempts
-//! that refills with time. A password check that fails spends one unit; a
+//! Bounds on password guessing: each user name, from each client address,
+//! has a budget of attempts that refills with time. A password check that fails spends one unit; a
 //! SCRAM exchange spends one when it starts and gets it back when it
 //! succeeds, so exchanges in flight cannot overdraw the budget. Once the
 //! budget is spent, further attempts for that name are refused without
 //! checking the password until it refills, whatever connection or listener
-//! they come on. Other users, and connections already authenticated, are
-//! unaffected.
+//! they come on from that address. Other users, the same user from other
+//! addresses, and connections already authenticated, are unaffected: a
+//! guesser cannot lock a user out everywhere.
 //!
 //! At most [`MAX_TRACKED`] names have their own budget; while that many
 //! are being tracked, every other name shares one overflow budget, so
@@ -72,7 +73,12 @@ impl Budgets {
     }
 }
 
-/// Attempt budgets per user name.
+/// The budget key of `user` from client address `host`.
+pub(crate) fn key(user: &str, host: &str) -> String {
+    format!("{host} {user}")
+}
+
+/// Attempt budgets per user name and client address.
 #[derive(Debug)]
 pub(crate) struct Limiter {
     budgets: Mutex<Budgets>,

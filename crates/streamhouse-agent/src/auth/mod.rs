@@ -77,7 +77,11 @@ impl Session {
     ) -> Session {
         Session {
             principal: format!("User:{user}"),
-            host: remote.map(|a| a.ip().to_string()).unwrap_or_default(),
+            // IPv4 clients of a dual-stack listener as IPv4, as ACL hosts
+            // name them.
+            host: remote
+                .map(|a| a.ip().to_canonical().to_string())
+                .unwrap_or_default(),
             listener,
         }
     }
@@ -114,6 +118,10 @@ pub(crate) struct Auth {
     config: AuthConfig,
     metadata: Arc<dyn MetadataStore>,
     snapshot: RwLock<Arc<Snapshot>>,
+    /// Held through a whole refresh, so that a refresh that started
+    /// earlier (the periodic one) cannot overwrite one that read later (the
+    /// one after a change made here).
+    refreshing: tokio::sync::Mutex<()>,
     limiter: Limiter,
     /// Digests of (user, password) pairs already verified, with the stored
     /// key they were verified against: a changed credential invalidates
@@ -135,6 +143,7 @@ impl Auth {
             config,
             metadata,
             snapshot: RwLock::default(),
+            refreshing: tokio::sync::Mutex::new(()),
             limiter: Limiter::default(),
             verified: Mutex::default(),
             logged: Mutex::default(),
@@ -158,6 +167,7 @@ impl Auth {
 
     /// Reads users and ACLs from the metadata store again.
     pub(crate) async fn refresh(&self) -> Result<()> {
+        let _one_at_a_time = self.refreshing.lock().await;
         let credentials = self.metadata.scram_credentials().await?;
         let acls = self.metadata.acls().await?;
         let snapshot = Snapshot {
@@ -209,21 +219,21 @@ impl Auth {
     }
 
     /// Whether `user` may try to authenticate now (see [`Limiter`]).
-    pub(crate) fn may_try(&self, user: &str) -> std::result::Result<(), AuthFailure> {
-        match self.limiter.check(user) {
+    pub(crate) fn may_try(&self, user: &str, host: &str) -> std::result::Result<(), AuthFailure> {
+        match self.limiter.check(&limiter::key(user, host)) {
             None => Ok(()),
             Some(wait) => Err(AuthFailure::TooManyAttempts(wait)),
         }
     }
 
     /// Spends one unit of `user`'s attempt budget (see [`Limiter`]).
-    pub(crate) fn spend(&self, user: &str) {
-        self.limiter.spend(user);
+    pub(crate) fn spend(&self, user: &str, host: &str) {
+        self.limiter.spend(&limiter::key(user, host));
     }
 
     /// Gives back the unit a successful exchange spent.
-    pub(crate) fn refund(&self, user: &str) {
-        self.limiter.refund(user);
+    pub(crate) fn refund(&self, user: &str, host: &str) {
+        self.limiter.refund(&limiter::key(user, host));
     }
 
     /// Counts a failed authentication on `listener`.
@@ -241,6 +251,7 @@ impl Auth {
         &self,
         user: &str,
         password: &str,
+        host: &str,
         listener: &'static str,
     ) -> std::result::Result<(), AuthFailure> {
         let snapshot = self.snapshot();
@@ -259,9 +270,15 @@ impl Auth {
         {
             return Ok(());
         }
-        self.may_try(user)?;
+        self.may_try(user, host)?;
+        // An unknown user's password is checked against a stand-in, so a
+        // failure takes as long whether or not the user exists.
+        let checked = match credential {
+            Some(c) => c.clone(),
+            None => self.credential_or_stand_in(user, Mechanism::Sha512),
+        };
         match credential {
-            Some(credential) if credential.verify_password(password) => {
+            Some(credential) if checked.verify_password(password) => {
                 let mut verified = self.verified.lock().expect("auth lock");
                 if verified.len() >= MAX_VERIFIED {
                     verified.clear();
@@ -270,7 +287,7 @@ impl Auth {
                 Ok(())
             }
             _ => {
-                self.spend(user);
+                self.spend(user, host);
                 self.count_failure(listener, "password");
                 Err(AuthFailure::Invalid)
             }

@@ -9,7 +9,6 @@
 //! ([`Auth::allows`](crate::auth::Auth::allows)), and requests reach their
 //! handlers whole.
 
-use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::TopicProduceResponse;
 use kafka_protocol::messages::{
@@ -64,12 +63,12 @@ pub(super) fn take_refused<T>(items: &mut Vec<T>, mut allowed: impl FnMut(&T) ->
     refused
 }
 
-/// Whether a record batch (v2) has the transactional flag.
-fn transactional(records: &Bytes) -> bool {
-    // base offset 8, length 4, leader epoch 4, magic 1, crc 4: attributes.
-    records
-        .get(21..23)
-        .is_some_and(|a| u16::from_be_bytes([a[0], a[1]]) & 0x10 != 0)
+/// Whether any record batch of `records` has the transactional flag
+/// (bytes that do not parse are refused whole by produce validation, which
+/// writes nothing of a partition whose records do not all parse).
+pub(crate) fn transactional(records: &[u8]) -> bool {
+    streamhouse_core::batches(records)
+        .any(|b| b.is_ok_and(|(header, _)| header.attributes.is_transactional()))
 }
 
 /// Takes the topics of a Produce request the principal may not write to
@@ -85,7 +84,7 @@ pub(super) fn produce(
             .topic_data
             .iter()
             .flat_map(|t| &t.partition_data)
-            .any(|p| p.records.as_ref().is_some_and(transactional));
+            .any(|p| p.records.as_ref().is_some_and(|r| transactional(r)));
     // Transactional batches without a transactional id are refused only
     // when ACLs are enforced (there is no id to allow).
     let txn_allowed = !is_transactional
@@ -282,8 +281,10 @@ pub(super) async fn delete_topics(
         match (&t.name, ids.get(&t.topic_id)) {
             (Some(n), _) if !n.is_empty() => allowed(n),
             (_, Some(found)) => allowed(&found.name),
-            // An unknown id: the handler answers it.
-            (_, None) => true,
+            // An id that could not be resolved (unknown, or the listing
+            // failed) is refused when ACLs are enforced: it never reaches
+            // the handler unchecked.
+            (_, None) => !broker.auth.required(),
         }
     });
     refused.extend(states.into_iter().map(|t| (t.name, t.topic_id)));
@@ -443,12 +444,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_transactional_flag_is_read_from_the_attributes() {
-        let mut batch = vec![0u8; 61];
-        assert!(!transactional(&Bytes::from(batch.clone())));
-        batch[22] = 0x10;
-        assert!(transactional(&Bytes::from(batch)));
-        assert!(!transactional(&Bytes::from_static(&[1, 2, 3])));
+    fn the_transactional_flag_of_any_batch_counts() {
+        let plain =
+            streamhouse_core::RecordBatch::from_records([streamhouse_core::NewRecord::new(
+                1, None, "v",
+            )])
+            .encode()
+            .unwrap()
+            .to_vec();
+        assert!(!transactional(&plain));
+        // The attributes' low byte: base offset 8, length 4, leader epoch
+        // 4, magic 1, crc 4, then attributes (2).
+        let mut flagged = plain.clone();
+        flagged[22] |= 0x10;
+        assert!(transactional(&flagged));
+        // A transactional batch behind a plain one is found too.
+        assert!(transactional(&[plain.clone(), flagged].concat()));
+        assert!(!transactional(&[1, 2, 3]));
     }
 
     #[test]

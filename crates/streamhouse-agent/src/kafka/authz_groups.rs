@@ -536,6 +536,14 @@ pub(super) async fn describe_transactions(
             .allows(session, Op::Describe, Resource::TransactionalId, id)
     });
     let mut response = super::transaction_admin::describe(broker, request).await;
+    // Only the topics the principal may describe, as Kafka answers.
+    for state in &mut response.transaction_states {
+        state.topics.retain(|t| {
+            broker
+                .auth
+                .allows_silently(session, Op::Describe, Resource::Topic, &t.topic)
+        });
+    }
     response
         .transaction_states
         .extend(refused.into_iter().map(|id| {

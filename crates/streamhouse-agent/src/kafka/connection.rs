@@ -30,6 +30,9 @@ use crate::tls::{self, AgentStream, ConnInfo, Listener, Tls};
 const MAX_IN_FLIGHT: usize = 64;
 /// Smallest request: API key, version and correlation id.
 const MIN_FRAME: usize = 8;
+/// Largest frame read from a connection that has not authenticated yet
+/// (Kafka's `sasl.server.max.receive.size`).
+const UNAUTHENTICATED_MAX_FRAME: usize = 512 << 10;
 /// Memory first reserved for a frame; more as its bytes arrive.
 const INITIAL_FRAME_CAPACITY: usize = 64 << 10;
 
@@ -142,8 +145,18 @@ async fn read_requests(
     mut peer: Peer,
     sasl: &mut sasl::Conn,
 ) -> Result<()> {
-    let max = broker.limits.max_request_bytes;
     loop {
+        // Before authentication only ApiVersions and SASL requests may
+        // come, all small: a client that has not authenticated cannot make
+        // the agent hold a large frame.
+        let max = if sasl.authenticated() {
+            broker.limits.max_request_bytes
+        } else {
+            broker
+                .limits
+                .max_request_bytes
+                .min(UNAUTHENTICATED_MAX_FRAME)
+        };
         let size = match rd.read_i32().await {
             Ok(size) => size,
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),

@@ -266,6 +266,26 @@ pub(super) async fn heartbeat(
             .with_error_code(super::authz::GROUP_DENIED)
             .with_heartbeat_interval_ms(interval);
     }
+    // Subscribing to a topic the principal may not describe is refused, as
+    // Kafka does: an assignment would tell its partitions.
+    let hidden = request.subscribed_topic_names.iter().flatten().find(|t| {
+        !broker.auth.allows(
+            session,
+            streamhouse_metadata::AclOperation::Describe,
+            streamhouse_metadata::ResourceType::Topic,
+            t,
+        )
+    });
+    if let Some(topic) = hidden {
+        return ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(super::authz::TOPIC_DENIED)
+            .with_error_message(Some(StrBytes::from_string(format!(
+                "{} may not describe topic {:?}",
+                session.principal,
+                bounded(topic)
+            ))))
+            .with_heartbeat_interval_ms(interval);
+    }
     let answer = match answer(broker, &request, version, &client_id).await {
         Ok(a) => a,
         Err(refusal) => {

@@ -212,10 +212,12 @@ impl Conn {
             Ok(c) => c,
             Err(e) => return self.fail(ResponseError::SaslAuthenticationFailed, e.to_string()),
         };
-        match self
-            .auth
-            .check_password(&credentials.username, &credentials.password, LISTENER)
-        {
+        match self.auth.check_password(
+            &credentials.username,
+            &credentials.password,
+            &self.session.host,
+            LISTENER,
+        ) {
             Ok(()) => self.succeeded(&credentials.username, Vec::new()),
             Err(failure) => self.refused(&credentials.username, "PLAIN", failure),
         }
@@ -231,12 +233,12 @@ impl Conn {
             Err(e) => return self.fail(ResponseError::SaslAuthenticationFailed, e.to_string()),
         };
         let user = first.username().to_string();
-        if let Err(failure) = self.auth.may_try(&user) {
+        if let Err(failure) = self.auth.may_try(&user, &self.session.host) {
             return self.refused(&user, mechanism.name(), failure);
         }
         // Spent now and given back on success, so that exchanges in flight
         // cannot overdraw the budget.
-        self.auth.spend(&user);
+        self.auth.spend(&user, &self.session.host);
         // An unknown user goes through the exchange with a stand-in
         // credential and fails at its end, as a wrong password does: the
         // answers do not tell which user names exist.
@@ -259,7 +261,7 @@ impl Conn {
     ) -> Step<SaslAuthenticateResponse> {
         match server.client_final(bytes) {
             Ok(server_final) => {
-                self.auth.refund(&user);
+                self.auth.refund(&user, &self.session.host);
                 self.succeeded(&user, server_final)
             }
             Err(_) => {

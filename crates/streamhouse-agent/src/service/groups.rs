@@ -69,7 +69,7 @@ fn group_error(e: &streamhouse_metadata::Error) -> Option<ErrorCode> {
 /// An error unless `session` may write to the transactional id that
 /// holds `producer_id` (Kafka's rule for ending transactions and adding
 /// offsets to them). Only read when ACLs are enforced.
-async fn require_transaction_writer(
+pub(super) async fn require_transaction_writer(
     service: &Service,
     session: &crate::auth::Session,
     producer_id: i64,
@@ -195,6 +195,15 @@ pub(super) async fn group_heartbeat(
         Resource::Group,
         &r.group_id,
     )?;
+    for topic in &r.subscribed_topics {
+        require(
+            &service.auth,
+            &session,
+            Op::Describe,
+            Resource::Topic,
+            topic,
+        )?;
+    }
     let result = service
         .metadata
         .group_heartbeat(GroupHeartbeat {
@@ -369,7 +378,16 @@ pub(super) async fn describe_group(
                 heartbeat_age_ms: m.heartbeat_age.as_millis() as u64,
             })
             .collect(),
-        offsets: d.offsets.into_iter().map(committed_info).collect(),
+        offsets: d
+            .offsets
+            .into_iter()
+            .filter(|o| {
+                service
+                    .auth
+                    .allows_silently(&session, Op::Describe, Resource::Topic, &o.topic)
+            })
+            .map(committed_info)
+            .collect(),
     }))
 }
 
@@ -402,6 +420,9 @@ pub(super) async fn add_offsets_to_txn(
         Resource::Group,
         &r.group_id,
     )?;
+    for o in &r.offsets {
+        require(&service.auth, &session, Op::Read, Resource::Topic, &o.topic)?;
+    }
     let epoch = i16::try_from(r.producer_epoch)
         .map_err(|_| Status::invalid_argument("producer epoch out of range"))?;
     let offsets: Vec<OffsetCommit> = r

@@ -205,6 +205,21 @@ impl StreamHouse for Service {
         let session = session_of(&request);
         let request = request.into_inner();
         self.check_partition_count(request.partitions.len(), "produce request")?;
+        if self.auth.required() {
+            // Transactional batches also need WRITE on the transactional id
+            // their producer id belongs to.
+            let producers: std::collections::BTreeSet<i64> = request
+                .partitions
+                .iter()
+                .flat_map(|p| streamhouse_core::batches(&p.records))
+                .filter_map(Result::ok)
+                .filter(|(h, _)| h.attributes.is_transactional())
+                .map(|(h, _)| h.producer_id)
+                .collect();
+            for producer_id in producers {
+                groups::require_transaction_writer(self, &session, producer_id).await?;
+            }
+        }
         let allowed: Vec<bool> = request
             .partitions
             .iter()
@@ -454,6 +469,8 @@ impl StreamHouse for Service {
     ) -> Result<Response<pb::TopicInfo>, Status> {
         let session = session_of(&request);
         let r = request.into_inner();
+        // The answer describes the topic, whatever changes.
+        require(&self.auth, &session, Op::Describe, Resource::Topic, &r.name)?;
         if r.partition_count.is_some() {
             require(&self.auth, &session, Op::Alter, Resource::Topic, &r.name)?;
         }
