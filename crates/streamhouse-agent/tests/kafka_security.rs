@@ -86,6 +86,29 @@ async fn a_request_before_authentication_closes_the_connection() {
 }
 
 #[tokio::test]
+async fn a_large_frame_before_authentication_closes_the_connection() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = secure_agent(&dir, &[ALICE], &[], |_| {}).await;
+    let mut conn = Conn::open(&agent).await;
+    // A frame announcing 1 MiB, over the 512 KiB a client may send before
+    // it authenticates: closed before its body is read.
+    conn.stream
+        .write_all(&(1i32 << 20).to_be_bytes())
+        .await
+        .unwrap();
+    conn.stream.write_all(&[0; 64]).await.unwrap();
+    assert!(conn.closed().await);
+    // Other connections are served as before.
+    let mut conn = Conn::open(&agent).await;
+    conn.login_scram(Mechanism::Sha512, ALICE.0, ALICE.1)
+        .await
+        .unwrap();
+    metadata_works(&mut conn).await;
+    agent.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn plain_needs_tls_unless_plaintext_passwords_are_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let agent = secure_agent(&dir, &[ALICE], &[], |c| {

@@ -139,6 +139,16 @@ mod tests {
     }
 
     #[test]
+    fn a_user_locked_out_from_one_address_may_try_from_another() {
+        let limiter = Limiter::default();
+        for _ in 0..BURST as usize {
+            limiter.spend(&key("victim", "10.0.0.66"));
+        }
+        assert!(limiter.check(&key("victim", "10.0.0.66")).is_some());
+        assert_eq!(limiter.check(&key("victim", "10.0.0.7")), None);
+    }
+
+    #[test]
     fn names_beyond_the_tracked_ones_share_one_budget() {
         let limiter = Limiter::default();
         for i in 0..MAX_TRACKED {
