@@ -47,7 +47,7 @@ impl Resource {
 pub enum AclCommand {
     /// Allow (or with --deny, deny) operations on a resource to a principal.
     Add {
-        /// Principal: User:<name>, or User:* for everyone.
+        /// Principal: User:NAME, or User:* for everyone.
         #[arg(long)]
         principal: String,
         #[command(flatten)]

@@ -171,7 +171,7 @@ pub struct Args {
     #[arg(long, env = "STREAMHOUSE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// PEM CA certificates of client certificates (mutual TLS): a client
-    /// presenting one is authenticated as User:<its CN>.
+    /// presenting one is authenticated as User:CN (its common name).
     #[arg(long, env = "STREAMHOUSE_TLS_CLIENT_CA", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
     /// Require every client to authenticate (Kafka SASL SCRAM or PLAIN,
