@@ -1,7 +1,7 @@
 //! How a client reaches agents that use TLS or require authentication.
 //!
 //! ```no_run
-//! # fn main() -> streamhouse_client::Result<()> {
+//! # async fn example() -> streamhouse_client::Result<()> {
 //! use streamhouse_client::{Producer, Security};
 //! let security = Security::new()
 //!     .tls_ca_file("ca.pem")?          // or .tls_system_roots()
@@ -9,7 +9,8 @@
 //! let producer = Producer::builder()
 //!     .bootstrap("agent-1.internal:50051")
 //!     .security(security)
-//!     .build()?;
+//!     .build()
+//!     .await?;
 //! # Ok(()) }
 //! ```
 //!
