@@ -312,6 +312,7 @@ impl Agent {
             commits: pipeline.commits(),
             store: store.clone(),
             auth: auth.clone(),
+            transactional_ids: Default::default(),
         };
         let (kafka_stop, kafka_stopped) = tokio::sync::watch::channel(false);
         let kafka_task = kafka_listener.map(|(listener, _)| {
@@ -434,6 +435,22 @@ impl Agent {
 /// Refuses to listen beyond loopback without authentication, unless told
 /// to (see [`AuthConfig::allow_unauthenticated`]).
 fn refuse_open_exposure(config: &AgentConfig) -> Result<()> {
+    if !config.auth.required {
+        // Settings that only mean something when clients authenticate.
+        for (set, flag) in [
+            (!config.auth.super_users.is_empty(), "--super-users"),
+            (
+                config.auth.allow_plaintext_passwords,
+                "--allow-plaintext-passwords",
+            ),
+        ] {
+            if set {
+                return Err(Error::Config(format!(
+                    "{flag} needs --require-auth: without it no client authenticates"
+                )));
+            }
+        }
+    }
     if config.auth.required || config.auth.allow_unauthenticated {
         return Ok(());
     }
@@ -573,4 +590,25 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     shutdown.await;
     tracing::info!("shutting down: finishing requests and flushing");
     agent.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_of_authentication_need_it_on() {
+        let mut config = AgentConfig::default();
+        assert!(refuse_open_exposure(&config).is_ok());
+        config.auth.super_users = vec!["User:admin".into()];
+        let e = refuse_open_exposure(&config).unwrap_err().to_string();
+        assert!(e.contains("--super-users needs --require-auth"), "{e}");
+        config.auth.super_users.clear();
+        config.auth.allow_plaintext_passwords = true;
+        let e = refuse_open_exposure(&config).unwrap_err().to_string();
+        assert!(e.contains("--allow-plaintext-passwords"), "{e}");
+        config.auth.required = true;
+        config.auth.super_users = vec!["User:admin".into()];
+        assert!(refuse_open_exposure(&config).is_ok());
+    }
 }

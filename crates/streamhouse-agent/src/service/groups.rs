@@ -66,6 +66,59 @@ fn group_error(e: &streamhouse_metadata::Error) -> Option<ErrorCode> {
     }
 }
 
+/// The transactional id `producer_id` was issued for. A producer id
+/// belongs to one transactional id for good, so answers are remembered and
+/// the store (every transactional producer) is read only for a producer id
+/// not seen before.
+async fn transactional_id_of(
+    service: &Service,
+    producer_id: i64,
+) -> Result<Option<String>, Status> {
+    if let Some(tid) = service
+        .transactional_ids
+        .lock()
+        .expect("cache lock")
+        .get(&producer_id)
+    {
+        return Ok(Some(tid.clone()));
+    }
+    let listed = service
+        .metadata
+        .transactions(None)
+        .await
+        .map_err(|e| status(&e))?;
+    let mut known = service.transactional_ids.lock().expect("cache lock");
+    if known.len() + listed.len() > MAX_REMEMBERED_PRODUCERS {
+        known.clear();
+    }
+    known.extend(
+        listed
+            .into_iter()
+            .map(|t| (t.producer_id, t.transactional_id)),
+    );
+    Ok(known.get(&producer_id).cloned())
+}
+
+/// Most producer ids whose transactional id is remembered.
+const MAX_REMEMBERED_PRODUCERS: usize = 100_000;
+
+/// The committed offsets of topics `session` may describe.
+fn describable_offsets(
+    service: &Service,
+    session: &crate::auth::Session,
+    offsets: Vec<streamhouse_metadata::CommittedOffset>,
+) -> Vec<pb::CommittedOffsetInfo> {
+    offsets
+        .into_iter()
+        .filter(|o| {
+            service
+                .auth
+                .allows_silently(session, Op::Describe, Resource::Topic, &o.topic)
+        })
+        .map(committed_info)
+        .collect()
+}
+
 /// An error unless `session` may write to the transactional id that
 /// holds `producer_id` (Kafka's rule for ending transactions and adding
 /// offsets to them). Only read when ACLs are enforced.
@@ -77,23 +130,17 @@ pub(super) async fn require_transaction_writer(
     if !service.auth.required() {
         return Ok(());
     }
-    let listed = service
-        .metadata
-        .transactions(None)
-        .await
-        .map_err(|e| status(&e))?;
-    let tid = listed
-        .into_iter()
-        .find(|t| t.producer_id == producer_id)
-        .map(|t| t.transactional_id)
-        .ok_or_else(|| {
-            pb::with_error_code(
+    let tid = match transactional_id_of(service, producer_id).await? {
+        Some(tid) => tid,
+        None => {
+            return Err(pb::with_error_code(
                 Status::failed_precondition(format!(
                     "producer id {producer_id} has no transactional id"
                 )),
                 ErrorCode::UnknownProducer,
-            )
-        })?;
+            ));
+        }
+    };
     require(
         &service.auth,
         session,
@@ -302,15 +349,7 @@ pub(super) async fn fetch_offsets(
         .await
         .map_err(|e| status(&e))?;
     Ok(Response::new(pb::FetchOffsetsResponse {
-        offsets: offsets
-            .into_iter()
-            .filter(|o| {
-                service
-                    .auth
-                    .allows_silently(&session, Op::Describe, Resource::Topic, &o.topic)
-            })
-            .map(committed_info)
-            .collect(),
+        offsets: describable_offsets(service, &session, offsets),
     }))
 }
 
@@ -378,16 +417,7 @@ pub(super) async fn describe_group(
                 heartbeat_age_ms: m.heartbeat_age.as_millis() as u64,
             })
             .collect(),
-        offsets: d
-            .offsets
-            .into_iter()
-            .filter(|o| {
-                service
-                    .auth
-                    .allows_silently(&session, Op::Describe, Resource::Topic, &o.topic)
-            })
-            .map(committed_info)
-            .collect(),
+        offsets: describable_offsets(service, &session, d.offsets),
     }))
 }
 

@@ -69,6 +69,9 @@ pub(crate) struct Service {
     pub store: Arc<dyn object_store::ObjectStore>,
     /// Users, ACLs and the checks made with them.
     pub auth: Arc<crate::auth::Auth>,
+    /// Transactional ids by producer id, as ACL checks of transactions
+    /// look them up.
+    pub transactional_ids: std::sync::Mutex<HashMap<i64, String>>,
 }
 
 fn topic_info(t: &Topic) -> pb::TopicInfo {
