@@ -359,6 +359,36 @@ async fn members_join_sync_rebalance_and_commit_by_generation() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_starting_together_share_the_first_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = common::kafka::agent_with(&dir, |c| {
+        c.kafka_group_initial_rebalance_delay = Duration::from_millis(600);
+    })
+    .await;
+    let addr = agent.kafka_addr().unwrap();
+    create_topic(addr).await;
+    let (mut a, mut b) = (connect(addr).await, connect(addr).await);
+    let started = tokio::time::Instant::now();
+    // A's join waits the initial delay for more members instead of
+    // making a generation of its own; B joins meanwhile.
+    let a_join = tokio::spawn(async move { join(&mut a, "together").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!a_join.is_finished(), "the first join did not wait");
+    let b_join = join(&mut b, "together").await;
+    let a_join = a_join.await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    assert_eq!((a_join.generation_id, b_join.generation_id), (1, 1));
+    let leader = a_join.leader.to_string();
+    let leaders_view = if leader == a_join.member_id.as_str() {
+        &a_join
+    } else {
+        &b_join
+    };
+    assert_eq!(leaders_view.members.len(), 2, "the leader sees both");
+    agent.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_waiting_join_does_not_hold_up_the_connections_reading() {
     let dir = tempfile::tempdir().unwrap();
     let agent = agent(&dir).await;

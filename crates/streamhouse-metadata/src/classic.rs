@@ -48,6 +48,13 @@ pub struct ClassicJoin {
     pub client_host: String,
     pub session_timeout_ms: i32,
     pub rebalance_timeout_ms: i32,
+    /// How long the first join phase of a group without members waits
+    /// for more members, extended by as much for each new member that
+    /// joins meanwhile, never past the rebalance timeout (Kafka's
+    /// `group.initial.rebalance.delay.ms`): consumers starting together
+    /// land in one generation, each knowing its topics' partitions. 0
+    /// ends it as soon as every member joined.
+    pub initial_rebalance_delay_ms: i32,
     pub protocol_type: String,
     /// Protocol names with their metadata, in the member's preference
     /// order.

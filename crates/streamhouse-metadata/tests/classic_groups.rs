@@ -19,6 +19,7 @@ conformance!(
     classic_groups_are_listed_described_and_deleted,
     offsets_are_deleted_only_for_topics_not_consumed,
     a_silent_member_is_expired_by_the_database_clock,
+    members_starting_together_share_the_first_generation,
 );
 
 /// A consumer protocol subscription to `topics`.
@@ -44,6 +45,7 @@ fn join(group: &str, member: &str, session_ms: i32) -> ClassicJoin {
         client_host: "/127.0.0.1".into(),
         session_timeout_ms: session_ms,
         rebalance_timeout_ms: 10_000,
+        initial_rebalance_delay_ms: 0,
         protocol_type: "consumer".into(),
         protocols: vec![("range".into(), subscription(&["t"]))],
     }
@@ -385,4 +387,25 @@ async fn a_silent_member_is_expired_by_the_database_clock(b: &Backend) {
     };
     assert_eq!(leader, "loud");
     assert_eq!(members.len(), 1);
+}
+
+async fn members_starting_together_share_the_first_generation(b: &Backend) {
+    let s = &b.store;
+    let delayed = |member: &str| ClassicJoin {
+        initial_rebalance_delay_ms: 500,
+        ..join("together", member, 30_000)
+    };
+    // The first member waits the initial delay by the database clock
+    // rather than making a generation of its own.
+    assert_eq!(
+        s.classic_join(delayed("m1")).await.unwrap(),
+        JoinProgress::Waiting
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (a, b) = tokio::join!(joined(s, delayed("m1")), joined(s, delayed("m2")));
+    assert_eq!((generation(&a), generation(&b)), (1, 1));
+    let JoinProgress::Joined { members, .. } = &a else {
+        unreachable!()
+    };
+    assert_eq!(members.len(), 2, "the leader m1 sees both members");
 }

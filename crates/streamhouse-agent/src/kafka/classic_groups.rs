@@ -182,6 +182,8 @@ pub(super) async fn join(
         client_host: peer.host.clone(),
         session_timeout_ms: r.session_timeout_ms,
         rebalance_timeout_ms,
+        initial_rebalance_delay_ms: i32::try_from(broker.group_initial_rebalance_delay.as_millis())
+            .unwrap_or(i32::MAX),
         protocol_type: r.protocol_type.to_string(),
         protocols: r
             .protocols

@@ -8,7 +8,9 @@ use super::classic_state::{Group, Member};
 use crate::classic::ClassicPhase;
 use crate::error::{Error, Result};
 
-const VERSION: u8 = 1;
+/// The layout written; version 1 (without the initial join wait) is
+/// still read.
+const VERSION: u8 = 2;
 
 struct Writer(Vec<u8>);
 
@@ -103,6 +105,7 @@ pub(crate) fn encode(g: &Group) -> String {
     w.bytes(g.protocol.as_bytes());
     w.opt(&g.leader);
     w.i64(g.rebalance_deadline_ms);
+    w.i64(g.initial_join_until_ms);
     w.i32(g.members.len() as i32);
     for (id, m) in &g.members {
         w.bytes(id.as_bytes());
@@ -128,7 +131,8 @@ pub(crate) fn encode(g: &Group) -> String {
 pub(crate) fn decode(group_id: &str, now: i64, text: &str) -> Result<Group> {
     let raw = unhex(text).ok_or_else(|| corrupt("its hex"))?;
     let mut r = Reader(&raw);
-    if r.u8("the version")? != VERSION {
+    let version = r.u8("the version")?;
+    if !(1..=VERSION).contains(&version) {
         return Err(corrupt("an unknown version"));
     }
     let phase = match r.u8("the phase")? {
@@ -143,6 +147,11 @@ pub(crate) fn decode(group_id: &str, now: i64, text: &str) -> Result<Group> {
     let protocol = r.string("the protocol")?;
     let leader = r.opt("the leader")?;
     let rebalance_deadline_ms = r.i64("the deadline")?;
+    let initial_join_until_ms = if version >= 2 {
+        r.i64("the initial join wait")?
+    } else {
+        0
+    };
     let count = r.i32("the member count")?;
     let mut members = BTreeMap::new();
     for _ in 0..count.max(0) {
@@ -180,6 +189,7 @@ pub(crate) fn decode(group_id: &str, now: i64, text: &str) -> Result<Group> {
         protocol,
         leader,
         rebalance_deadline_ms,
+        initial_join_until_ms,
         members,
     })
 }
@@ -222,6 +232,7 @@ mod tests {
         g.protocol = "range".into();
         g.leader = Some("m1".into());
         g.rebalance_deadline_ms = 99;
+        g.initial_join_until_ms = 42;
         g.members.insert(
             "m1".into(),
             Member {
@@ -241,5 +252,26 @@ mod tests {
         assert_eq!(decode("g", 5, &text).unwrap(), g);
         assert!(decode("g", 5, &text[..text.len() - 2]).is_err());
         assert!(decode("g", 5, "zz").is_err());
+    }
+
+    #[test]
+    fn the_first_layout_is_still_read() {
+        let mut g = Group::empty("g", 5);
+        g.phase = ClassicPhase::Stable;
+        g.generation = 3;
+        g.protocol_type = "consumer".into();
+        g.protocol = "range".into();
+        g.leader = None;
+        g.rebalance_deadline_ms = 99;
+        let v2 = unhex(&encode(&g)).unwrap();
+        // Version 1: no initial join wait after the deadline.
+        let deadline_end = 1 + 1 + 4 + (4 + 8) + (4 + 5) + 1 + 8;
+        let mut v1 = vec![1];
+        v1.extend_from_slice(&v2[1..deadline_end]);
+        v1.extend_from_slice(&v2[deadline_end + 8..]);
+        assert_eq!(decode("g", 5, &hex(&v1)).unwrap(), g);
+        let mut v3 = v2.clone();
+        v3[0] = 3;
+        assert!(decode("g", 5, &hex(&v3)).is_err());
     }
 }

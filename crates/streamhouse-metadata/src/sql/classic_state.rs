@@ -53,6 +53,10 @@ pub(crate) struct Group {
     pub leader: Option<String>,
     /// When the join phase ends even if members have not rejoined.
     pub rebalance_deadline_ms: i64,
+    /// In the first join phase of a group that had no members: the join
+    /// phase does not end before this, unless its deadline passes (0: no
+    /// such wait).
+    pub initial_join_until_ms: i64,
     pub members: BTreeMap<String, Member>,
 }
 
@@ -177,6 +181,7 @@ impl Group {
             protocol: String::new(),
             leader: None,
             rebalance_deadline_ms: 0,
+            initial_join_until_ms: 0,
             members: BTreeMap::new(),
         }
     }
@@ -251,6 +256,7 @@ impl Group {
             .max()
             .unwrap_or(0);
         self.rebalance_deadline_ms = self.now.saturating_add(longest);
+        self.initial_join_until_ms = 0;
         for m in self.members.values_mut() {
             m.awaiting_join = false;
         }
@@ -263,10 +269,13 @@ impl Group {
         if self.phase != ClassicPhase::PreparingRebalance {
             return;
         }
-        let all = self.members.values().all(|m| m.awaiting_join);
-        if !all && self.now < self.rebalance_deadline_ms {
-            return;
+        if self.now < self.rebalance_deadline_ms {
+            let all = self.members.values().all(|m| m.awaiting_join);
+            if !all || self.now < self.initial_join_until_ms {
+                return;
+            }
         }
+        self.initial_join_until_ms = 0;
         self.members.retain(|_, m| m.awaiting_join);
         self.generation = self.generation.wrapping_add(1).max(1);
         if self.members.is_empty() {
@@ -464,8 +473,18 @@ impl Group {
                 assignment: Vec::new(),
             },
         );
+        let initial = self.phase == ClassicPhase::Empty;
         if self.phase != ClassicPhase::PreparingRebalance {
             self.prepare_rebalance();
+        }
+        if initial || self.initial_join_until_ms > 0 {
+            // The first join phase waits for more members, and longer for
+            // each one that comes, up to its deadline.
+            let delay = i64::from(j.initial_rebalance_delay_ms.max(0));
+            self.initial_join_until_ms = self
+                .now
+                .saturating_add(delay)
+                .min(self.rebalance_deadline_ms);
         }
         self.mark_awaiting(&j.member_id);
         self.try_complete_join();

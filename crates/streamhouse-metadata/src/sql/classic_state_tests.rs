@@ -11,6 +11,7 @@ fn join(member: &str, protocols: &[&str]) -> ClassicJoin {
         client_host: "/127.0.0.1".into(),
         session_timeout_ms: 10_000,
         rebalance_timeout_ms: 30_000,
+        initial_rebalance_delay_ms: 0,
         protocol_type: "consumer".into(),
         protocols: protocols
             .iter()
@@ -422,4 +423,75 @@ fn joins_with_too_many_protocols_or_long_names_are_refused() {
     let mut g = Group::empty("g", 0);
     g.join(&empty).unwrap();
     assert!(g.state_bytes() > MAX_PROTOCOLS * ENTRY_OVERHEAD_BYTES);
+}
+
+/// `member`'s join asking for a first join phase of `delay_ms`.
+fn delayed(member: &str, delay_ms: i32) -> ClassicJoin {
+    ClassicJoin {
+        initial_rebalance_delay_ms: delay_ms,
+        ..join(member, &["range"])
+    }
+}
+
+#[test]
+fn the_first_join_phase_waits_for_more_members() {
+    let mut g = Group::empty("g", 0);
+    assert_eq!(
+        g.join(&delayed("m1", 3_000)).unwrap(),
+        JoinProgress::Waiting
+    );
+    g.now = 1_000;
+    assert_eq!(
+        g.join(&delayed("m2", 3_000)).unwrap(),
+        JoinProgress::Waiting
+    );
+    // m2 came within the wait: it lasts 3 s from m2's join.
+    g.now = 3_500;
+    assert_eq!(
+        g.join(&delayed("m1", 3_000)).unwrap(),
+        JoinProgress::Waiting
+    );
+    g.expire();
+    assert_eq!(g.phase, ClassicPhase::PreparingRebalance);
+    g.now = 4_000;
+    let p = g.join(&delayed("m2", 3_000)).unwrap();
+    assert_eq!(generation_of(&p), 1, "one generation for both");
+    let p = g.join(&delayed("m1", 3_000)).unwrap();
+    let JoinProgress::Joined { members, .. } = p else {
+        panic!("not joined: {p:?}");
+    };
+    assert_eq!(members.len(), 2, "the leader sees both");
+    assert_eq!(g.initial_join_until_ms, 0);
+}
+
+#[test]
+fn the_first_join_phase_never_waits_past_its_deadline() {
+    let mut g = Group::empty("g", 0);
+    let mut j = delayed("m1", 60_000);
+    j.rebalance_timeout_ms = 5_000;
+    assert_eq!(g.join(&j).unwrap(), JoinProgress::Waiting);
+    assert_eq!(g.initial_join_until_ms, 5_000);
+    g.now = 5_000;
+    assert_eq!(generation_of(&g.join(&j).unwrap()), 1);
+}
+
+#[test]
+fn only_a_group_without_members_waits() {
+    let mut g = stable(&["m1"]);
+    g.now += 10;
+    // A second member rebalances a live group: no initial wait.
+    assert_eq!(
+        g.join(&delayed("m2", 3_000)).unwrap(),
+        JoinProgress::Waiting
+    );
+    assert_eq!(g.initial_join_until_ms, 0);
+    assert_eq!(generation_of(&g.join(&delayed("m1", 3_000)).unwrap()), 2);
+    // Emptied, the group waits again for its next first members.
+    g.leave(&[("m1".into(), None), ("m2".into(), None)]);
+    assert_eq!(g.phase, ClassicPhase::Empty);
+    assert_eq!(
+        g.join(&delayed("m3", 3_000)).unwrap(),
+        JoinProgress::Waiting
+    );
+    assert!(g.initial_join_until_ms > g.now);
 }
