@@ -22,6 +22,7 @@ conformance!(
     consumer_offsets,
     agent_registry,
     idempotent_retries_get_their_original_offsets,
+    one_commit_over_hundreds_of_partitions_decides_each_on_its_own,
     sequence_gaps_and_old_epochs_are_rejected,
     a_retry_racing_on_another_store_commits_once,
     a_resent_request_of_any_number_of_batches_appends_nothing,
@@ -996,6 +997,118 @@ async fn groups_are_listed_described_and_deleted(b: &Backend) {
 }
 
 /// A transactional batch (or a control marker with `marker`) chunk.
+/// One commit writes more partitions and producer-partition pairs than
+/// one statement of the commit names: idempotent, transactional and plain
+/// batches in 300 partitions, two chunks for one partition, and a chunk
+/// of a deleted topic; its retry is answered batch by batch.
+async fn one_commit_over_hundreds_of_partitions_decides_each_on_its_own(b: &Backend) {
+    const N: u32 = 300;
+    let s = &b.store;
+    let t = s.create_topic(topic("wide", N)).await.unwrap();
+    let gone = s.create_topic(topic("wide-gone", 1)).await.unwrap();
+    s.delete_topic("wide-gone").await.unwrap();
+    let idem = s.init_producer_id(None).await.unwrap();
+    let txn = s
+        .init_transactional_producer("wide-app", 60_000)
+        .await
+        .unwrap();
+    let commit = || {
+        let mut chunks = Vec::new();
+        for q in 0..N {
+            let mut c = chunk(t.id, q, &[2, 1, 3]);
+            c.batches[0].producer = Some(ProducerBatch {
+                producer_id: idem.producer_id,
+                epoch: idem.epoch,
+                base_sequence: 0,
+                record_count: 2,
+                transactional: false,
+            });
+            c.batches[2].producer = Some(ProducerBatch {
+                producer_id: txn.producer_id,
+                epoch: txn.epoch,
+                base_sequence: 0,
+                record_count: 3,
+                transactional: true,
+            });
+            chunks.push(c);
+        }
+        // A second chunk for partition 7 follows the first one.
+        let mut again = chunk(t.id, 7, &[4]);
+        again.batches[0].producer = Some(ProducerBatch {
+            producer_id: idem.producer_id,
+            epoch: idem.epoch,
+            base_sequence: 2,
+            record_count: 4,
+            transactional: false,
+        });
+        chunks.push(again);
+        chunks.push(chunk(gone.id, 0, &[1]));
+        object(chunks)
+    };
+    let out = s.commit_object(&commit()).await.unwrap();
+    for (q, o) in out[..N as usize].iter().enumerate() {
+        let bases: Vec<i64> = o.as_ref().unwrap().iter().map(base).collect();
+        assert_eq!(bases, [0, 2, 3], "partition {q}");
+    }
+    assert_eq!(
+        out[N as usize].as_ref().unwrap(),
+        &vec![BatchOutcome::Appended { base_offset: 6 }]
+    );
+    assert!(matches!(
+        out[N as usize + 1],
+        Err(ChunkRejected::PartitionGone { .. })
+    ));
+    for q in 0..N {
+        let st = s.partition_state(t.id, q).await.unwrap();
+        let next = if q == 7 { 10 } else { 6 };
+        assert_eq!(
+            (st.next_offset, st.last_stable_offset),
+            (next, 3),
+            "partition {q}: the open transaction holds the last stable offset"
+        );
+    }
+    let open = s.open_transaction(txn.producer_id).await.unwrap().unwrap();
+    assert_eq!(open.partitions.len(), N as usize);
+    assert!(open.partitions.iter().all(|&(_, _, first)| first == 3));
+
+    // The retry: every producer's batch is a duplicate with its offsets;
+    // the plain batches are appended again.
+    let out = s.commit_object(&commit()).await.unwrap();
+    for (q, o) in out[..N as usize].iter().enumerate() {
+        let next = if q == 7 { 10 } else { 6 };
+        assert_eq!(
+            o.as_ref().unwrap(),
+            &vec![
+                BatchOutcome::Duplicate { base_offset: 0 },
+                BatchOutcome::Appended { base_offset: next },
+                BatchOutcome::Duplicate { base_offset: 3 },
+            ],
+            "partition {q}"
+        );
+    }
+    assert_eq!(
+        out[N as usize].as_ref().unwrap(),
+        &vec![BatchOutcome::Duplicate { base_offset: 6 }]
+    );
+
+    // The transaction ends with a marker in every partition.
+    let all: Vec<u32> = (0..N).collect();
+    s.end_transaction(&EndTransaction {
+        producer_id: txn.producer_id,
+        epoch: Some(txn.epoch),
+        commit: true,
+        markers: markers(t.id, &all),
+        kind: EndKind::BumpEpoch,
+    })
+    .await
+    .unwrap();
+    for q in 0..N {
+        let st = s.partition_state(t.id, q).await.unwrap();
+        let next = if q == 7 { 12 } else { 8 };
+        assert_eq!((st.next_offset, st.last_stable_offset), (next, next));
+    }
+}
+
 fn txn_chunk(
     topic_id: TopicId,
     partition: u32,

@@ -1,5 +1,5 @@
 //! What differs between the SQL backends, in one place: the database clock,
-//! how a write transaction begins, how a read takes a shared row lock, and
+//! how a write transaction begins, how a read takes a shared or an update row lock, and
 //! how many rows a statement changed.
 
 use std::collections::BTreeMap;
@@ -24,6 +24,11 @@ pub trait Backend: Database<Arguments: IntoArguments<Self>> {
     /// concurrent updates until the transaction ends (while other readers
     /// may lock them too).
     const FOR_SHARE: &'static str;
+
+    /// The clause that makes a `SELECT` lock the rows it reads for an
+    /// update later in the transaction: other writers wait, rows are
+    /// locked in the order the `SELECT` returns them.
+    const FOR_UPDATE: &'static str;
 
     /// Begins a transaction that will write.
     fn begin_write(
@@ -65,10 +70,11 @@ pub(crate) fn sql<DB: Backend>(template: &'static str) -> &'static str {
 /// SQLite: the one writer connection takes the database write lock up
 /// front with `BEGIN IMMEDIATE` (SQLite has no row locks, so a transaction
 /// never fails half-way on a lock upgrade). Holding the write lock, a
-/// transaction needs no row locks: `FOR SHARE` is empty.
+/// transaction needs no row locks: `FOR SHARE` and `FOR UPDATE` are empty.
 impl Backend for Sqlite {
     const NOW: &'static str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
     const FOR_SHARE: &'static str = "";
+    const FOR_UPDATE: &'static str = "";
 
     fn begin_write(
         pool: &Pool<Self>,
@@ -92,6 +98,7 @@ impl Backend for Sqlite {
 impl Backend for Postgres {
     const NOW: &'static str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
     const FOR_SHARE: &'static str = " FOR SHARE";
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
 
     fn begin_write(
         pool: &Pool<Self>,

@@ -1,21 +1,18 @@
-//! The log commit of a chunk holding batches of idempotent (and
-//! transactional) producers.
+//! What the log commit reads and writes for batches of idempotent (and
+//! transactional) producers: their epochs, their last sequences per
+//! partition, and the open transactions they join; each in a statement
+//! or two for the whole commit.
 
-use std::collections::BTreeSet;
-use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sqlx::{ColumnIndex, Decode, Encode, Executor, QueryBuilder, Row, Type};
 
-use super::backend::{Backend, sql};
-use super::log::ChunkOutcome;
-use super::placement::{SegmentRow, place_batches};
-use super::sequences::{
-    ProducerEpochs, ProducerRow, SEQUENCES_KEPT, SequenceHistory, SequenceRow, Verdict,
-    batch_outcomes, decide_batches,
-};
-use super::{SqlStore, Tx};
+use super::backend::Backend;
+use super::log::{KEYS_PER_STATEMENT, PartitionKey, push_any, push_partition};
+use super::sequences::{ProducerEpochs, ProducerRow, SEQUENCES_KEPT, SequenceHistory, SequenceRow};
+use super::{INSERT_CHUNK, SqlStore, Tx};
 use crate::error::{Error, Result};
-use crate::types::{ChunkCommit, ChunkRejected, ObjectCommit, TopicId};
+use crate::types::{ChunkCommit, ObjectCommit, TopicId};
 
 impl<DB: Backend> SqlStore<DB>
 where
@@ -29,55 +26,6 @@ where
     Option<String>: for<'a> Encode<'a, DB>,
     for<'s> Option<&'s str>: Encode<'s, DB>,
 {
-    /// Commits a chunk holding batches of idempotent producers: locks the
-    /// partition row, checks every batch against the producer's epoch
-    /// (read and locked by [`Self::lock_producers`] before any partition)
-    /// and last sequences, commits the accepted ones and records their
-    /// sequences.
-    pub(super) async fn commit_idempotent_chunk(
-        tx: &mut Tx<DB>,
-        chunk: &ChunkCommit,
-        epochs: &ProducerEpochs,
-        segments: &mut Vec<SegmentRow>,
-    ) -> Result<ChunkOutcome> {
-        let (topic_id, partition) = (chunk.topic_id, chunk.partition);
-        let next: Option<i64> = sqlx::query_scalar(
-            "UPDATE partitions SET next_offset = next_offset \
-             WHERE topic_id = $1 AND partition_id = $2 RETURNING next_offset",
-        )
-        .bind(topic_id)
-        .bind(i64::from(partition))
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(Error::db("locking partition"))?;
-        let Some(next) = next else {
-            return Ok(Err(ChunkRejected::PartitionGone {
-                topic_id,
-                partition,
-            }));
-        };
-        let mut history = Self::load_sequences(tx, chunk).await?;
-        let (verdicts, offset) = decide_batches(chunk, next, epochs, &mut history);
-        sqlx::query(
-            "UPDATE partitions SET next_offset = $1 WHERE topic_id = $2 AND partition_id = $3",
-        )
-        .bind(offset)
-        .bind(topic_id)
-        .bind(i64::from(partition))
-        .execute(&mut **tx)
-        .await
-        .map_err(Error::db("advancing partition offset"))?;
-        let accepted: Vec<bool> = verdicts
-            .iter()
-            .map(|v| matches!(v, Verdict::Accept))
-            .collect();
-        let placed = place_batches(chunk, next, &accepted, segments);
-        Self::join_transactions(tx, chunk, &placed).await?;
-        let outcomes = batch_outcomes(placed, verdicts);
-        Self::record_sequences(tx, topic_id, partition, &history).await?;
-        Ok(Ok(outcomes))
-    }
-
     /// Reads the current epoch of every producer with a batch in `commit`,
     /// in producer id order, locking each producer row for the rest of the
     /// transaction (`FOR SHARE` on PostgreSQL; SQLite holds the database
@@ -96,127 +44,183 @@ where
             .flat_map(|c| c.batches.iter().filter_map(|b| b.producer))
             .map(|p| p.producer_id)
             .collect();
-        let mut epochs = ProducerEpochs::with_capacity(ids.len());
-        for id in ids {
-            let row = sqlx::query(sql::<DB>(
-                "SELECT epoch, transactional_id IS NOT NULL FROM producers \
-                 WHERE producer_id = $1{for_share}",
-            ))
-            .bind(id)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(Error::db("reading producer epoch"))?;
-            epochs.insert(
-                id,
-                row.map(|r| ProducerRow {
-                    epoch: r.get::<i64, _>(0) as i16,
-                    transactional: r.get(1),
-                }),
+        let ids: Vec<i64> = ids.into_iter().collect();
+        let mut epochs: ProducerEpochs = ids.iter().map(|&id| (id, None)).collect();
+        for group in ids.chunks(KEYS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<DB>::new(
+                "SELECT producer_id, epoch, transactional_id IS NOT NULL FROM producers \
+                 WHERE producer_id IN (",
             );
+            let mut list = q.separated(", ");
+            for &id in group {
+                list.push_bind(id);
+            }
+            q.push(") ORDER BY producer_id");
+            q.push(DB::FOR_SHARE);
+            let rows = q
+                .build()
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(Error::db("reading producer epochs"))?;
+            for r in rows {
+                epochs.insert(
+                    r.get(0),
+                    Some(ProducerRow {
+                        epoch: r.get::<i64, _>(1) as i16,
+                        transactional: r.get(2),
+                    }),
+                );
+            }
         }
         Ok(epochs)
     }
 
-    /// Reads the last batches in the chunk's partition of every producer in
-    /// the chunk, newest first.
-    async fn load_sequences(tx: &mut Tx<DB>, chunk: &ChunkCommit) -> Result<SequenceHistory> {
-        let mut history = SequenceHistory::new();
-        for p in chunk.batches.iter().filter_map(|b| b.producer) {
-            if let Entry::Vacant(slot) = history.entry(p.producer_id) {
-                let rows = sqlx::query(
-                    "SELECT producer_epoch, first_sequence, last_sequence, base_offset \
-                     FROM producer_batches WHERE producer_id = $1 AND topic_id = $2 \
-                     AND partition_id = $3 ORDER BY base_offset DESC LIMIT $4",
-                )
-                .bind(p.producer_id)
-                .bind(chunk.topic_id)
-                .bind(i64::from(chunk.partition))
-                .bind(SEQUENCES_KEPT as i64)
+    /// Reads, in one statement per [`KEYS_PER_STATEMENT`] pairs, the last
+    /// [`SEQUENCES_KEPT`] batches (newest first) of every producer in every
+    /// partition it has batches for in `commit`. Every such pair gets a
+    /// history, empty when the producer never wrote there.
+    pub(super) async fn load_sequences(
+        tx: &mut Tx<DB>,
+        commit: &ObjectCommit,
+    ) -> Result<HashMap<PartitionKey, SequenceHistory>> {
+        let pairs: BTreeSet<(i64, TopicId, u32)> = commit
+            .chunks
+            .iter()
+            .flat_map(|c| {
+                c.batches
+                    .iter()
+                    .filter_map(|b| b.producer)
+                    .map(|p| (p.producer_id, c.topic_id, c.partition))
+            })
+            .collect();
+        let pairs: Vec<_> = pairs.into_iter().collect();
+        let mut histories: HashMap<PartitionKey, SequenceHistory> = HashMap::new();
+        for &(producer_id, topic_id, partition) in &pairs {
+            histories
+                .entry((topic_id, partition))
+                .or_default()
+                .insert(producer_id, Vec::new());
+        }
+        for group in pairs.chunks(KEYS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<DB>::new(
+                "SELECT producer_id, topic_id, partition_id, producer_epoch, first_sequence, \
+                 last_sequence, base_offset FROM producer_batches WHERE ",
+            );
+            push_any(&mut q, group, |q, (producer_id, topic_id, partition)| {
+                q.push("producer_id = ")
+                    .push_bind(producer_id)
+                    .push(" AND ");
+                push_partition(q, (topic_id, partition));
+            });
+            q.push(" ORDER BY producer_id, topic_id, partition_id, base_offset DESC");
+            let rows = q
+                .build()
                 .fetch_all(&mut **tx)
                 .await
                 .map_err(Error::db("reading producer sequences"))?;
-                let rows = rows
-                    .iter()
-                    .map(|r| SequenceRow {
-                        epoch: r.get::<i64, _>(0) as i16,
-                        first_sequence: r.get::<i64, _>(1) as i32,
-                        last_sequence: r.get::<i64, _>(2) as i32,
-                        base_offset: r.get(3),
+            for r in rows {
+                let key = (r.get::<i64, _>(1), r.get::<i64, _>(2) as u32);
+                let producer_id: i64 = r.get(0);
+                let Some(rows) = histories
+                    .get_mut(&key)
+                    .and_then(|h| h.get_mut(&producer_id))
+                else {
+                    continue;
+                };
+                if rows.len() < SEQUENCES_KEPT {
+                    rows.push(SequenceRow {
+                        epoch: r.get::<i64, _>(3) as i16,
+                        first_sequence: r.get::<i64, _>(4) as i32,
+                        last_sequence: r.get::<i64, _>(5) as i32,
+                        base_offset: r.get(6),
                         new: false,
-                    })
-                    .collect();
-                slot.insert(rows);
+                    });
+                }
             }
         }
-        Ok(history)
+        Ok(histories)
     }
 
     /// Accepted transactional batches join their producer's open
     /// transaction (opening it if needed); the first offset of a
     /// transaction in a partition holds the partition's last stable offset.
-    /// Only a producer's first batch in the chunk can change anything (the
-    /// others would meet the rows it wrote), so it alone is recorded.
-    async fn join_transactions(
-        tx: &mut Tx<DB>,
-        chunk: &ChunkCommit,
-        placed: &[Option<i64>],
-    ) -> Result<()> {
-        let mut joined = std::collections::HashSet::new();
-        for (batch, base) in chunk.batches.iter().zip(placed) {
-            let (Some(p), Some(base)) = (batch.producer, base) else {
-                continue;
-            };
-            if !p.transactional || !joined.insert(p.producer_id) {
-                continue;
-            }
-            sqlx::query(sql::<DB>(
-                "INSERT INTO open_transactions (producer_id, producer_epoch, started_at_ms) \
-                 VALUES ($1, $2, {now}) ON CONFLICT (producer_id) DO NOTHING",
-            ))
-            .bind(p.producer_id)
-            .bind(i64::from(p.epoch))
-            .execute(&mut **tx)
-            .await
-            .map_err(Error::db("opening transaction"))?;
-            sqlx::query(
+    /// One statement per table (per [`INSERT_CHUNK`] rows), in key order.
+    pub(super) async fn join_transactions(tx: &mut Tx<DB>, joins: &TransactionJoins) -> Result<()> {
+        let opens: Vec<_> = joins.opens.iter().collect();
+        for rows in opens.chunks(INSERT_CHUNK) {
+            let mut q = QueryBuilder::<DB>::new(
+                "INSERT INTO open_transactions (producer_id, producer_epoch, started_at_ms) ",
+            );
+            q.push_values(rows, |mut b, &(&producer_id, &epoch)| {
+                b.push_bind(producer_id)
+                    .push_bind(i64::from(epoch))
+                    .push(DB::NOW);
+            });
+            q.push(" ON CONFLICT (producer_id) DO NOTHING");
+            q.build()
+                .execute(&mut **tx)
+                .await
+                .map_err(Error::db("opening transactions"))?;
+        }
+        let partitions: Vec<_> = joins.partitions.iter().collect();
+        for rows in partitions.chunks(INSERT_CHUNK) {
+            let mut q = QueryBuilder::<DB>::new(
                 "INSERT INTO transaction_partitions (producer_id, topic_id, partition_id, \
-                 first_offset) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            )
-            .bind(p.producer_id)
-            .bind(chunk.topic_id)
-            .bind(i64::from(chunk.partition))
-            .bind(*base)
-            .execute(&mut **tx)
-            .await
-            .map_err(Error::db("recording transaction partition"))?;
+                 first_offset) ",
+            );
+            q.push_values(
+                rows,
+                |mut b, &(&(producer_id, topic_id, partition), &first)| {
+                    b.push_bind(producer_id)
+                        .push_bind(topic_id)
+                        .push_bind(i64::from(partition))
+                        .push_bind(first);
+                },
+            );
+            q.push(" ON CONFLICT DO NOTHING");
+            q.build()
+                .execute(&mut **tx)
+                .await
+                .map_err(Error::db("recording transaction partitions"))?;
         }
         Ok(())
     }
 
     /// Inserts the batches this commit accepted into each producer's
-    /// remembered batches of the partition and forgets all but the last
+    /// remembered batches of their partition and forgets all but the last
     /// [`SEQUENCES_KEPT`] (the newest, holding the last committed sequence,
-    /// is always kept).
-    async fn record_sequences(
+    /// is always kept): one insert and one delete for the whole commit
+    /// (per [`INSERT_CHUNK`] rows).
+    pub(super) async fn record_sequences(
         tx: &mut Tx<DB>,
-        topic_id: TopicId,
-        partition: u32,
-        history: &SequenceHistory,
+        histories: &HashMap<PartitionKey, SequenceHistory>,
     ) -> Result<()> {
-        let partition = i64::from(partition);
-        for (&producer_id, rows) in history {
-            let new: Vec<_> = rows.iter().filter(|r| r.new).collect();
-            if new.is_empty() {
-                continue;
+        let mut new = Vec::new();
+        let mut trims = Vec::new();
+        for (&(topic_id, partition), history) in histories {
+            for (&producer_id, rows) in history {
+                let before = new.len();
+                new.extend(
+                    rows.iter()
+                        .filter(|r| r.new)
+                        .map(|r| (producer_id, topic_id, partition, r)),
+                );
+                if new.len() > before
+                    && let Some(oldest_kept) = rows.get(SEQUENCES_KEPT - 1)
+                {
+                    trims.push((producer_id, topic_id, partition, oldest_kept.base_offset));
+                }
             }
+        }
+        for rows in new.chunks(INSERT_CHUNK) {
             QueryBuilder::<DB>::new(
                 "INSERT INTO producer_batches (producer_id, topic_id, partition_id, \
                  producer_epoch, first_sequence, last_sequence, base_offset) ",
             )
-            .push_values(new, |mut b, r| {
+            .push_values(rows, |mut b, &(producer_id, topic_id, partition, r)| {
                 b.push_bind(producer_id)
                     .push_bind(topic_id)
-                    .push_bind(partition)
+                    .push_bind(i64::from(partition))
                     .push_bind(i64::from(r.epoch))
                     .push_bind(i64::from(r.first_sequence))
                     .push_bind(i64::from(r.last_sequence))
@@ -226,20 +230,56 @@ where
             .execute(&mut **tx)
             .await
             .map_err(Error::db("recording producer sequences"))?;
-            if let Some(oldest_kept) = rows.get(SEQUENCES_KEPT - 1) {
-                sqlx::query(
-                    "DELETE FROM producer_batches WHERE producer_id = $1 \
-                     AND topic_id = $2 AND partition_id = $3 AND base_offset < $4",
-                )
-                .bind(producer_id)
-                .bind(topic_id)
-                .bind(partition)
-                .bind(oldest_kept.base_offset)
+        }
+        for group in trims.chunks(KEYS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<DB>::new("DELETE FROM producer_batches WHERE ");
+            push_any(
+                &mut q,
+                group,
+                |q, (producer_id, topic_id, partition, oldest_kept)| {
+                    q.push("producer_id = ")
+                        .push_bind(producer_id)
+                        .push(" AND ");
+                    push_partition(q, (topic_id, partition));
+                    q.push(" AND base_offset < ").push_bind(oldest_kept);
+                },
+            );
+            q.build()
                 .execute(&mut **tx)
                 .await
                 .map_err(Error::db("trimming producer sequences"))?;
-            }
         }
         Ok(())
+    }
+}
+
+/// What the accepted transactional batches of one commit add to their
+/// producers' open transactions.
+#[derive(Debug, Default)]
+pub(super) struct TransactionJoins {
+    /// Producer id to the epoch of its first accepted transactional batch.
+    opens: BTreeMap<i64, i16>,
+    /// (producer id, topic, partition) to the base offset of the producer's
+    /// first accepted transactional batch there.
+    partitions: BTreeMap<(i64, TopicId, u32), i64>,
+}
+
+impl TransactionJoins {
+    /// Notes the transactional batches of `chunk` that were placed (at
+    /// `placed`); the first of each producer and partition counts, as the
+    /// rows it leads to are only inserted when missing.
+    pub(super) fn add(&mut self, chunk: &ChunkCommit, placed: &[Option<i64>]) {
+        for (batch, base) in chunk.batches.iter().zip(placed) {
+            let (Some(p), Some(base)) = (batch.producer, base) else {
+                continue;
+            };
+            if !p.transactional {
+                continue;
+            }
+            self.opens.entry(p.producer_id).or_insert(p.epoch);
+            self.partitions
+                .entry((p.producer_id, chunk.topic_id, chunk.partition))
+                .or_insert(*base);
+        }
     }
 }

@@ -4,15 +4,23 @@
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, QueryBuilder, Row, Type};
 
+use std::collections::{BTreeSet, HashMap};
+
 use super::backend::{Backend, sql};
+use super::idempotence::TransactionJoins;
 use super::placement::{SegmentRow, place_batches};
+use super::sequences::{Verdict, batch_outcomes, decide_batches};
 use super::{GC_CLAIMED_UNCOMMITTED, INSERT_CHUNK, SqlStore, Tx};
 use crate::LogStore;
 use crate::error::{Error, Result};
-use crate::types::{
-    BatchOutcome, ChunkCommit, ChunkRejected, CommitOutcome, ObjectCommit, PartitionState, Segment,
-    TopicId,
-};
+use crate::types::{ChunkRejected, CommitOutcome, ObjectCommit, PartitionState, Segment, TopicId};
+
+/// A partition as the commit addresses it: (topic id, partition).
+pub(super) type PartitionKey = (TopicId, u32);
+
+/// Keys (partitions, producers, producer-partition pairs) one statement of
+/// the log commit names at most, keeping its text and bind count bounded.
+pub(super) const KEYS_PER_STATEMENT: usize = 256;
 
 /// The columns [`segment_at`] reads, in its order, from `segments s`
 /// joined with `objects o`.
@@ -42,9 +50,6 @@ fn commit_error(source: sqlx::Error) -> Error {
     }
 }
 
-/// What the commit did with one chunk.
-pub(super) type ChunkOutcome = std::result::Result<Vec<BatchOutcome>, ChunkRejected>;
-
 impl<DB: Backend> SqlStore<DB>
 where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -59,29 +64,117 @@ where
 {
     /// The log commit of one object inside `tx` (see
     /// [`LogStore::commit_object`]).
+    ///
+    /// Every row the commit decides on is locked and read before anything
+    /// is written: producer rows first, then partition rows, each in one
+    /// global order, so that concurrent commits and transaction ends cannot
+    /// deadlock. Each step is one statement for the whole object (per
+    /// [`KEYS_PER_STATEMENT`] keys), not one per partition: on PostgreSQL
+    /// each statement is a round trip, on SQLite a hand-off to its thread.
     pub(super) async fn commit_object_in(
         tx: &mut Tx<DB>,
         commit: &ObjectCommit,
     ) -> Result<CommitOutcome> {
         Self::record_object(tx, &commit.object_key, commit.size_bytes).await?;
-        // Producer rows first, then partition rows, each in one global
-        // order, so that concurrent commits and transaction ends cannot
-        // deadlock.
         let producers = Self::lock_producers(tx, commit).await?;
+        let locked = Self::lock_partitions(tx, commit).await?;
+        let mut histories = Self::load_sequences(tx, commit).await?;
+        let mut next = locked.clone();
         let mut order: Vec<usize> = (0..commit.chunks.len()).collect();
         order.sort_by_key(|&i| (commit.chunks[i].topic_id, commit.chunks[i].partition));
         let mut outcome: CommitOutcome = vec![Ok(Vec::new()); commit.chunks.len()];
         let mut segments = Vec::with_capacity(commit.chunks.len());
+        let mut joins = TransactionJoins::default();
         for i in order {
             let chunk = &commit.chunks[i];
-            outcome[i] = if chunk.batches.iter().any(|b| b.producer.is_some()) {
-                Self::commit_idempotent_chunk(tx, chunk, &producers, &mut segments).await?
-            } else {
-                Self::commit_plain_chunk(tx, chunk, &mut segments).await?
+            let key = (chunk.topic_id, chunk.partition);
+            let Some(first) = next.get_mut(&key) else {
+                outcome[i] = Err(ChunkRejected::PartitionGone {
+                    topic_id: chunk.topic_id,
+                    partition: chunk.partition,
+                });
+                continue;
             };
+            let history = histories.entry(key).or_default();
+            let (verdicts, end) = decide_batches(chunk, *first, &producers, history);
+            let accepted: Vec<bool> = verdicts
+                .iter()
+                .map(|v| matches!(v, Verdict::Accept))
+                .collect();
+            let placed = place_batches(chunk, *first, &accepted, &mut segments);
+            joins.add(chunk, &placed);
+            *first = end;
+            outcome[i] = Ok(batch_outcomes(placed, verdicts));
         }
+        let mut advanced: Vec<(PartitionKey, i64)> = next
+            .into_iter()
+            .filter(|(key, end)| locked.get(key) != Some(end))
+            .collect();
+        advanced.sort_unstable();
+        Self::advance_partitions(tx, &advanced).await?;
+        Self::join_transactions(tx, &joins).await?;
+        Self::record_sequences(tx, &histories).await?;
         Self::insert_segments(tx, &commit.object_key, &segments).await?;
         Ok(outcome)
+    }
+
+    /// Reads the next offset of every partition `commit` writes to, in
+    /// (topic, partition) order, locking each row for the rest of the
+    /// transaction (`FOR UPDATE` on PostgreSQL; SQLite holds the database
+    /// write lock). A partition without a row (its topic was deleted) is
+    /// missing from the answer.
+    async fn lock_partitions(
+        tx: &mut Tx<DB>,
+        commit: &ObjectCommit,
+    ) -> Result<HashMap<PartitionKey, i64>> {
+        let keys: BTreeSet<PartitionKey> = commit
+            .chunks
+            .iter()
+            .map(|c| (c.topic_id, c.partition))
+            .collect();
+        let keys: Vec<PartitionKey> = keys.into_iter().collect();
+        let mut next = HashMap::with_capacity(keys.len());
+        for group in keys.chunks(KEYS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<DB>::new(
+                "SELECT topic_id, partition_id, next_offset FROM partitions WHERE ",
+            );
+            push_any(&mut q, group, push_partition);
+            q.push(" ORDER BY topic_id, partition_id");
+            q.push(DB::FOR_UPDATE);
+            let rows = q
+                .build()
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(Error::db("locking partitions"))?;
+            for r in rows {
+                next.insert((r.get(0), r.get::<i64, _>(1) as u32), r.get(2));
+            }
+        }
+        Ok(next)
+    }
+
+    /// Sets the next offset of each partition in `advanced` (locked by
+    /// [`Self::lock_partitions`]) in one statement per
+    /// [`KEYS_PER_STATEMENT`] partitions.
+    async fn advance_partitions(tx: &mut Tx<DB>, advanced: &[(PartitionKey, i64)]) -> Result<()> {
+        for group in advanced.chunks(KEYS_PER_STATEMENT) {
+            let mut q =
+                QueryBuilder::<DB>::new("UPDATE partitions SET next_offset = v.column3 FROM (");
+            q.push_values(group, |mut b, &((topic_id, partition), next)| {
+                b.push_bind(topic_id)
+                    .push_bind(i64::from(partition))
+                    .push_bind(next);
+            });
+            q.push(
+                ") AS v WHERE partitions.topic_id = v.column1 \
+                 AND partitions.partition_id = v.column2",
+            );
+            q.build()
+                .execute(&mut **tx)
+                .await
+                .map_err(Error::db("advancing partition offsets"))?;
+        }
+        Ok(())
     }
 
     /// Records a new object.
@@ -132,40 +225,33 @@ where
         }
         Ok(())
     }
+}
 
-    /// Commits a chunk without producer ids: one statement takes the
-    /// offsets and locks the partition row.
-    async fn commit_plain_chunk(
-        tx: &mut Tx<DB>,
-        chunk: &ChunkCommit,
-        segments: &mut Vec<SegmentRow>,
-    ) -> Result<ChunkOutcome> {
-        let span: i64 = chunk.batches.iter().map(|b| b.offset_span).sum();
-        let next: Option<i64> = sqlx::query_scalar(
-            "UPDATE partitions SET next_offset = next_offset + $1 \
-             WHERE topic_id = $2 AND partition_id = $3 RETURNING next_offset",
-        )
-        .bind(span)
-        .bind(chunk.topic_id)
-        .bind(i64::from(chunk.partition))
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(Error::db("advancing partition offset"))?;
-        let Some(next) = next else {
-            return Ok(Err(ChunkRejected::PartitionGone {
-                topic_id: chunk.topic_id,
-                partition: chunk.partition,
-            }));
-        };
-        let accepted = vec![true; chunk.batches.len()];
-        let placed = place_batches(chunk, next - span, &accepted, segments);
-        Ok(Ok(placed
-            .into_iter()
-            .map(|base| BatchOutcome::Appended {
-                base_offset: base.expect("every batch accepted"),
-            })
-            .collect()))
+/// Appends `(term) OR (term) …` to `q`, one term per key, written by
+/// `term`.
+pub(super) fn push_any<DB: Backend, K: Copy>(
+    q: &mut QueryBuilder<DB>,
+    keys: &[K],
+    mut term: impl FnMut(&mut QueryBuilder<DB>, K),
+) {
+    for (i, &key) in keys.iter().enumerate() {
+        q.push(if i == 0 { "(" } else { " OR (" });
+        term(q, key);
+        q.push(")");
     }
+}
+
+/// Appends the condition that a row is of partition `key`.
+pub(super) fn push_partition<DB: Backend>(
+    q: &mut QueryBuilder<DB>,
+    (topic_id, partition): PartitionKey,
+) where
+    i64: Type<DB> + for<'a> Encode<'a, DB>,
+{
+    q.push("topic_id = ")
+        .push_bind(topic_id)
+        .push(" AND partition_id = ")
+        .push_bind(i64::from(partition));
 }
 
 /// A segment from a row of `segment_select!()`.
