@@ -35,7 +35,26 @@ fn unsigned_len(u: u64) -> usize {
     bits.max(1).div_ceil(7)
 }
 
+/// Reads an unsigned varint of at most `max_bytes` (at least 2) bytes,
+/// advancing `buf`. One- and two-byte values, nearly every length, delta
+/// and count of a record, take the inlined fast path.
+#[inline(always)]
 fn get_unsigned(buf: &mut &[u8], max_bytes: usize, what: &'static str) -> Result<u64> {
+    match *buf {
+        [b0, rest @ ..] if *b0 < 0x80 => {
+            *buf = rest;
+            Ok(u64::from(*b0))
+        }
+        [b0, b1, rest @ ..] if *b1 < 0x80 => {
+            *buf = rest;
+            Ok(u64::from(b0 & 0x7f) | u64::from(*b1) << 7)
+        }
+        _ => get_unsigned_slow(buf, max_bytes, what),
+    }
+}
+
+#[inline(never)]
+fn get_unsigned_slow(buf: &mut &[u8], max_bytes: usize, what: &'static str) -> Result<u64> {
     let mut value = 0u64;
     for i in 0..max_bytes {
         let Some((&b, rest)) = buf.split_first() else {
@@ -54,6 +73,7 @@ fn get_unsigned(buf: &mut &[u8], max_bytes: usize, what: &'static str) -> Result
 }
 
 /// Reads a zig-zag varint, advancing `buf`.
+#[inline]
 pub fn get_varint(buf: &mut &[u8], what: &'static str) -> Result<i32> {
     let u = get_unsigned(buf, 5, what)?;
     let u = u32::try_from(u).map_err(|_| Error::invalid(what, "varint overflows 32 bits"))?;
@@ -61,6 +81,7 @@ pub fn get_varint(buf: &mut &[u8], what: &'static str) -> Result<i32> {
 }
 
 /// Reads a zig-zag varlong, advancing `buf`.
+#[inline]
 pub fn get_varlong(buf: &mut &[u8], what: &'static str) -> Result<i64> {
     let u = get_unsigned(buf, 10, what)?;
     Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
@@ -125,6 +146,20 @@ mod tests {
             prop_assert_eq!(buf.len(), varlong_len(v));
             let mut slice = buf.as_slice();
             prop_assert_eq!(get_varlong(&mut slice, "v").unwrap(), v);
+        }
+
+        #[test]
+        fn the_fast_path_reads_as_the_general_one(
+            bytes in proptest::collection::vec(any::<u8>(), 0..12),
+            max in 2usize..=10,
+        ) {
+            let (mut fast, mut slow) = (bytes.as_slice(), bytes.as_slice());
+            let a = get_unsigned(&mut fast, max, "v").map_err(|e| e.to_string());
+            let b = get_unsigned_slow(&mut slow, max, "v").map_err(|e| e.to_string());
+            prop_assert_eq!(a.clone(), b);
+            if a.is_ok() {
+                prop_assert_eq!(fast, slow);
+            }
         }
 
         #[test]
