@@ -159,6 +159,46 @@ impl BlockCache {
         })
     }
 
+    /// Starts loading, in a background task, the block of object `key`
+    /// holding byte `at`, unless it is cached or being loaded; a read of
+    /// it meanwhile waits for that load. A failed load is forgotten (the
+    /// next read tries again and reports it). Counts no hit or miss.
+    pub fn prefetch<F, Fut, E>(self: &Arc<Self>, key: &str, object_size: u64, at: u64, load: F)
+    where
+        F: FnOnce(u64, u64) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Bytes, E>> + Send + 'static,
+    {
+        let block = at / self.block_size;
+        let block_start = block * self.block_size;
+        let block_end = (block_start + self.block_size).min(object_size);
+        if block_start >= block_end {
+            return;
+        }
+        let cell = {
+            let mut b = self.inner.lock().expect("block cache lock");
+            let id = (Arc::<str>::from(key), block);
+            if b.lru.contains(&id) {
+                return;
+            }
+            let cell = Arc::new(OnceCell::new());
+            b.lru.put(id, cell.clone());
+            cell
+        };
+        let cache = self.clone();
+        tokio::spawn(async move {
+            let mut loaded = false;
+            let result = cell
+                .get_or_try_init(|| {
+                    loaded = true;
+                    load(block_start, block_end)
+                })
+                .await;
+            if let (Ok(bytes), true) = (result, loaded) {
+                cache.account(bytes.len());
+            }
+        });
+    }
+
     fn cell(&self, key: &Arc<str>, block: u64) -> Arc<OnceCell<Bytes>> {
         let mut b = self.inner.lock().expect("block cache lock");
         let id = (key.clone(), block);

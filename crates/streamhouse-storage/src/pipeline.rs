@@ -4,12 +4,19 @@
 //!
 //! ```text
 //! submit(topic, partition, batch) ──▶ pending (bounded by max_buffered_bytes)
-//!        every flush_interval or flush_bytes:
+//!        group commit (below) or flush_bytes:
 //! flusher:   take pending ─▶ encode one object ─▶ spawn PUT (create-only, unique key)
 //! committer: in flush order: await PUT ─▶ commit_object ─▶ reply base offsets
 //! ```
 //!
-//! Uploads of several flushes run at once (up to `max_inflight_flushes`);
+//! Flushes are group commits, not timed: while no flush is unfinished,
+//! buffered batches flush as soon as they arrive (after `linger`, zero by
+//! default); while one is uploading or committing, they gather into the
+//! next flush until it finishes or they reach an eighth of `flush_bytes`.
+//! At low load a batch waits for one upload and one commit; under load
+//! objects grow with the load and the rate of PUTs and commits stays
+//! bounded by their latency, while big flushes overlap: uploads of several
+//! flushes run at once (up to `max_inflight_flushes`);
 //! commits apply strictly in flush order, so batches appended one after the
 //! other to a partition get increasing offsets. A failed upload or commit
 //! fails exactly the appends of that flush with a retryable error
@@ -62,8 +69,11 @@ use crate::topics::TopicCache;
 /// Settings of a [`WritePipeline`].
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
-    /// Longest a batch waits before its flush starts. Default 10 ms.
-    pub flush_interval: Duration,
+    /// How long the first batch waits for others to join its flush when
+    /// the pipeline is idle (no flush unfinished). Default 0:
+    /// it flushes at once. Under load batches wait for a running flush
+    /// instead of a timer (see the module docs).
+    pub linger: Duration,
     /// Buffered bytes that start a flush at once. Default 8 MiB.
     pub flush_bytes: usize,
     /// Most bytes buffered or in flight; appends wait beyond it
@@ -81,7 +91,7 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
-            flush_interval: Duration::from_millis(10),
+            linger: Duration::ZERO,
             flush_bytes: 8 << 20,
             max_buffered_bytes: 64 << 20,
             max_batch_bytes: 8 << 20,
@@ -161,6 +171,8 @@ struct Pending {
     bytes: usize,
     since: Option<Instant>,
     closed: bool,
+    /// Flushes taken but not yet answered (uploading or committing).
+    unfinished: usize,
 }
 
 struct PartitionBuf {
@@ -370,52 +382,43 @@ impl WritePipeline {
     /// Buffers a batch that passed [`BatchValidator::validate`] (waiting
     /// while the buffer is full) and returns a future of its commit.
     pub async fn submit_valid(&self, valid: ValidBatch) -> Result<Appending> {
-        let shared = &self.shared;
-        let ValidBatch {
-            topic: t,
-            partition,
-            batch,
-            header,
-        } = valid;
-        let budget = shared
+        let budget = self
+            .shared
             .budget
             .clone()
-            .acquire_many_owned(batch.len() as u32)
+            .acquire_many_owned(valid.batch.len() as u32)
             .await
             .map_err(|_| Error::Closed)?;
-        let (reply, rx) = oneshot::channel();
-        let mut batch = batch;
-        if batch[..8] != [0; 8] {
-            let mut owned = batch.to_vec();
-            streamhouse_core::set_base_offset(&mut owned, 0);
-            batch = owned.into();
-        }
-        let mut p = shared.pending.lock().expect("pending lock");
-        if p.closed {
-            return Err(Error::Closed);
-        }
-        p.bytes += batch.len();
-        p.partitions
-            .entry((t.id, partition))
-            .or_insert_with(|| PartitionBuf {
-                topic: t.name.as_str().into(),
-                batches: Vec::new(),
+        let mut p = self.shared.pending.lock().expect("pending lock");
+        self.shared.buffer(&mut p, valid, budget)
+    }
+
+    /// Buffers batches that passed [`BatchValidator::validate`], in order,
+    /// and returns a future of each one's commit. When the buffer has room
+    /// for all of them they join the same flush; otherwise each waits for
+    /// room in turn, as [`submit_valid`](Self::submit_valid) does.
+    pub async fn submit_all(&self, batches: Vec<ValidBatch>) -> Vec<Result<Appending>> {
+        let total: usize = batches.iter().map(|b| b.batch.len()).sum();
+        let room = u32::try_from(total)
+            .ok()
+            .and_then(|n| self.shared.budget.clone().try_acquire_many_owned(n).ok());
+        let Some(mut room) = room else {
+            let mut out = Vec::with_capacity(batches.len());
+            for valid in batches {
+                out.push(self.submit_valid(valid).await);
+            }
+            return out;
+        };
+        let mut p = self.shared.pending.lock().expect("pending lock");
+        batches
+            .into_iter()
+            .map(|valid| {
+                let budget = room
+                    .split(valid.batch.len())
+                    .expect("the permits of the whole set");
+                self.shared.buffer(&mut p, valid, budget)
             })
-            .batches
-            .push(Waiting {
-                partition,
-                batch,
-                header,
-                reply,
-                _budget: budget,
-            });
-        if p.since.is_none() {
-            p.since = Some(Instant::now());
-            shared.wake.notify_one();
-        } else if p.bytes >= shared.config.flush_bytes {
-            shared.wake.notify_one();
-        }
-        Ok(Appending { reply: rx })
+            .collect()
     }
 
     /// Flushes and commits everything buffered, then stops the pipeline.
@@ -437,37 +440,111 @@ impl Drop for WritePipeline {
 }
 
 impl Shared {
+    /// Adds one batch to the flush being gathered.
+    fn buffer(
+        &self,
+        p: &mut Pending,
+        valid: ValidBatch,
+        budget: OwnedSemaphorePermit,
+    ) -> Result<Appending> {
+        let ValidBatch {
+            topic: t,
+            partition,
+            mut batch,
+            header,
+        } = valid;
+        if p.closed {
+            return Err(Error::Closed);
+        }
+        if batch[..8] != [0; 8] {
+            let mut owned = batch.to_vec();
+            streamhouse_core::set_base_offset(&mut owned, 0);
+            batch = owned.into();
+        }
+        let (reply, rx) = oneshot::channel();
+        p.bytes += batch.len();
+        p.partitions
+            .entry((t.id, partition))
+            .or_insert_with(|| PartitionBuf {
+                topic: t.name.as_str().into(),
+                batches: Vec::new(),
+            })
+            .batches
+            .push(Waiting {
+                partition,
+                batch,
+                header,
+                reply,
+                _budget: budget,
+            });
+        if p.since.is_none() {
+            p.since = Some(Instant::now());
+            self.wake.notify_one();
+        } else if p.bytes >= self.config.flush_bytes / OVERLAP_SHARE {
+            // Big enough to flush beside an unfinished flush (or full).
+            self.wake.notify_one();
+        }
+        Ok(Appending { reply: rx })
+    }
+
     fn close(&self) {
         self.pending.lock().expect("pending lock").closed = true;
         self.wake.notify_one();
     }
 }
 
+/// A flush starts while another is unfinished (uploading or committing)
+/// once the batches gathered reach this share of `flush_bytes` (1 MiB of
+/// the default 8 MiB): big enough to be worth a PUT of its own, so under
+/// load the uploads and commits of consecutive flushes overlap (up to
+/// `max_inflight_flushes`), while at low load one flush runs at a time.
+/// Measured against one flush at a time: the same latency at 10,000 and
+/// 100,000 records/s with fewer PUTs than overlapping small flushes, and
+/// `bench pipeline` at the default flush size no longer waits for each
+/// flush in turn.
+const OVERLAP_SHARE: usize = 8;
+
 async fn run_flusher(shared: Arc<Shared>, flushes: mpsc::Sender<Flush>) {
     loop {
-        let (since, closed, full) = {
+        let (since, closed, full, idle) = {
             let p = shared.pending.lock().expect("pending lock");
-            (p.since, p.closed, p.bytes >= shared.config.flush_bytes)
+            (
+                p.since,
+                p.closed,
+                p.bytes >= shared.config.flush_bytes,
+                p.unfinished == 0 || p.bytes >= shared.config.flush_bytes / OVERLAP_SHARE,
+            )
         };
         if !full && !closed {
             match since {
+                // Nothing buffered, or flushes are running: the next batch,
+                // the end of a flush, a full buffer or close wakes us.
                 None => {
                     shared.wake.notified().await;
                     continue;
                 }
-                Some(since) => {
+                Some(_) if !idle => {
+                    shared.wake.notified().await;
+                    continue;
+                }
+                Some(since) if since.elapsed() < shared.config.linger => {
                     tokio::select! {
-                        _ = tokio::time::sleep_until(since + shared.config.flush_interval) => {}
+                        _ = tokio::time::sleep_until(since + shared.config.linger) => {}
                         _ = shared.wake.notified() => continue,
                     }
                 }
+                Some(_) => {}
             }
         }
         let taken = {
             let mut p = shared.pending.lock().expect("pending lock");
             p.since = None;
             p.bytes = 0;
-            std::mem::take(&mut p.partitions)
+            let taken = std::mem::take(&mut p.partitions);
+            if !taken.is_empty() {
+                p.unfinished += 1;
+            }
+            taken
         };
         if taken.is_empty() {
             if closed {
@@ -659,6 +736,8 @@ async fn run_committer(shared: Arc<Shared>, mut flushes: mpsc::Receiver<Flush>) 
             }
             Err(e) => fail_flush(&shared, flush, e),
         }
+        shared.pending.lock().expect("pending lock").unfinished -= 1;
+        shared.wake.notify_one();
     }
 }
 

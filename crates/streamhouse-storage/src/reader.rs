@@ -71,13 +71,32 @@ pub struct Reader {
     config: ReaderConfig,
     topics: TopicCache,
     recent: Option<Arc<RecentObjects>>,
-    blocks: BlockCache,
+    blocks: Arc<BlockCache>,
     segments: SegmentCache,
+    /// Where the last read of each partition stopped inside a segment, so
+    /// the next read (a consumer's next fetch) starts there instead of
+    /// loading and checking the segment from its start again.
+    cursors: std::sync::Mutex<std::collections::HashMap<(TopicId, u32), Cursor>>,
 }
 
-/// The bytes of one segment loaded so far, from its start.
+/// The first batch a read of a partition left in a segment.
+#[derive(Clone, Debug)]
+struct Cursor {
+    object_key: String,
+    byte_start: u64,
+    /// Its byte position in the segment, and its base offset.
+    pos: usize,
+    base: i64,
+}
+
+/// Partitions whose cursor a reader keeps at most (all are dropped past
+/// it: they only save work).
+const MAX_CURSORS: usize = 100_000;
+
+/// The bytes of one segment loaded so far, from byte `origin` of it.
 struct Loaded {
     segment: Arc<Segment>,
+    origin: usize,
     data: BytesMut,
 }
 
@@ -162,8 +181,9 @@ impl Reader {
             topics: TopicCache::new(metadata.clone()),
             metadata,
             recent,
-            blocks: BlockCache::new(config.block_size, config.cache_bytes),
+            blocks: Arc::new(BlockCache::new(config.block_size, config.cache_bytes)),
             segments: SegmentCache::new(config.segment_cache_rows),
+            cursors: std::sync::Mutex::default(),
             config,
         }
     }
@@ -248,13 +268,24 @@ impl Reader {
         }
         let mut bytes = 0usize;
         let mut at = offset;
+        let mut first = true;
         'segments: while at < end && (result.batches.is_empty() || bytes < max_bytes) {
             let mut segment = self.segment(t.id, partition, at).await?;
+            if std::mem::take(&mut first) {
+                self.prefetch_after((t.id, partition), &segment, max_bytes);
+            }
+            // Where the last read of this partition stopped, if in this
+            // segment at or before `at`.
+            let (mut pos, mut base) = self
+                .cursor((t.id, partition), &segment)
+                .filter(|c| c.base <= at)
+                .map_or((0, segment.base_offset), |c| (c.pos, c.base));
             let mut loaded = Loaded {
                 segment: segment.clone(),
+                origin: pos,
                 data: BytesMut::new(),
             };
-            match self.load_batch(&mut loaded, 0).await {
+            match self.load_batch(&mut loaded, pos).await {
                 // The segment was replaced (compaction) and its object
                 // collected: forget the cached rows and look again.
                 Err(Error::ObjectStore {
@@ -263,25 +294,25 @@ impl Reader {
                 }) => {
                     self.forget_segments(t.id, partition);
                     segment = self.segment(t.id, partition, at).await?;
+                    (pos, base) = (0, segment.base_offset);
                     loaded = Loaded {
                         segment: segment.clone(),
+                        origin: 0,
                         data: BytesMut::new(),
                     };
                     self.load_batch(&mut loaded, 0).await?;
                 }
                 r => r?,
             }
-            let mut base = segment.base_offset;
-            let mut pos = 0usize;
             while pos < segment.byte_length as usize {
                 self.load_batch(&mut loaded, pos).await?;
-                let rest = &loaded.data[pos..];
+                let rest = &loaded.data[pos - loaded.origin..];
                 let (header, raw) = match check_batch(rest) {
                     Ok(ok) => ok,
                     Err(reason) => {
                         self.load_to(&mut loaded, segment.byte_length as usize)
                             .await?;
-                        let rest = &loaded.data[pos..];
+                        let rest = &loaded.data[pos - loaded.origin..];
                         let (last, len) = corrupt_range(&segment, base, rest);
                         // A corrupt batch wholly before the offset asked
                         // for (a consumer skipped it) is passed over.
@@ -309,10 +340,12 @@ impl Reader {
                 pos += raw.len();
                 let last = base + header.offset_span() - 1;
                 if base >= end {
+                    self.keep_cursor((t.id, partition), &segment, pos - raw.len(), base);
                     break 'segments;
                 }
                 if last >= at {
                     if !result.batches.is_empty() && bytes + raw.len() > max_bytes {
+                        self.keep_cursor((t.id, partition), &segment, pos - raw.len(), base);
                         break 'segments;
                     }
                     let mut patched = BytesMut::from(raw);
@@ -405,6 +438,38 @@ impl Reader {
     /// Drops the cached segment rows of a partition.
     pub fn forget_segments(&self, topic_id: TopicId, partition: u32) {
         self.segments.forget((topic_id, partition));
+        self.cursors
+            .lock()
+            .expect("cursors lock")
+            .remove(&(topic_id, partition));
+    }
+
+    /// The cursor of a partition, if it lies in `segment`.
+    fn cursor(&self, key: (TopicId, u32), segment: &Segment) -> Option<Cursor> {
+        self.cursors
+            .lock()
+            .expect("cursors lock")
+            .get(&key)
+            .filter(|c| c.object_key == segment.object_key && c.byte_start == segment.byte_start)
+            .cloned()
+    }
+
+    /// Remembers that the next read of a partition may start at the batch
+    /// at `pos` of `segment`, whose base offset is `base`.
+    fn keep_cursor(&self, key: (TopicId, u32), segment: &Segment, pos: usize, base: i64) {
+        let mut cursors = self.cursors.lock().expect("cursors lock");
+        if cursors.len() >= MAX_CURSORS && !cursors.contains_key(&key) {
+            cursors.clear();
+        }
+        cursors.insert(
+            key,
+            Cursor {
+                object_key: segment.object_key.clone(),
+                byte_start: segment.byte_start,
+                pos,
+                base,
+            },
+        );
     }
 
     /// The segment holding `offset`, from the cache or the metadata store.
@@ -437,7 +502,8 @@ impl Reader {
     /// the header says it spans (everything when the header is unreadable).
     async fn load_batch(&self, loaded: &mut Loaded, pos: usize) -> Result<()> {
         self.load_to(loaded, pos + BATCH_HEADER_LEN).await?;
-        let end = match BatchHeader::parse(&loaded.data[pos.min(loaded.data.len())..]) {
+        let at = (pos - loaded.origin).min(loaded.data.len());
+        let end = match BatchHeader::parse(&loaded.data[at..]) {
             Ok(h) => pos.saturating_add(h.total_len()),
             Err(_) => usize::MAX,
         };
@@ -450,7 +516,7 @@ impl Reader {
         let s = loaded.segment.clone();
         let length = s.byte_length;
         let end = (end as u64).min(length);
-        let have = loaded.data.len() as u64;
+        let have = (loaded.origin + loaded.data.len()) as u64;
         if end <= have {
             return Ok(());
         }
@@ -477,33 +543,68 @@ impl Reader {
         {
             return Ok(bytes);
         }
-        let path = Path::from(s.object_key.as_str());
         self.blocks
             .get_range(&s.object_key, s.object_size, start, end, |from, to| {
-                let path = path.clone();
-                async move {
-                    let bytes = self
-                        .store
-                        .get_range(&path, from..to)
-                        .await
-                        .map_err(|source| Error::ObjectStore {
-                            op: "GET",
-                            key: s.object_key.clone(),
-                            source,
-                        })?;
-                    if bytes.len() as u64 != to - from {
-                        return Err(Error::CorruptObject {
-                            key: s.object_key.clone(),
-                            reason: format!(
-                                "range {from}..{to} returned {} bytes (object shorter than its \
-                                 segment rows say)",
-                                bytes.len()
-                            ),
-                        });
-                    }
-                    Ok(bytes)
-                }
+                load_range(self.store.clone(), s.object_key.clone(), from, to)
             })
             .await
     }
+
+    /// Starts loading the first blocks of the segments that follow
+    /// `segment` in the partition, as far as the segment rows cached say
+    /// and about `max_bytes` reach (at most [`PREFETCH_SEGMENTS`]), so a
+    /// read crossing many small segments does not wait for their GETs one
+    /// after the other. Segments of objects held in memory are skipped.
+    fn prefetch_after(&self, key: (TopicId, u32), segment: &Segment, max_bytes: usize) {
+        let mut next = segment.last_offset + 1;
+        let mut reach = segment.byte_length as usize;
+        for _ in 0..PREFETCH_SEGMENTS {
+            if reach >= max_bytes {
+                break;
+            }
+            let Some(s) = self.segments.find(key, next) else {
+                break;
+            };
+            let in_memory = self.recent.as_ref().is_some_and(|r| {
+                r.get_range(&s.object_key, s.byte_start, s.byte_start + 1)
+                    .is_some()
+            });
+            if !in_memory {
+                let (store, object) = (self.store.clone(), s.object_key.clone());
+                self.blocks.prefetch(
+                    &s.object_key,
+                    s.object_size,
+                    s.byte_start,
+                    move |from, to| load_range(store, object, from, to),
+                );
+            }
+            reach += s.byte_length as usize;
+            next = s.last_offset + 1;
+        }
+    }
+}
+
+/// Segments whose first block one read starts loading ahead of need.
+const PREFETCH_SEGMENTS: usize = 16;
+
+/// Bytes `from..to` of object `key` by a range GET, checked to be whole.
+async fn load_range(store: Arc<dyn ObjectStore>, key: String, from: u64, to: u64) -> Result<Bytes> {
+    let bytes = store
+        .get_range(&Path::from(key.as_str()), from..to)
+        .await
+        .map_err(|source| Error::ObjectStore {
+            op: "GET",
+            key: key.clone(),
+            source,
+        })?;
+    if bytes.len() as u64 != to - from {
+        return Err(Error::CorruptObject {
+            key,
+            reason: format!(
+                "range {from}..{to} returned {} bytes (object shorter than its segment rows say)",
+                bytes.len()
+            ),
+        });
+    }
+    Ok(bytes)
 }

@@ -18,13 +18,17 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 const GATE_PERMITS: u32 = 1 << 30;
 
 /// Wraps an object store; its PUTs can be made to fail (always, or the next
-/// N) or to wait until released.
+/// N) or to wait until released, and its GETs slow; it counts the most GETs
+/// it saw running at once.
 #[derive(Debug)]
 pub struct FaultyStore {
     inner: Arc<dyn ObjectStore>,
     fail_puts: AtomicBool,
     fail_next_puts: AtomicU32,
     gate: Semaphore,
+    get_delay_ms: AtomicU32,
+    gets_running: AtomicU32,
+    most_gets_running: AtomicU32,
 }
 
 impl FaultyStore {
@@ -34,6 +38,9 @@ impl FaultyStore {
             fail_puts: AtomicBool::new(false),
             fail_next_puts: AtomicU32::new(0),
             gate: Semaphore::new(GATE_PERMITS as usize),
+            get_delay_ms: AtomicU32::new(0),
+            gets_running: AtomicU32::new(0),
+            most_gets_running: AtomicU32::new(0),
         })
     }
 
@@ -45,6 +52,17 @@ impl FaultyStore {
     /// Makes the next `n` PUTs fail.
     pub fn fail_next_puts(&self, n: u32) {
         self.fail_next_puts.store(n, Ordering::SeqCst);
+    }
+
+    /// Makes every GET take at least `delay` (whole milliseconds).
+    pub fn slow_gets(&self, delay: std::time::Duration) {
+        let ms = u32::try_from(delay.as_millis()).unwrap_or(u32::MAX);
+        self.get_delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// The most GETs that ran at once so far.
+    pub fn most_gets_running(&self) -> u32 {
+        self.most_gets_running.load(Ordering::SeqCst)
     }
 
     /// Holds every PUT until the returned guard is dropped.
@@ -97,6 +115,14 @@ impl ObjectStore for FaultyStore {
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
+        let running = self.gets_running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_gets_running.fetch_max(running, Ordering::SeqCst);
+        // Counted out when the GET ends, however it ends (also cancelled).
+        let _running = Running(&self.gets_running);
+        let delay = self.get_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay.into())).await;
+        }
         self.inner.get_opts(location, options).await
     }
 
@@ -122,5 +148,14 @@ impl ObjectStore for FaultyStore {
         options: CopyOptions,
     ) -> object_store::Result<()> {
         self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// Takes one off a count of running requests when dropped.
+struct Running<'a>(&'a AtomicU32);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -28,6 +28,7 @@ backend_tests!(
     upload_failure_fails_only_that_flush,
     commit_failure_leaves_an_unreferenced_object,
     backpressure_bounds_buffered_bytes,
+    batches_gather_while_flushes_are_unfinished,
     deleted_topic_fails_its_appends_only,
     close_commits_everything_submitted,
     idempotent_retries_are_committed_once,
@@ -50,7 +51,7 @@ fn batch(tag: &str, n: usize, codec: Compression) -> Bytes {
 
 fn config(flush_ms: u64) -> PipelineConfig {
     PipelineConfig {
-        flush_interval: Duration::from_millis(flush_ms),
+        linger: Duration::from_millis(flush_ms),
         ..PipelineConfig::default()
     }
 }
@@ -511,6 +512,74 @@ async fn backpressure_bounds_buffered_bytes(env: Env) {
         a.await.unwrap();
     }
     assert_eq!(fourth.await.unwrap().base_offset, 30);
+    pipeline.close().await;
+}
+
+/// Waits until the pipeline has started `n` flushes.
+async fn flushes_reach(pipeline: &WritePipeline, n: u64) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while pipeline.stats().flushes < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{n} flushes never started: {:?}", pipeline.stats()));
+}
+
+async fn batches_gather_while_flushes_are_unfinished(env: Env) {
+    create(&env, "gc", 4).await;
+    let faulty = FaultyStore::new(env.store.clone());
+    let pipeline = WritePipeline::new(
+        faulty.clone(),
+        env.metadata.clone(),
+        PipelineConfig {
+            linger: Duration::ZERO,
+            flush_bytes: 64 << 10,
+            ..PipelineConfig::default()
+        },
+    )
+    .unwrap();
+    let held = faulty.hold_puts().await;
+    // Idle: the first batch flushes at once, alone.
+    let first = pipeline
+        .submit("gc", 0, batch("first", 1, Compression::None))
+        .await
+        .unwrap();
+    flushes_reach(&pipeline, 1).await;
+    // A flush unfinished: later batches gather, with no timer to flush
+    // them, until it finishes.
+    let mut rest = Vec::new();
+    for i in 0..12u32 {
+        rest.push(
+            pipeline
+                .submit("gc", i % 4, batch(&format!("r{i}"), 2, Compression::None))
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        pipeline.stats().flushes,
+        1,
+        "gathering while one is unfinished"
+    );
+    // An eighth of flush_bytes gathered is worth a flush of its own, beside
+    // the unfinished one.
+    let big = batch("big", 1000, Compression::None);
+    assert!(big.len() >= (64 << 10) / 8);
+    let big = pipeline.submit("gc", 3, big).await.unwrap();
+    flushes_reach(&pipeline, 2).await;
+    drop(held);
+    big.await.unwrap();
+    first.await.unwrap();
+    let acked = join_all(rest).await;
+    assert!(acked.iter().all(Result::is_ok), "{acked:?}");
+    let stats = pipeline.stats();
+    assert_eq!(
+        (stats.flushes, stats.commits),
+        (2, 2),
+        "the twelve gathered batches and the big one made one object"
+    );
     pipeline.close().await;
 }
 
