@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 mod auth;
 mod connections;
 mod error;
+mod fetch;
 mod jobs;
 mod kafka;
 mod metrics_http;
@@ -100,6 +101,12 @@ pub struct AgentConfig {
     /// heartbeats this long leaves its group, as Kafka's
     /// `group.consumer.session.timeout.ms`. Default: 45 s.
     pub kafka_group_session_timeout: Duration,
+    /// How long the first join phase of a Kafka classic group without
+    /// members waits for more members, and again for each one that joins
+    /// meanwhile, up to the rebalance timeout, as Kafka's
+    /// `group.initial.rebalance.delay.ms`: consumers starting together get
+    /// one generation between them. Default: 3 s.
+    pub kafka_group_initial_rebalance_delay: Duration,
     /// TLS on every listener (gRPC, Kafka, metrics). Default: off.
     pub tls: Option<TlsFiles>,
     /// Authentication and ACLs. Default: off, which only loopback
@@ -133,6 +140,7 @@ impl Default for AgentConfig {
             kafka_auto_create_topics: true,
             kafka_default_partitions: 1,
             kafka_group_session_timeout: Duration::from_secs(45),
+            kafka_group_initial_rebalance_delay: Duration::from_secs(3),
             tls: None,
             auth: AuthConfig::default(),
         }
@@ -171,6 +179,10 @@ impl std::fmt::Debug for AgentConfig {
             .field(
                 "kafka_group_session_timeout",
                 &self.kafka_group_session_timeout,
+            )
+            .field(
+                "kafka_group_initial_rebalance_delay",
+                &self.kafka_group_initial_rebalance_delay,
             )
             .field("tls", &self.tls)
             .field("auth", &self.auth)
@@ -332,6 +344,7 @@ impl Agent {
                 connections: connections.clone(),
                 group_heartbeat_interval: config.group_heartbeat_interval,
                 group_session_timeout: config.kafka_group_session_timeout,
+                group_initial_rebalance_delay: config.kafka_group_initial_rebalance_delay,
                 auth: auth.clone(),
             });
             tokio::spawn(kafka::serve(listener, tls.clone(), broker, kafka_stopped))

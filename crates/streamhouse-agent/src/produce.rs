@@ -81,9 +81,9 @@ pub(crate) async fn submit(
     for input in inputs {
         checks.push(start_validation(pipeline, input).await);
     }
-    let mut submitted = Vec::with_capacity(inputs.len());
+    let mut validated = Vec::with_capacity(inputs.len());
     for check in checks {
-        let valid = match check {
+        validated.push(match check {
             Validation::Done(r) => r,
             Validation::Running(task) => task.await.unwrap_or_else(|e| {
                 Err(refusal(
@@ -91,18 +91,27 @@ pub(crate) async fn submit(
                     format!("batch validation failed: {e}"),
                 ))
             }),
-        };
-        // Submit every partition first, so they all join the same flush.
-        submitted.push(match valid {
-            Err(refused) => Err(refused),
-            Ok(batches) => {
-                let mut appends = Vec::with_capacity(batches.len());
-                for batch in batches {
-                    appends.push(pipeline.submit_valid(batch).await);
-                }
-                Ok(appends)
-            }
         });
+    }
+    // Submit every partition's batches together, so they join one flush.
+    let mut counts = Vec::with_capacity(validated.len());
+    let mut all = Vec::new();
+    let mut submitted = Vec::with_capacity(validated.len());
+    for valid in validated {
+        match valid {
+            Err(refused) => submitted.push(Err(refused)),
+            Ok(batches) => {
+                counts.push(batches.len());
+                all.extend(batches);
+                submitted.push(Ok(Vec::new()));
+            }
+        }
+    }
+    let mut appends = pipeline.submit_all(all).await.into_iter();
+    let mut counts = counts.into_iter();
+    for entry in submitted.iter_mut().flatten() {
+        let n = counts.next().expect("a count per valid partition");
+        entry.extend(appends.by_ref().take(n));
     }
     Submitted(submitted)
 }

@@ -20,7 +20,7 @@ async fn start(dir: &tempfile::TempDir) -> (RunningAgent, StreamHouseClient<Chan
         storage_url: format!("file://{}", dir.path().join("objects").display()),
         ..AgentConfig::default()
     };
-    config.pipeline.flush_interval = Duration::from_millis(2);
+    config.pipeline.linger = Duration::from_millis(2);
     config.limits.max_request_bytes = 1 << 20;
     config.limits.max_batch_bytes = 64 << 10;
     let agent = Agent::start(config).await.unwrap();

@@ -65,7 +65,7 @@ async fn agent(
         metrics_listen: metrics,
         ..AgentConfig::default()
     };
-    config.pipeline.flush_interval = Duration::from_millis(1);
+    config.pipeline.linger = Duration::from_millis(1);
     let agent = Agent::start_with(config, e.metadata.clone(), e.store.clone())
         .await
         .unwrap();

@@ -249,7 +249,7 @@ async fn clients_are_sent_to_agents_of_their_zone() {
             kafka_default_partitions: 3,
             ..AgentConfig::default()
         };
-        config.pipeline.flush_interval = Duration::from_millis(2);
+        config.pipeline.linger = Duration::from_millis(2);
         Agent::start_with(config, metadata.clone(), store.clone())
     };
     let a = start("a", "az1").await.unwrap();
@@ -358,7 +358,7 @@ async fn produce_waits_at_most_its_timeout() {
         ..AgentConfig::default()
     };
     // Batches wait a second for their flush.
-    config.pipeline.flush_interval = Duration::from_secs(1);
+    config.pipeline.linger = Duration::from_secs(1);
     let agent = Agent::start(config).await.unwrap();
     let mut conn = Conn::open(&agent).await;
     create(&mut conn, "t").await;

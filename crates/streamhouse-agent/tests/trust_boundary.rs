@@ -24,7 +24,7 @@ async fn start(dir: &tempfile::TempDir) -> (RunningAgent, StreamHouseClient<Chan
         storage_url: format!("file://{}", dir.path().join("objects").display()),
         ..AgentConfig::default()
     };
-    config.pipeline.flush_interval = Duration::from_millis(2);
+    config.pipeline.linger = Duration::from_millis(2);
     config.limits.max_request_bytes = 4 << 20;
     config.limits.max_batch_bytes = MAX_BATCH;
     let agent = Agent::start(config).await.unwrap();

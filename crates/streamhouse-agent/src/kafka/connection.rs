@@ -138,6 +138,30 @@ async fn connection(stream: AgentStream, info: ConnInfo, broker: Arc<Broker>) ->
     read.and(written)
 }
 
+/// Reads a frame of `size` bytes (fewer if the connection closes first).
+/// Memory follows the bytes that arrive, not the size a client announces:
+/// the first [`INITIAL_FRAME_CAPACITY`] bytes, then, once they have come,
+/// room for the rest in one step, so a large frame is neither copied as it
+/// grows nor reserved before its sender has sent much of it.
+async fn read_frame(rd: &mut (impl AsyncRead + Unpin), size: usize) -> Result<Vec<u8>> {
+    let mut frame = Vec::with_capacity(size.min(INITIAL_FRAME_CAPACITY));
+    while frame.len() < size {
+        if frame.len() == frame.capacity() {
+            frame.reserve_exact(size - frame.len());
+        }
+        let room = (size - frame.len()).min(frame.capacity() - frame.len());
+        let n = (&mut *rd)
+            .take(room as u64)
+            .read_buf(&mut frame)
+            .await
+            .map_err(Error::KafkaIo)?;
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(frame)
+}
+
 async fn read_requests(
     rd: &mut (impl AsyncRead + Unpin),
     broker: &Arc<Broker>,
@@ -170,14 +194,7 @@ async fn read_requests(
                     "request frame of {size} bytes (allowed: {MIN_FRAME} to {max})"
                 ))
             })?;
-        // Memory grows with the bytes that arrive, not with the size a
-        // client announces.
-        let mut frame = Vec::with_capacity(size.min(INITIAL_FRAME_CAPACITY));
-        (&mut *rd)
-            .take(size as u64)
-            .read_to_end(&mut frame)
-            .await
-            .map_err(Error::KafkaIo)?;
+        let frame = read_frame(rd, size).await?;
         if frame.len() < size {
             return Err(Error::KafkaConnection(format!(
                 "the connection closed {} bytes into a {size}-byte frame",
@@ -196,5 +213,50 @@ async fn read_requests(
         if sasl.authenticated() && sasl.session.principal != peer.session.principal {
             peer.session = sasl.session.clone();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn frames_are_read_whole_as_their_bytes_arrive() {
+        let size = 3 * INITIAL_FRAME_CAPACITY + 17;
+        let sent: Vec<u8> = (0..size + 5).map(|i| (i % 251) as u8).collect();
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        let writer = {
+            let sent = sent.clone();
+            tokio::spawn(async move {
+                for piece in sent.chunks(10_000) {
+                    client.write_all(piece).await.unwrap();
+                }
+                client
+            })
+        };
+        let frame = read_frame(&mut server, size).await.unwrap();
+        assert_eq!(
+            frame,
+            sent[..size],
+            "exactly the frame, no byte of the next"
+        );
+        let mut next = [0u8; 5];
+        server.read_exact(&mut next).await.unwrap();
+        assert_eq!(next, sent[size..]);
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_frame_cut_short_returns_what_came() {
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        client.write_all(&[7u8; 1000]).await.unwrap();
+        drop(client);
+        let frame = read_frame(&mut server, 1 << 20).await.unwrap();
+        assert_eq!(frame.len(), 1000);
+        assert!(
+            frame.capacity() <= INITIAL_FRAME_CAPACITY,
+            "nothing reserved for bytes that never came"
+        );
     }
 }

@@ -13,7 +13,7 @@ use std::ops::RangeInclusive;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, FetchableTopicResponse, PartitionData,
@@ -112,16 +112,31 @@ pub(super) fn failed(partition: i32, code: i16) -> PartitionData {
         .with_records(Some(Bytes::new()))
 }
 
-/// One pass over every partition: the answers, the record bytes they hold,
-/// and whether any partition failed.
+/// One pass over every partition (read concurrently, see
+/// [`crate::fetch`]): the answers, the record bytes they hold, and whether
+/// any partition failed.
 async fn fetch_once(
     broker: &Broker,
     request: &FetchRequest,
     max_bytes: usize,
     committed: bool,
 ) -> (Vec<FetchableTopicResponse>, usize, bool) {
-    let mut budget = max_bytes;
-    let mut total = 0;
+    let reads: Vec<_> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().filter_map(|p| {
+                Some(crate::fetch::PartitionRead {
+                    topic: t.topic.0.as_str(),
+                    partition: u32::try_from(p.partition).ok()?,
+                    offset: p.fetch_offset,
+                    max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
+                })
+            })
+        })
+        .collect();
+    let (results, total) = crate::fetch::fetch(&broker.reader, &reads, max_bytes, committed).await;
+    let mut results = results.into_iter();
     let mut any_error = false;
     let mut topics = Vec::with_capacity(request.topics.len());
     for t in &request.topics {
@@ -136,41 +151,8 @@ async fn fetch_once(
                 ));
                 continue;
             };
-            // Once the budget is spent, later partitions report offsets only
-            // (a read of 0 bytes loads no batch); the first partition always
-            // gets at least one batch, so a consumer progresses.
-            let limit = usize::try_from(p.partition_max_bytes)
-                .unwrap_or(0)
-                .min(budget);
-            let read_bytes = if limit == 0 && total > 0 {
-                0
-            } else {
-                limit.max(1)
-            };
-            let read = if committed {
-                broker
-                    .reader
-                    .read_committed(topic, partition, p.fetch_offset, read_bytes)
-                    .await
-            } else {
-                broker
-                    .reader
-                    .read(topic, partition, p.fetch_offset, read_bytes)
-                    .await
-            };
-            match read {
+            match results.next().expect("a result per valid partition") {
                 Ok(r) => {
-                    let mut records = Bytes::new();
-                    if !r.batches.is_empty() && (limit > 0 || total == 0) {
-                        let size: usize = r.batches.iter().map(Bytes::len).sum();
-                        let mut buf = BytesMut::with_capacity(size);
-                        for b in &r.batches {
-                            buf.extend_from_slice(b);
-                        }
-                        records = buf.freeze();
-                        budget = budget.saturating_sub(size);
-                        total += size;
-                    }
                     let aborted = committed.then(|| {
                         r.aborted
                             .iter()
@@ -184,12 +166,12 @@ async fn fetch_once(
                     partitions.push(
                         PartitionData::default()
                             .with_partition_index(p.partition)
-                            .with_high_watermark(r.next_offset)
+                            .with_high_watermark(r.high_watermark)
                             .with_last_stable_offset(r.last_stable_offset)
                             .with_log_start_offset(r.log_start_offset)
                             .with_aborted_transactions(aborted)
                             .with_preferred_read_replica(BrokerId(-1))
-                            .with_records(Some(records)),
+                            .with_records(Some(r.records)),
                     );
                 }
                 Err(e) => {

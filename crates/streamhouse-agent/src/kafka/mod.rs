@@ -105,6 +105,9 @@ pub(crate) struct Broker {
     pub group_heartbeat_interval: Duration,
     /// A KIP-848 member missing heartbeats this long leaves its group.
     pub group_session_timeout: Duration,
+    /// How long the first join phase of a classic group without members
+    /// waits for more members.
+    pub group_initial_rebalance_delay: Duration,
     /// Users, ACLs and the checks made with them.
     pub auth: Arc<crate::auth::Auth>,
 }

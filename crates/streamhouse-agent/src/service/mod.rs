@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use streamhouse_metadata::{
     AclOperation as Op, MetadataStore, ResourceType as Resource, Topic, TopicConfig,
 };
@@ -132,67 +131,54 @@ impl Service {
         max_bytes: usize,
         committed: bool,
     ) -> (Vec<pb::FetchedPartition>, bool) {
-        let mut out = Vec::with_capacity(partitions.len());
-        let mut budget = max_bytes;
-        let mut any_data = false;
-        for p in partitions {
-            let mut fetched = pb::FetchedPartition {
-                topic: p.topic.clone(),
+        let reads: Vec<_> = partitions
+            .iter()
+            .map(|p| crate::fetch::PartitionRead {
+                topic: &p.topic,
                 partition: p.partition,
-                ..Default::default()
-            };
-            // Once the budget is spent, later partitions report offsets only.
-            let limit = (p.max_bytes as usize).min(budget);
-            let read_bytes = if limit == 0 && any_data {
-                0
-            } else {
-                limit.max(1)
-            };
-            let read = if committed {
-                self.reader
-                    .read_committed(&p.topic, p.partition, p.offset, read_bytes)
-                    .await
-            } else {
-                self.reader
-                    .read(&p.topic, p.partition, p.offset, read_bytes)
-                    .await
-            };
-            match read {
-                Ok(r) => {
-                    fetched.log_start_offset = r.log_start_offset;
-                    fetched.high_watermark = r.next_offset;
-                    fetched.last_stable_offset = r.last_stable_offset;
-                    fetched.aborted = r
-                        .aborted
-                        .iter()
-                        .map(|a| pb::AbortedTransactionInfo {
-                            producer_id: a.producer_id,
-                            first_offset: a.first_offset,
-                            last_offset: a.last_offset,
-                        })
-                        .collect();
-                    if read_bytes > 0 && !r.batches.is_empty() {
-                        let total: usize = r.batches.iter().map(Bytes::len).sum();
-                        let mut buf = BytesMut::with_capacity(total);
-                        for b in &r.batches {
-                            buf.extend_from_slice(b);
+                offset: p.offset,
+                max_bytes: p.max_bytes as usize,
+            })
+            .collect();
+        let (results, total) =
+            crate::fetch::fetch(&self.reader, &reads, max_bytes, committed).await;
+        let out = partitions
+            .iter()
+            .zip(results)
+            .map(|(p, result)| {
+                let mut fetched = pb::FetchedPartition {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    ..Default::default()
+                };
+                match result {
+                    Ok(r) => {
+                        fetched.log_start_offset = r.log_start_offset;
+                        fetched.high_watermark = r.high_watermark;
+                        fetched.last_stable_offset = r.last_stable_offset;
+                        fetched.aborted = r
+                            .aborted
+                            .iter()
+                            .map(|a| pb::AbortedTransactionInfo {
+                                producer_id: a.producer_id,
+                                first_offset: a.first_offset,
+                                last_offset: a.last_offset,
+                            })
+                            .collect();
+                        fetched.records = r.records;
+                    }
+                    Err(e) => {
+                        fetched.error = error_code(&e) as i32;
+                        fetched.message = describe(&e);
+                        if let streamhouse_storage::Error::CorruptBatch { last_offset, .. } = e {
+                            fetched.corrupt_last_offset = last_offset;
                         }
-                        budget = budget.saturating_sub(total);
-                        any_data = true;
-                        fetched.records = buf.freeze();
                     }
                 }
-                Err(e) => {
-                    fetched.error = error_code(&e) as i32;
-                    fetched.message = describe(&e);
-                    if let streamhouse_storage::Error::CorruptBatch { last_offset, .. } = e {
-                        fetched.corrupt_last_offset = last_offset;
-                    }
-                }
-            }
-            out.push(fetched);
-        }
-        (out, any_data)
+                fetched
+            })
+            .collect();
+        (out, total > 0)
     }
 }
 

@@ -17,7 +17,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// An agent on SQLite and a local directory in `dir` (no fsync), its
-/// Kafka listener on a free port, auto-creating topics of 3 partitions.
+/// Kafka listener on a free port, auto-creating topics of 3 partitions;
+/// a classic group's first join is answered once its members joined,
+/// without the initial rebalance delay.
 pub async fn agent(dir: &tempfile::TempDir) -> RunningAgent {
     agent_with(dir, |_| {}).await
 }
@@ -34,9 +36,10 @@ pub async fn agent_with(
         kafka_listen: Some("127.0.0.1:0".parse().unwrap()),
         kafka_default_partitions: 3,
         unsafe_no_fsync: true,
+        kafka_group_initial_rebalance_delay: Duration::ZERO,
         ..AgentConfig::default()
     };
-    config.pipeline.flush_interval = Duration::from_millis(2);
+    config.pipeline.linger = Duration::from_millis(2);
     configure(&mut config);
     Agent::start(config).await.unwrap()
 }
