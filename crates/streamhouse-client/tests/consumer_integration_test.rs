@@ -201,6 +201,43 @@ async fn commit_on_revoke_gives_no_loss_and_no_duplicates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_revokes_every_partition_before_leaving() {
+    let (_c, agent, a) = start(4).await;
+    produce(&a, "t", 40, "r").await;
+    let listener = Arc::new(CommitOnRevoke {
+        revoked: Mutex::new(Vec::new()),
+    });
+    let c = group_consumer(&a, "g", "t")
+        .enable_auto_commit(false)
+        .rebalance_listener(listener.clone())
+        .build()
+        .await
+        .unwrap();
+    settle(&[&c], 4).await;
+    let seen = poll_n(&c, 40, Duration::from_secs(10)).await;
+    assert_eq!(seen.len(), 40);
+    let mut owned = c.assignment();
+    c.close().await.unwrap();
+    let mut revoked = listener.revoked.lock().unwrap().clone();
+    owned.sort();
+    revoked.sort();
+    assert_eq!(revoked, owned, "on_revoked ran for every owned partition");
+    assert!(c.assignment().is_empty());
+
+    // The listener's commit in on_revoked landed: a new member starts at
+    // the end.
+    let again = group_consumer(&a, "g", "t").build().await.unwrap();
+    settle(&[&again], 4).await;
+    assert!(
+        poll_n(&again, 1, Duration::from_millis(500))
+            .await
+            .is_empty()
+    );
+    again.close().await.unwrap();
+    agent.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_consumers_uncommitted_records_are_delivered_again() {
     let (_c, agent, a) = start(2).await;
     produce(&a, "t", 100, "r").await;

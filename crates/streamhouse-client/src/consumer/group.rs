@@ -15,8 +15,9 @@ use streamhouse_proto::ErrorCode;
 use super::{Consumer, Inner};
 use crate::error::Result;
 
-/// Called by `poll` when the group moves partitions; an application
-/// commits what it processed in `on_revoked`.
+/// Called by `poll` when the group moves partitions, and by `close` for
+/// every partition still owned; an application commits what it processed
+/// in `on_revoked`.
 pub trait RebalanceListener: Send + Sync {
     /// The partitions are about to be taken away; their positions are still
     /// readable and committable.
@@ -73,22 +74,8 @@ impl Consumer {
             .collect();
         let revoked: Vec<_> = owned.difference(&target).cloned().collect();
         let added: Vec<_> = target.difference(&owned).cloned().collect();
-        if !revoked.is_empty() {
-            if let Some(l) = &self.inner.listener {
-                l.on_revoked(self, &revoked).await;
-            }
-            if self.inner.config.enable_auto_commit {
-                let positions = self.positions_of(&revoked);
-                if let Err(e) = self.commit_offsets(positions).await {
-                    tracing::warn!(error = %e, "commit before revocation failed");
-                }
-            }
-            let mut state = self.inner.state.lock().expect("consumer state");
-            for tp in &revoked {
-                if let Some(p) = state.partitions.remove(tp) {
-                    state.buffered_bytes -= p.buffered_bytes;
-                }
-            }
+        if let Err(e) = self.revoke(&revoked).await {
+            tracing::warn!(error = %e, "commit before revocation failed");
         }
         if !added.is_empty() {
             self.inner.add_partitions(&added).await?;
@@ -102,6 +89,30 @@ impl Consumer {
             self.inner.fetch_wake.notify_one();
         }
         Ok(())
+    }
+
+    /// Gives up `partitions`: the listener's `on_revoked`, the auto-commit
+    /// of their positions, then their release. Returns the commit's
+    /// failure (the partitions are released either way).
+    pub(super) async fn revoke(&self, partitions: &[TopicPartition]) -> Result<()> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        if let Some(l) = &self.inner.listener {
+            l.on_revoked(self, partitions).await;
+        }
+        let committed = if self.inner.config.enable_auto_commit {
+            self.commit_offsets(self.positions_of(partitions)).await
+        } else {
+            Ok(())
+        };
+        let mut state = self.inner.state.lock().expect("consumer state");
+        for tp in partitions {
+            if let Some(p) = state.partitions.remove(tp) {
+                state.buffered_bytes -= p.buffered_bytes;
+            }
+        }
+        committed
     }
 
     /// The group and membership to pass to

@@ -195,7 +195,8 @@ impl Consumer {
             return Err(e);
         }
         let max = self.inner.config.max_poll_records;
-        let mut out = Vec::new();
+        let buffered: usize = state.partitions.values().map(|p| p.buffer.len()).sum();
+        let mut out = Vec::with_capacity(buffered.min(max));
         let mut freed = 0;
         // Round-robin over partitions, a slice each, until max records.
         let keys: Vec<TopicPartition> = state.partitions.keys().cloned().collect();
@@ -243,28 +244,34 @@ impl Consumer {
             .collect()
     }
 
-    /// Commits (with auto-commit on), leaves the group at once so its
-    /// partitions move without waiting for the session timeout, and stops.
+    /// Stops handing out records, revokes the group's partitions (the
+    /// listener's `on_revoked` runs, then the auto-commit), leaves the group
+    /// at once so its partitions move without waiting for the session
+    /// timeout, and stops.
+    ///
+    /// The partitions are released before the group is told, so no other
+    /// member can be given one while this consumer still holds it.
     pub async fn close(&self) -> Result<()> {
         if self.inner.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        let committed =
-            if self.inner.config.enable_auto_commit && self.inner.config.group_id.is_some() {
-                self.commit().await
-            } else {
-                Ok(())
-            };
+        let committed = if self.inner.config.group_id.is_some() {
+            self.revoke(&self.assignment()).await
+        } else {
+            Ok(())
+        };
         for t in self.tasks.lock().expect("tasks").drain(..) {
             t.abort();
         }
-        let member = self
-            .inner
-            .state
-            .lock()
-            .expect("consumer state")
-            .member
-            .take();
+        let member = {
+            // Nothing is held once the tasks are stopped, whatever a
+            // concurrent `poll` added meanwhile.
+            let mut state = self.inner.state.lock().expect("consumer state");
+            state.partitions.clear();
+            state.buffered_bytes = 0;
+            state.target = None;
+            state.member.take()
+        };
         if let (Some(m), Some(group)) = (member, &self.inner.config.group_id) {
             self.inner
                 .heartbeat(

@@ -57,7 +57,7 @@ impl TestCluster {
             group: group.to_string(),
             ..AgentConfig::default()
         };
-        config.pipeline.flush_interval = Duration::from_millis(2);
+        config.pipeline.linger = Duration::from_millis(2);
         config
     }
 
