@@ -57,9 +57,11 @@ pub struct Args {
     /// Availability zone, for clients that prefer their own zone.
     #[arg(long, env = "STREAMHOUSE_ZONE")]
     zone: Option<String>,
-    /// Longest a batch waits before its flush, in milliseconds.
-    #[arg(long, env = "STREAMHOUSE_FLUSH_INTERVAL_MS", default_value_t = 10)]
-    flush_interval_ms: u64,
+    /// Milliseconds the first batch waits for others to join its flush when
+    /// no flush is running; under load batches gather while earlier
+    /// flushes upload and commit (group commit), whatever this is.
+    #[arg(long, env = "STREAMHOUSE_LINGER_MS", default_value_t = 0)]
+    linger_ms: u64,
     /// Buffered bytes that start a flush at once.
     #[arg(long, env = "STREAMHOUSE_FLUSH_BYTES", default_value_t = 8 << 20)]
     flush_bytes: usize,
@@ -163,6 +165,16 @@ pub struct Args {
         default_value_t = 45_000
     )]
     kafka_group_session_timeout_ms: u64,
+    /// Milliseconds the first join phase of a Kafka classic group without
+    /// members waits for more members (and as long again for each one
+    /// that joins meanwhile, up to the rebalance timeout), as Kafka's
+    /// group.initial.rebalance.delay.ms; 0 answers at once.
+    #[arg(
+        long,
+        env = "STREAMHOUSE_KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS",
+        default_value_t = 3_000
+    )]
+    kafka_group_initial_rebalance_delay_ms: u64,
     /// PEM certificate chain: serve TLS on the gRPC, Kafka and metrics
     /// listeners (re-read on SIGHUP or when the file changes).
     #[arg(long, env = "STREAMHOUSE_TLS_CERT", requires = "tls_key")]
@@ -234,7 +246,7 @@ impl Args {
             group_heartbeat_interval: Duration::from_millis(self.group_heartbeat_ms.max(1)),
             transaction_check_interval: Duration::from_millis(self.transaction_check_ms.max(1)),
             pipeline: PipelineConfig {
-                flush_interval: Duration::from_millis(self.flush_interval_ms),
+                linger: Duration::from_millis(self.linger_ms),
                 flush_bytes: self.flush_bytes,
                 max_buffered_bytes: self.max_buffered_bytes,
                 max_batch_bytes: self.max_batch_bytes,
@@ -252,6 +264,9 @@ impl Args {
             kafka_default_partitions: self.kafka_default_partitions,
             kafka_group_session_timeout: Duration::from_millis(
                 self.kafka_group_session_timeout_ms.max(1),
+            ),
+            kafka_group_initial_rebalance_delay: Duration::from_millis(
+                self.kafka_group_initial_rebalance_delay_ms,
             ),
             jobs: JobsConfig {
                 retention_interval: Duration::from_secs(self.retention_interval_s.max(1)),

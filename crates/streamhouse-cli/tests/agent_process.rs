@@ -31,7 +31,7 @@ impl AgentProcess {
                 &format!("sqlite://{}", dir.join("metadata.db").display()),
                 "--storage",
                 &format!("file://{}", dir.join("objects").display()),
-                "--flush-interval-ms",
+                "--linger-ms",
                 &flush_ms.to_string(),
                 "--heartbeat-ms",
                 "200",

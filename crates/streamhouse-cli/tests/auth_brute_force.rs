@@ -51,7 +51,7 @@ async fn guessing_one_password_is_bounded_and_does_not_affect_other_users() {
         },
         ..AgentConfig::default()
     };
-    config.pipeline.flush_interval = Duration::from_millis(2);
+    config.pipeline.linger = Duration::from_millis(2);
     let agent = Agent::start_with(config, metadata, store).await.unwrap();
     let grpc = agent.local_addr().to_string();
     let kafka = agent.kafka_addr().unwrap().to_string();

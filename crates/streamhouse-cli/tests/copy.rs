@@ -21,7 +21,7 @@ async fn copy_passes_an_aborted_transaction_larger_than_a_fetch() {
         storage_url: format!("file://{}", dir.path().join("objects").display()),
         ..AgentConfig::default()
     };
-    config.pipeline.flush_interval = Duration::from_millis(2);
+    config.pipeline.linger = Duration::from_millis(2);
     let agent = Agent::start(config).await.unwrap();
     let address = agent.local_addr().to_string();
     let admin = Admin::connect(&address).await.unwrap();

@@ -66,7 +66,7 @@ impl Cluster {
             kafka_default_partitions: PARTITIONS,
             ..AgentConfig::default()
         };
-        config.pipeline.flush_interval = Duration::from_millis(2);
+        config.pipeline.linger = Duration::from_millis(2);
         let agent = Agent::start_with(config, metadata, store).await.unwrap();
         Some(Cluster {
             agent,
@@ -620,7 +620,7 @@ async fn two_agents_lead_partitions_and_clients_survive_one_leaving() {
             agent_ttl: Duration::from_secs(1),
             ..AgentConfig::default()
         };
-        config.pipeline.flush_interval = Duration::from_millis(2);
+        config.pipeline.linger = Duration::from_millis(2);
         Agent::start_with(config, metadata.clone(), store.clone())
     };
     let a = start("agent-a").await.unwrap();
@@ -846,7 +846,7 @@ async fn clients_of_a_zone_use_its_agents() {
             kafka_default_partitions: PARTITIONS,
             ..AgentConfig::default()
         };
-        config.pipeline.flush_interval = Duration::from_millis(2);
+        config.pipeline.linger = Duration::from_millis(2);
         Agent::start_with(config, metadata.clone(), store.clone())
     };
     let a = start("agent-a", "az1").await.unwrap();

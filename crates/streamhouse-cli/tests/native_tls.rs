@@ -53,7 +53,7 @@ async fn secure_agent() -> (RunningAgent, Arc<dyn MetadataStore>, tempfile::Temp
         },
         ..AgentConfig::default()
     };
-    config.pipeline.flush_interval = Duration::from_millis(2);
+    config.pipeline.linger = Duration::from_millis(2);
     let agent = Agent::start_with(config, metadata.clone(), store)
         .await
         .unwrap();

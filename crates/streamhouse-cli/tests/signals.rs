@@ -18,7 +18,7 @@ async fn agent(dir: &tempfile::TempDir) -> RunningAgent {
         storage_url: format!("file://{}", dir.path().join("objects").display()),
         ..AgentConfig::default()
     };
-    config.pipeline.flush_interval = Duration::from_millis(2);
+    config.pipeline.linger = Duration::from_millis(2);
     Agent::start(config).await.unwrap()
 }
 

@@ -46,9 +46,9 @@ pub struct E2eArgs {
     record_size: usize,
     #[arg(long, default_value_t = 16)]
     partitions: u32,
-    /// Agent flush interval, milliseconds.
-    #[arg(long, default_value_t = 10)]
-    flush_interval_ms: u64,
+    /// Agent flush linger, milliseconds.
+    #[arg(long, default_value_t = 0)]
+    linger_ms: u64,
     /// Producer batch_timeout, milliseconds.
     #[arg(long, default_value_t = 5)]
     batch_timeout_ms: u64,
@@ -59,7 +59,7 @@ pub struct E2eArgs {
 
 async fn agent(
     dir: &std::path::Path,
-    flush_interval: Duration,
+    linger: Duration,
     read_cache_bytes: usize,
 ) -> Result<RunningAgent, BoxError> {
     let mut config = AgentConfig {
@@ -68,7 +68,7 @@ async fn agent(
         storage_url: format!("file://{}", dir.join("objects").display()),
         ..AgentConfig::default()
     };
-    config.pipeline.flush_interval = flush_interval;
+    config.pipeline.linger = linger;
     config.reader.cache_bytes = read_cache_bytes;
     Ok(Agent::start(config).await?)
 }
@@ -171,12 +171,7 @@ fn now_micros() -> u64 {
 pub async fn e2e(args: E2eArgs) -> Result<(), BoxError> {
     let tmp = tempfile::tempdir()?;
     let topic = "bench-e2e";
-    let agent = agent(
-        tmp.path(),
-        Duration::from_millis(args.flush_interval_ms),
-        1 << 30,
-    )
-    .await?;
+    let agent = agent(tmp.path(), Duration::from_millis(args.linger_ms), 1 << 30).await?;
     let address = agent.local_addr().to_string();
     Admin::connect(&address)
         .await?
@@ -203,7 +198,7 @@ pub async fn e2e(args: E2eArgs) -> Result<(), BoxError> {
         args.duration,
         args.partitions,
         args.record_size,
-        args.flush_interval_ms,
+        args.linger_ms,
         args.batch_timeout_ms,
         args.fetch_max_wait_ms
     );
@@ -264,11 +259,11 @@ pub async fn e2e(args: E2eArgs) -> Result<(), BoxError> {
         "{total} records: produce → consume latency p50 {p50:.2} ms, p99 {p99:.2} ms, p999 {p999:.2} ms; {cpu:.2} CPU s per million records (process user+sys: agent, producer and consumer)"
     );
     println!(
-        r#"{{"bench":"e2e","rate":{},"records":{total},"partitions":{},"record_size":{},"flush_interval_ms":{},"batch_timeout_ms":{},"fetch_max_wait_ms":{},"p50_ms":{p50:.3},"p99_ms":{p99:.3},"p999_ms":{p999:.3},"cpu_s_per_million":{cpu:.3}}}"#,
+        r#"{{"bench":"e2e","rate":{},"records":{total},"partitions":{},"record_size":{},"linger_ms":{},"batch_timeout_ms":{},"fetch_max_wait_ms":{},"p50_ms":{p50:.3},"p99_ms":{p99:.3},"p999_ms":{p999:.3},"cpu_s_per_million":{cpu:.3}}}"#,
         args.rate,
         args.partitions,
         args.record_size,
-        args.flush_interval_ms,
+        args.linger_ms,
         args.batch_timeout_ms,
         args.fetch_max_wait_ms
     );

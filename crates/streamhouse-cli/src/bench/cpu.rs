@@ -10,7 +10,13 @@ const USER_HZ: f64 = 100.0;
 /// User + system CPU time this process has used so far, over all its
 /// threads; `None` where `/proc/self/stat` cannot be read (not Linux).
 pub fn process_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    cpu_of("self")
+}
+
+/// User + system CPU time process `pid` (a number, or `self`) has used so
+/// far; `None` where its `/proc/PID/stat` cannot be read.
+pub fn cpu_of(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (user, system) = parse_stat(&stat)?;
     Some(Duration::from_secs_f64((user + system) as f64 / USER_HZ))
 }

@@ -130,18 +130,18 @@ pub(super) fn parse_setting(s: &str) -> Result<(String, String), String> {
 
 /// The produce settings the librdkafka run shares with the native one.
 #[derive(Clone)]
-struct KafkaLoad {
-    record_size: usize,
-    compression: String,
-    idempotence: bool,
-    batch_timeout_ms: u64,
-    duration: f64,
-    rate: u64,
+pub(super) struct KafkaLoad {
+    pub(super) record_size: usize,
+    pub(super) compression: String,
+    pub(super) idempotence: bool,
+    pub(super) batch_timeout_ms: u64,
+    pub(super) duration: f64,
+    pub(super) rate: u64,
     /// Records librdkafka may hold unacknowledged (the native run's
     /// window per task times its tasks).
-    window: usize,
+    pub(super) window: usize,
     /// `--kafka-config` settings, applied after the bench's own.
-    extra: Vec<(String, String)>,
+    pub(super) extra: Vec<(String, String)>,
 }
 
 impl KafkaLoad {
@@ -277,7 +277,11 @@ impl ProducerContext for Acks {
 /// One librdkafka produce run: one producer sending for `load.duration`
 /// (librdkafka's own threads batch and send), then waiting for every
 /// acknowledgement.
-fn produce(load: &KafkaLoad, bootstrap: &str, topic: &str) -> Result<Measured, BoxError> {
+pub(super) fn produce(
+    load: &KafkaLoad,
+    bootstrap: &str,
+    topic: &str,
+) -> Result<Measured, BoxError> {
     let start = Instant::now();
     let acks = Acks {
         start,
@@ -369,7 +373,7 @@ fn produce(load: &KafkaLoad, bootstrap: &str, topic: &str) -> Result<Measured, B
 }
 
 /// What one read run gave.
-struct Read {
+pub(super) struct Read {
     records: u64,
     bytes: u64,
     seconds: f64,
@@ -386,15 +390,15 @@ impl Read {
         }
     }
 
-    fn records_per_sec(&self) -> f64 {
+    pub(super) fn records_per_sec(&self) -> f64 {
         self.records as f64 / self.seconds
     }
 
-    fn cpu_per_million(&self) -> f64 {
+    pub(super) fn cpu_per_million(&self) -> f64 {
         cpu::per_million(self.cpu_seconds, self.records as f64)
     }
 
-    fn report(&self, what: &str) {
+    pub(super) fn report(&self, what: &str) {
         eprintln!(
             "{what}: {} records in {:.2} s: {:.0} records/s, {:.1} MB/s of values; {:.2} CPU s per million records",
             self.records,
@@ -405,7 +409,7 @@ impl Read {
         );
     }
 
-    fn json(&self) -> String {
+    pub(super) fn json(&self) -> String {
         format!(
             r#""seconds":{:.3},"records_per_sec":{:.0},"mb_per_sec":{:.1},"cpu_s_per_million":{:.3}"#,
             self.seconds,
@@ -461,7 +465,7 @@ async fn read_native(
 /// Reads `records` records of `topic` from the start of its partitions
 /// with a librdkafka consumer assigned every partition. librdkafka needs a
 /// group.id to `assign`; the consumer neither joins the group nor commits.
-fn read_kafka(
+pub(super) fn read_kafka(
     bootstrap: &str,
     topic: &str,
     partitions: u32,

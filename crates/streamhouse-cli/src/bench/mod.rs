@@ -7,6 +7,8 @@ mod consume;
 mod cpu;
 #[cfg(feature = "kafka-bench")]
 mod kafka;
+#[cfg(feature = "kafka-bench")]
+mod peer;
 mod pipeline;
 mod produce;
 
@@ -30,6 +32,12 @@ pub enum Bench {
     Consume(consume::ConsumeArgs),
     /// Produce → consume latency at a target rate, through one agent.
     E2e(consume::E2eArgs),
+    /// librdkafka against any Kafka broker (an agent's Kafka listener or a
+    /// peer): produce for a while, or read a topic back, reporting
+    /// records/s, acknowledgement latency and CPU per million records of
+    /// this client and of watched processes (kafka-bench feature).
+    #[cfg(feature = "kafka-bench")]
+    Kafka(peer::PeerArgs),
 }
 
 pub async fn run(bench: Bench) -> Result<(), BoxError> {
@@ -39,6 +47,8 @@ pub async fn run(bench: Bench) -> Result<(), BoxError> {
         Bench::Produce(args) => produce::run(args).await,
         Bench::Consume(args) => consume::consume(args).await,
         Bench::E2e(args) => consume::e2e(args).await,
+        #[cfg(feature = "kafka-bench")]
+        Bench::Kafka(args) => peer::run(args).await,
     }
 }
 

@@ -49,9 +49,9 @@ pub struct Args {
     /// Appends each task keeps in flight.
     #[arg(long, default_value_t = 16)]
     inflight: usize,
-    /// Pipeline flush interval, milliseconds.
-    #[arg(long, default_value_t = 10)]
-    flush_interval_ms: u64,
+    /// Pipeline flush linger, milliseconds.
+    #[arg(long, default_value_t = 0)]
+    linger_ms: u64,
     /// Pipeline flush size, bytes.
     #[arg(long, default_value_t = 8 << 20)]
     flush_bytes: usize,
@@ -126,7 +126,7 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
         args.codec,
         args.producers,
         args.inflight,
-        args.flush_interval_ms,
+        args.linger_ms,
         args.flush_bytes
     );
 
@@ -151,7 +151,7 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
             store.clone(),
             metadata.clone(),
             PipelineConfig {
-                flush_interval: Duration::from_millis(args.flush_interval_ms),
+                linger: Duration::from_millis(args.linger_ms),
                 flush_bytes: args.flush_bytes,
                 ..PipelineConfig::default()
             },

@@ -18,9 +18,9 @@ pub struct Args {
     /// the embedded defaults in a temporary directory.
     #[arg(long)]
     pub(super) agent: Option<String>,
-    /// Flush interval of the in-process agent, in milliseconds.
-    #[arg(long, default_value_t = 10)]
-    pub(super) flush_interval_ms: u64,
+    /// Flush linger of the in-process agent, in milliseconds.
+    #[arg(long, default_value_t = 0, conflicts_with = "agent")]
+    pub(super) linger_ms: u64,
     /// Bytes per record value.
     #[arg(long, default_value_t = 100)]
     pub(super) record_size: usize,
@@ -96,7 +96,7 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
                 unsafe_no_fsync: args.unsafe_no_fsync,
                 ..AgentConfig::default()
             };
-            config.pipeline.flush_interval = Duration::from_millis(args.flush_interval_ms);
+            config.pipeline.linger = Duration::from_millis(args.linger_ms);
             let agent = Agent::start(config).await?;
             (agent.local_addr().to_string(), Some(agent))
         }
@@ -141,7 +141,12 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
         agent.shutdown().await?;
         return compared;
     }
-    let plain = measure(&args, &address, &topic, None).await?;
+    let objects = agent.as_ref().map(|_| tmp.path().join("objects"));
+    let before = objects.as_deref().map(count_objects);
+    let mut plain = measure(&args, &address, &topic, None).await?;
+    if let (Some(dir), Some(before)) = (objects.as_deref(), before) {
+        plain.objects_written = Some(count_objects(dir).saturating_sub(before));
+    }
     plain.report("plain");
     let transactional = match args.transactional {
         Some(ms) => {
@@ -210,6 +215,8 @@ pub(super) struct Measured {
     /// User + system CPU seconds of the whole process (agent and client)
     /// during the run.
     pub(super) cpu_seconds: f64,
+    /// Objects the in-process agent wrote during the run (PUTs), when known.
+    pub(super) objects_written: Option<u64>,
 }
 
 impl Measured {
@@ -231,6 +238,7 @@ impl Measured {
             p99: quantile(latencies, 0.99) as f64 / 1000.0,
             p999: quantile(latencies, 0.999) as f64 / 1000.0,
             cpu_seconds,
+            objects_written: None,
         }
     }
 
@@ -239,9 +247,14 @@ impl Measured {
         cpu::per_million(self.cpu_seconds, self.records)
     }
 
+    /// Objects written per second, when known.
+    pub(super) fn objects_per_sec(&self) -> Option<f64> {
+        self.objects_written.map(|n| n as f64 / self.seconds)
+    }
+
     pub(super) fn report(&self, what: &str) {
         eprintln!(
-            "{what}: {:.0} records in {:.1} s: {:.0} records/s, {:.1} MB/s of values; ack latency p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms; {:.2} CPU s per million records (process user+sys, agent and client together)",
+            "{what}: {:.0} records in {:.1} s: {:.0} records/s, {:.1} MB/s of values; ack latency p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms; {:.2} CPU s per million records (process user+sys, agent and client together){}",
             self.records,
             self.seconds,
             self.records_per_sec,
@@ -249,13 +262,17 @@ impl Measured {
             self.p50,
             self.p99,
             self.p999,
-            self.cpu_per_million()
+            self.cpu_per_million(),
+            match self.objects_per_sec() {
+                Some(n) => format!("; {n:.0} objects written per second"),
+                None => String::new(),
+            }
         );
     }
 
     pub(super) fn json(&self) -> String {
         format!(
-            r#""records":{:.0},"seconds":{:.2},"records_per_sec":{:.0},"mb_per_sec":{:.1},"ack_p50_ms":{:.3},"ack_p99_ms":{:.3},"ack_p999_ms":{:.3},"cpu_s_per_million":{:.3}"#,
+            r#""records":{:.0},"seconds":{:.2},"records_per_sec":{:.0},"mb_per_sec":{:.1},"ack_p50_ms":{:.3},"ack_p99_ms":{:.3},"ack_p999_ms":{:.3},"cpu_s_per_million":{:.3}{}"#,
             self.records,
             self.seconds,
             self.records_per_sec,
@@ -263,9 +280,28 @@ impl Measured {
             self.p50,
             self.p99,
             self.p999,
-            self.cpu_per_million()
+            self.cpu_per_million(),
+            match self.objects_per_sec() {
+                Some(n) => format!(r#","objects_per_sec":{n:.1}"#),
+                None => String::new(),
+            }
         )
     }
+}
+
+/// Files under `dir`, recursively (0 when it does not exist yet).
+fn count_objects(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => count_objects(&e.path()),
+            Ok(_) => 1,
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// Several runs taken as one: their records, seconds and CPU added up;
@@ -285,6 +321,7 @@ pub(super) fn combine(runs: &[Measured], record_size: usize) -> Measured {
         p99: mean(|r| r.p99),
         p999: mean(|r| r.p999),
         cpu_seconds: runs.iter().map(|r| r.cpu_seconds).sum(),
+        objects_written: runs.iter().map(|r| r.objects_written).sum(),
     }
 }
 
@@ -428,6 +465,22 @@ mod tests {
         assert_eq!(m.p50, 0.501);
         assert_eq!(m.p99, 0.990);
         assert_eq!(m.cpu_per_million(), 1.5);
+    }
+
+    #[test]
+    fn in_process_settings_are_refused_with_a_running_agent() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: Args,
+        }
+        assert!(Cli::try_parse_from(["b", "--linger-ms", "5"]).is_ok());
+        assert!(Cli::try_parse_from(["b", "--agent", "127.0.0.1:1"]).is_ok());
+        let err = Cli::try_parse_from(["b", "--agent", "127.0.0.1:1", "--linger-ms", "5"])
+            .err()
+            .expect("--linger-ms has no agent to set with --agent");
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
     }
 
     #[test]

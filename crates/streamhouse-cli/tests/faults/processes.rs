@@ -109,7 +109,7 @@ fn spawn(stores: &Stores, advertise: SocketAddr) -> (Child, SocketAddr) {
             "127.0.0.1:0",
             "--advertise",
             &advertise.to_string(),
-            "--flush-interval-ms",
+            "--linger-ms",
             "5",
             "--heartbeat-ms",
             "200",

@@ -64,7 +64,7 @@ impl AgentProcess {
                 "127.0.0.1:0",
             ])
             .args(["--agent-id", agent_id, "--heartbeat-ms", "200"])
-            .args(["--flush-interval-ms", "5", "--unsafe-no-fsync"])
+            .args(["--linger-ms", "5", "--unsafe-no-fsync"])
             .arg("--metadata")
             .arg(format!("sqlite://{}", dir.join("metadata.db").display()))
             .arg("--storage")
@@ -145,7 +145,7 @@ impl Cluster {
             unsafe_no_fsync: true,
             ..AgentConfig::default()
         };
-        config.pipeline.flush_interval = Duration::from_millis(2);
+        config.pipeline.linger = Duration::from_millis(2);
         configure(&mut config);
         let agent = Agent::start(config).await.unwrap();
         Cluster { agent, dir }
