@@ -134,20 +134,9 @@ impl BlockCache {
         let key: Arc<str> = key.into();
         let mut parts = Vec::with_capacity((last - first + 1) as usize);
         for block in first..=last {
-            let block_start = block * self.block_size;
-            let block_end = (block_start + self.block_size).min(object_size);
+            let (block_start, block_end) = self.bounds(block, object_size);
             let cell = self.cell(&key, block);
-            let mut loaded = false;
-            let bytes = cell
-                .get_or_try_init(|| {
-                    loaded = true;
-                    load(block_start, block_end)
-                })
-                .await?
-                .clone();
-            if loaded {
-                self.account(bytes.len());
-            }
+            let bytes = self.fill(&cell, || load(block_start, block_end)).await?;
             let from = start.max(block_start) - block_start;
             let to = end.min(block_end) - block_start;
             parts.push(bytes.slice(from as usize..to as usize));
@@ -169,8 +158,7 @@ impl BlockCache {
         Fut: Future<Output = Result<Bytes, E>> + Send + 'static,
     {
         let block = at / self.block_size;
-        let block_start = block * self.block_size;
-        let block_end = (block_start + self.block_size).min(object_size);
+        let (block_start, block_end) = self.bounds(block, object_size);
         if block_start >= block_end {
             return;
         }
@@ -186,17 +174,39 @@ impl BlockCache {
         };
         let cache = self.clone();
         tokio::spawn(async move {
-            let mut loaded = false;
-            let result = cell
-                .get_or_try_init(|| {
-                    loaded = true;
-                    load(block_start, block_end)
-                })
-                .await;
-            if let (Ok(bytes), true) = (result, loaded) {
-                cache.account(bytes.len());
-            }
+            let _ = cache.fill(&cell, || load(block_start, block_end)).await;
         });
+    }
+
+    /// Bytes `start..end` of block `block` of an object of `object_size`
+    /// bytes.
+    fn bounds(&self, block: u64, object_size: u64) -> (u64, u64) {
+        let start = block * self.block_size;
+        (start, (start + self.block_size).min(object_size))
+    }
+
+    /// The bytes of a block's cell, loaded with `load` unless it holds them
+    /// or another load is under way; the bytes a load adds are counted.
+    async fn fill<Fut, E>(
+        &self,
+        cell: &OnceCell<Bytes>,
+        load: impl FnOnce() -> Fut,
+    ) -> Result<Bytes, E>
+    where
+        Fut: Future<Output = Result<Bytes, E>>,
+    {
+        let mut loaded = false;
+        let bytes = cell
+            .get_or_try_init(|| {
+                loaded = true;
+                load()
+            })
+            .await?
+            .clone();
+        if loaded {
+            self.account(bytes.len());
+        }
+        Ok(bytes)
     }
 
     fn cell(&self, key: &Arc<str>, block: u64) -> Arc<OnceCell<Bytes>> {

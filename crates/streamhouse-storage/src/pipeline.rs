@@ -506,7 +506,7 @@ const OVERLAP_SHARE: usize = 8;
 
 async fn run_flusher(shared: Arc<Shared>, flushes: mpsc::Sender<Flush>) {
     loop {
-        let (since, closed, full, idle) = {
+        let (since, closed, full, may_start) = {
             let p = shared.pending.lock().expect("pending lock");
             (
                 p.since,
@@ -523,7 +523,7 @@ async fn run_flusher(shared: Arc<Shared>, flushes: mpsc::Sender<Flush>) {
                     shared.wake.notified().await;
                     continue;
                 }
-                Some(_) if !idle => {
+                Some(_) if !may_start => {
                     shared.wake.notified().await;
                     continue;
                 }
